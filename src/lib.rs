@@ -1,0 +1,34 @@
+//! edge-agent polls HTTP sensors on a Linux gateway, averages their readings
+//! per group and appends the averages to rotating CSV files.
+//!
+//! Data flows one way, one module per step:
+//!
+//! ```text
+//! config ─> schedule ─> poll (caps) ─> extract + units ─> aggregate ─> store (rotating CSV)
+//! ```
+//!
+//! - [`config`] reads and validates `agent.yaml` into a [`config::Config`];
+//!   every error names the key path and line.
+//! - [`schedule`] produces ticks aligned to wall-clock multiples of the interval.
+//! - [`poll`] fetches every sensor once per tick under the total and per-host
+//!   caps, cutting off at the cycle's deadline.
+//! - [`extract`] reads the number from a body; [`units`] converts it and
+//!   refuses impossible values.
+//! - [`aggregate`] turns readings into one row per group per window.
+//! - [`store`] is the writer task: bounded queue, whole-row appends, rotation,
+//!   compression, retention and repair of torn files.
+//! - [`run`] ties them into the agent's loop; [`shutdown`] turns signals into
+//!   control events; [`simulate`] serves fake sensors; [`plan`] prints what
+//!   `check` found.
+
+pub mod aggregate;
+pub mod config;
+pub mod extract;
+pub mod plan;
+pub mod poll;
+pub mod run;
+pub mod schedule;
+pub mod shutdown;
+pub mod simulate;
+pub mod store;
+pub mod units;

@@ -1,0 +1,127 @@
+//! `edge-agent check`: the resolved plan, as a person wants to read it
+//! before starting the agent. Secrets are shown as `<redacted>`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::config::{Config, Fsync, HumanSize, Selector};
+use crate::store::names;
+
+/// A multi-line description of what `run` would do with `config`.
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let d = |d| humantime::format_duration(d).to_string();
+    let _ = writeln!(out, "config {}: ok", config.source.display());
+    let _ = writeln!(
+        out,
+        "every {} (ticks aligned to the clock), timeout {}, at most {} request(s) in flight, {} per host, bodies up to {}",
+        d(config.interval),
+        d(config.timeout),
+        config.limit,
+        config.limit_per_host,
+        HumanSize(config.max_body)
+    );
+    let o = &config.output;
+    let mut rotate = Vec::new();
+    if let Some(s) = o.max_size {
+        rotate.push(format!("at {}", HumanSize(s)));
+    }
+    if let Some(e) = o.every {
+        rotate.push(format!("every {} (UTC-aligned)", d(e)));
+    }
+    let _ = writeln!(out, "output: {}", names::active(&o.dir, &o.prefix).display());
+    let _ = writeln!(
+        out,
+        "  rotate {}; keep {} rotated file(s); compress {}; fsync {}",
+        if rotate.is_empty() {
+            "never".to_string()
+        } else {
+            rotate.join(" or ")
+        },
+        o.keep,
+        match o.compress {
+            crate::config::Compress::None => "none",
+            crate::config::Compress::Gzip => "gzip",
+        },
+        match o.fsync {
+            Fsync::Rotate => "on rotation".to_string(),
+            Fsync::Always => "after every write".to_string(),
+            Fsync::Every(t) => format!("every {}", d(t)),
+        }
+    );
+    let _ = writeln!(out, "groups:");
+    for g in &config.groups {
+        let _ = writeln!(
+            out,
+            "  {} ({}, one row per {}): {} sensor(s)",
+            g.name,
+            g.unit.as_str(),
+            d(g.window),
+            g.sensors.len()
+        );
+        for s in &g.sensors {
+            let _ = write!(
+                out,
+                "    {} {} {} from {}",
+                s.id,
+                s.format.as_str(),
+                match &s.selector {
+                    Selector::Text => "body".to_string(),
+                    other => other.to_string(),
+                },
+                shown_url(&s.url)
+            );
+            if s.unit != g.unit {
+                let _ = write!(out, " in {}", s.unit.as_str());
+            }
+            if s.timeout != config.timeout {
+                let _ = write!(out, ", timeout {}", d(s.timeout));
+            }
+            for (name, value) in &s.headers {
+                let _ = write!(out, ", header {name}: {value}");
+            }
+            if let Some(auth) = &s.basic_auth {
+                let _ = write!(
+                    out,
+                    ", basic auth {}:{}",
+                    auth.username,
+                    if auth.password.is_some() { "<redacted>" } else { "" }
+                );
+            }
+            if s.tls.insecure {
+                let _ = write!(out, ", TLS NOT VERIFIED");
+            }
+            if let Some(ca) = &s.tls.ca_file {
+                let _ = write!(out, ", CA {}", ca.display());
+            }
+            let _ = writeln!(out);
+        }
+    }
+    let mut hosts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, s) in config.sensors() {
+        *hosts.entry(&s.host).or_default() += 1;
+    }
+    let _ = writeln!(out, "hosts ({}):", hosts.len());
+    for (host, n) in &hosts {
+        let _ = writeln!(
+            out,
+            "  {host}: {n} sensor(s), up to {} at once",
+            (*n).min(config.limit_per_host).min(config.limit)
+        );
+    }
+    out
+}
+
+/// A URL as shown to people: no password, and the query (which may hold a
+/// token from `${VAR}`) replaced by `?<redacted>`.
+fn shown_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    let had_query = u.query().is_some();
+    u.set_query(None);
+    let mut s = u.to_string();
+    if had_query {
+        s.push_str("?<redacted>");
+    }
+    s
+}

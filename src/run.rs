@@ -1,0 +1,318 @@
+//! `edge-agent run`: the loop that ties the steps together.
+//!
+//! ```text
+//! tick (schedule) -> poll every sensor (poll) -> rows (aggregate) -> queue -> writer (store)
+//! ```
+//!
+//! Control events (from signals) are watched while waiting for a tick and
+//! during a cycle: a shutdown cuts the running cycle short to at most
+//! `timeout`, writes its rows and the windows still open, then closes the
+//! store (flush + fsync). A reload is applied between cycles, and only if the
+//! new file is valid and its clients and store can be set up; otherwise the
+//! agent keeps running on the old config and says why.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::aggregate::Aggregator;
+use crate::config::{Config, ConfigError};
+use crate::poll::{ClientError, Failure, Outcome, Poller};
+use crate::schedule::{Clock, Ticker};
+use crate::shutdown::Control;
+use crate::store::{Store, StoreError, StoreSender};
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a run did, for the last log line and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub cycles: u64,
+    pub skipped_ticks: u64,
+    pub rows_written: u64,
+    pub rows_dropped: u64,
+    pub reloads: u64,
+}
+
+/// Run until a [`Control::Shutdown`] arrives (or `control` closes).
+/// `path` is re-read on [`Control::Reload`].
+pub async fn run(
+    config: Config,
+    path: PathBuf,
+    mut control: mpsc::Receiver<Control>,
+    clock: Clock,
+) -> Result<Summary, RunError> {
+    let mut config = Arc::new(config);
+    let mut store = Store::open(&config.output).await?;
+    let mut poller = Poller::new(config.clone())?;
+    tracing::info!(
+        sensors = poller.len(),
+        groups = config.groups.len(),
+        "polling every {}, writing to {}",
+        humantime::format_duration(config.interval),
+        crate::store::names::active(&config.output.dir, &config.output.prefix).display()
+    );
+    let mut summary = Summary::default();
+    loop {
+        let mut engine = Engine::new(config.clone(), &poller, store.sender(), clock.clone());
+        let stop = engine.cycles(&mut control, &path, &store).await;
+        summary.cycles += engine.cycles;
+        summary.skipped_ticks += engine.skipped;
+        drop(engine);
+        match stop {
+            Stop::Shutdown => break,
+            Stop::Reload(next) => {
+                summary.reloads += 1;
+                if let Some(new_store) = next.store {
+                    let old = std::mem::replace(&mut store, new_store);
+                    add_store_stats(&mut summary, old.close().await?);
+                }
+                config = next.config;
+                poller = next.poller;
+                tracing::info!(
+                    sensors = poller.len(),
+                    groups = config.groups.len(),
+                    "new configuration applied"
+                );
+            }
+        }
+    }
+    add_store_stats(&mut summary, store.close().await?);
+    tracing::info!(
+        "stopped after {} cycle(s): {} row(s) written, {} dropped, {} tick(s) skipped",
+        summary.cycles,
+        summary.rows_written,
+        summary.rows_dropped,
+        summary.skipped_ticks
+    );
+    Ok(summary)
+}
+
+fn add_store_stats(summary: &mut Summary, stats: Arc<crate::store::StoreStats>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    summary.rows_written += stats.rows_written.load(Relaxed);
+    summary.rows_dropped += stats.rows_dropped.load(Relaxed);
+}
+
+/// A validated replacement config, ready to run.
+struct Next {
+    config: Arc<Config>,
+    poller: Poller,
+    /// A new store when the output settings changed.
+    store: Option<Store>,
+}
+
+enum Stop {
+    Shutdown,
+    Reload(Box<Next>),
+}
+
+/// The cycle loop for one config.
+struct Engine<'a> {
+    config: Arc<Config>,
+    poller: &'a Poller,
+    store: StoreSender,
+    clock: Clock,
+    health: Health,
+    cycles: u64,
+    skipped: u64,
+}
+
+impl<'a> Engine<'a> {
+    fn new(config: Arc<Config>, poller: &'a Poller, store: StoreSender, clock: Clock) -> Engine<'a> {
+        Engine {
+            health: Health::new(poller.len()),
+            config,
+            poller,
+            store,
+            clock,
+            cycles: 0,
+            skipped: 0,
+        }
+    }
+
+    async fn cycles(
+        &mut self,
+        control: &mut mpsc::Receiver<Control>,
+        path: &std::path::Path,
+        store: &Store,
+    ) -> Stop {
+        let mut ticker = Ticker::new(self.clock.clone(), self.config.interval, self.config.timeout);
+        let mut aggregator = Aggregator::new(&self.config, ticker.upcoming());
+        let mut reload_asked = false;
+        loop {
+            if reload_asked {
+                reload_asked = false;
+                if let Some(next) = prepare_reload(path, store).await {
+                    self.store.send(aggregator.flush());
+                    return Stop::Reload(Box::new(next));
+                }
+            }
+            let tick = tokio::select! {
+                tick = ticker.tick() => tick,
+                c = control.recv() => match c {
+                    Some(Control::Reload) => { reload_asked = true; continue; }
+                    Some(Control::Shutdown) | None => {
+                        self.store.send(aggregator.flush());
+                        return Stop::Shutdown;
+                    }
+                },
+            };
+            self.skipped += tick.skipped;
+            let started = Instant::now();
+            let (deadline_tx, deadline_rx) = watch::channel(tick.deadline);
+            let poll = self.poller.poll(deadline_rx);
+            tokio::pin!(poll);
+            let mut shutdown = false;
+            let outcomes = loop {
+                tokio::select! {
+                    outcomes = &mut poll => break outcomes,
+                    c = control.recv(), if !shutdown => match c {
+                        Some(Control::Reload) => reload_asked = true,
+                        Some(Control::Shutdown) | None => {
+                            shutdown = true;
+                            let cut = Instant::now() + self.config.timeout;
+                            deadline_tx.send_modify(|d| *d = (*d).min(cut));
+                        }
+                    },
+                }
+            };
+            self.cycles += 1;
+            let (ok, failed) = self.health.observe(self.poller, &self.config, &outcomes);
+            tracing::debug!(
+                ok,
+                failed,
+                ms = started.elapsed().as_millis() as u64,
+                "cycle at {} done",
+                humantime::format_rfc3339_millis(tick.time)
+            );
+            let poller = self.poller;
+            let rows = aggregator.add_cycle(
+                tick.time,
+                outcomes
+                    .iter()
+                    .enumerate()
+                    .map(|(n, o)| (poller.sensor_at(n).0, o)),
+            );
+            self.store.send(rows);
+            if shutdown {
+                self.store.send(aggregator.flush());
+                return Stop::Shutdown;
+            }
+        }
+    }
+}
+
+/// Load and set up the config at `path`; `None` (after logging why) when
+/// anything about it fails, so the caller keeps the running config.
+async fn prepare_reload(path: &std::path::Path, store: &Store) -> Option<Next> {
+    let config = match Config::load(path) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::error!("reload refused, keeping the running configuration:\n{e}");
+            return None;
+        }
+    };
+    let poller = match Poller::new(config.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("reload refused, keeping the running configuration: {e}");
+            return None;
+        }
+    };
+    let new_store = if config.output != *store.output() {
+        match Store::open(&config.output).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!("reload refused, keeping the running configuration: {e}");
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    Some(Next {
+        config,
+        poller,
+        store: new_store,
+    })
+}
+
+/// Which sensors are failing, so each change is logged once: when a sensor
+/// starts failing (with the reason) and when it recovers, never every cycle.
+struct Health {
+    failing: Vec<Option<u64>>,
+    /// Sensors not polled at all last cycle (the cycle ran out of time).
+    starved: usize,
+}
+
+impl Health {
+    fn new(n: usize) -> Health {
+        Health {
+            failing: vec![None; n],
+            starved: 0,
+        }
+    }
+
+    /// Log changes; returns (ok, failed) for the cycle.
+    fn observe(&mut self, poller: &Poller, config: &Config, outcomes: &[Outcome]) -> (usize, usize) {
+        let mut ok = 0;
+        let mut starved = 0;
+        for (n, outcome) in outcomes.iter().enumerate() {
+            let (g, s) = poller.sensor_at(n);
+            let group = &config.groups[g];
+            let sensor = &group.sensors[s];
+            match outcome {
+                Ok(_) => {
+                    ok += 1;
+                    if let Some(count) = self.failing[n].take() {
+                        tracing::info!(sensor = %sensor.id, group = %group.name, "sensor recovered after {count} failed poll(s)");
+                    }
+                }
+                // Reported once per cycle below, not once per sensor.
+                Err(Failure::NotStarted) => starved += 1,
+                Err(reason) => match &mut self.failing[n] {
+                    Some(count) => *count += 1,
+                    None => {
+                        self.failing[n] = Some(1);
+                        tracing::warn!(sensor = %sensor.id, group = %group.name, url = %redacted_url(&sensor.url), "sensor failing: {reason}");
+                    }
+                },
+            }
+        }
+        if starved > 0 && self.starved == 0 {
+            tracing::warn!(
+                "{starved} sensor(s) could not be polled before the cycle ended; \
+                 raise limit/limit_per_host or the interval"
+            );
+        } else if starved == 0 && self.starved > 0 {
+            tracing::info!("every sensor is polled within the cycle again");
+        }
+        self.starved = starved;
+        (ok, outcomes.len() - ok)
+    }
+}
+
+/// The URL without credentials or query (which may hold a `${VAR}` secret).
+fn redacted_url(url: &url::Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        match url.port() {
+            Some(p) => format!(":{p}{}", url.path()),
+            None => url.path().to_string(),
+        }
+    )
+}

@@ -1,0 +1,199 @@
+//! The active CSV file: opened safely, appended to whole rows at a time.
+//!
+//! Opening is where damage from a previous run is dealt with:
+//! - a partial last line (power cut mid-write) is cut back to the last
+//!   newline, and the number of bytes cut is logged;
+//! - an empty file gets the header;
+//! - a file whose first line is not our header belongs to someone else and
+//!   is never appended to.
+//!
+//! Appends keep track of the length the file had after the last complete
+//! write. If a write fails part-way (disk full), the file is truncated back
+//! to that length before the next attempt, so a retry never leaves a torn or
+//! doubled row.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use tokio::fs::{File, OpenOptions};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::StoreError;
+
+/// Line 1 of every file.
+pub const HEADER: &str = "time,group,mean,min,max,unit,ok,failed\n";
+
+/// Mode of created data files: owner read/write, group read (for `tail -F`
+/// by an admin group), nothing for others.
+pub const FILE_MODE: u32 = 0o640;
+
+pub struct ActiveFile {
+    path: PathBuf,
+    file: File,
+    /// Length after the last complete write.
+    len: u64,
+    /// Time of the first row, if the file has rows.
+    first_row: Option<SystemTime>,
+    /// Written since the last fsync.
+    dirty: bool,
+}
+
+impl ActiveFile {
+    /// Open (or create) the active file at `path`, repairing a torn tail.
+    pub async fn open(path: &Path) -> Result<ActiveFile, StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            action: "open",
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(FILE_MODE)
+            .open(path)
+            .await
+            .map_err(io)?;
+        let mut len = file.metadata().await.map_err(io)?.len();
+        let keep = complete_length(&mut file, len).await.map_err(io)?;
+        if keep < len {
+            tracing::warn!(
+                "{}: cut {} byte(s) of a partial last line left by an interrupted write",
+                path.display(),
+                len - keep
+            );
+            file.set_len(keep).await.map_err(io)?;
+            file.sync_all().await.map_err(io)?;
+            len = keep;
+        }
+        let mut active = ActiveFile {
+            path: path.to_path_buf(),
+            file,
+            len,
+            first_row: None,
+            dirty: false,
+        };
+        if len == 0 {
+            active.append(HEADER.as_bytes()).await.map_err(io)?;
+            active.sync().await?;
+        } else {
+            let head = active.read_head().await.map_err(io)?;
+            let mut lines = head.split(|b| *b == b'\n');
+            let first = lines.next().unwrap_or_default();
+            if first != HEADER.trim_end().as_bytes() {
+                return Err(StoreError::ForeignFile {
+                    path: path.to_path_buf(),
+                    found: String::from_utf8_lossy(&first[..first.len().min(80)]).into_owned(),
+                });
+            }
+            active.first_row = lines.next().and_then(row_time);
+        }
+        Ok(active)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes in the file after the last complete write.
+    pub fn size(&self) -> u64 {
+        self.len
+    }
+
+    /// True when the file holds only its header.
+    pub fn has_rows(&self) -> bool {
+        self.len > HEADER.len() as u64
+    }
+
+    pub fn first_row(&self) -> Option<SystemTime> {
+        self.first_row
+    }
+
+    /// Record the time of the first row, for a file that had none.
+    pub fn set_first_row(&mut self, t: SystemTime) {
+        if self.first_row.is_none() {
+            self.first_row = Some(t);
+        }
+    }
+
+    /// Append `bytes` (whole rows). On error the file is cut back to its
+    /// length before the call, so nothing partial stays behind.
+    pub async fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let result = async {
+            self.file.write_all(bytes).await?;
+            // tokio's File reports a failed write only on the next operation.
+            self.file.flush().await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                self.dirty = true;
+                Ok(())
+            }
+            Err(e) => {
+                // Best effort: if even this fails, open() repairs the tail.
+                let _ = self.file.set_len(self.len).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Force written rows to stable storage.
+    pub async fn sync(&mut self) -> Result<(), StoreError> {
+        if self.dirty || self.len == HEADER.len() as u64 {
+            self.file.sync_data().await.map_err(|source| StoreError::Io {
+                path: self.path.clone(),
+                action: "fsync",
+                source,
+            })?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The first bytes of the file: the header and the first row.
+    async fn read_head(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut head = vec![0u8; 512];
+        self.file.seek(SeekFrom::Start(0)).await?;
+        let mut filled = 0;
+        while filled < head.len() {
+            let n = self.file.read(&mut head[filled..]).await?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        head.truncate(filled);
+        Ok(head)
+    }
+}
+
+/// The length of the file up to and including its last newline.
+async fn complete_length(file: &mut File, len: u64) -> std::io::Result<u64> {
+    const STEP: u64 = 64 * 1024;
+    let mut end = len;
+    let mut buf = vec![0u8; STEP as usize];
+    while end > 0 {
+        let start = end.saturating_sub(STEP);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start)).await?;
+        file.read_exact(chunk).await?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// The time in the first field of a CSV row.
+fn row_time(line: &[u8]) -> Option<SystemTime> {
+    let field = line.split(|b| *b == b',').next()?;
+    humantime::parse_rfc3339(std::str::from_utf8(field).ok()?).ok()
+}

@@ -1,0 +1,125 @@
+//! File names of the store.
+//!
+//! The active file has a stable name, `PREFIX.csv`, so `tail -F` keeps
+//! working across rotations. A rotated file is named after the time of its
+//! first row, `PREFIX-20261124T100000Z.csv` (`.csv.gz` once compressed), so
+//! names sort in time order and replay can pick files by name alone. Two
+//! files starting in the same second (tiny `max_size`) get `_1`, `_2` ...
+//! after the time, which still sorts after the plain name.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// The active file of `prefix` in `dir`.
+pub fn active(dir: &Path, prefix: &str) -> PathBuf {
+    dir.join(format!("{prefix}.csv"))
+}
+
+/// `20261124T100000Z` for a time.
+pub fn compact_time(t: SystemTime) -> String {
+    let text = humantime::format_rfc3339_seconds(t).to_string();
+    text.chars().filter(|c| *c != '-' && *c != ':').collect()
+}
+
+/// The name of a rotated, uncompressed file.
+pub fn rotated(prefix: &str, first_row: SystemTime, seq: u32) -> String {
+    let time = compact_time(first_row);
+    if seq == 0 {
+        format!("{prefix}-{time}.csv")
+    } else {
+        format!("{prefix}-{time}_{seq}.csv")
+    }
+}
+
+/// What a rotated file's name says about it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rotated {
+    /// Time of the file's first row.
+    pub time: SystemTime,
+    pub seq: u32,
+    /// `.csv.gz` rather than `.csv`.
+    pub gzip: bool,
+}
+
+impl Rotated {
+    /// The name without `.csv` / `.csv.gz`, shared by both forms of a file.
+    pub fn stem(&self, prefix: &str) -> String {
+        rotated(prefix, self.time, self.seq)
+            .trim_end_matches(".csv")
+            .to_string()
+    }
+}
+
+/// Parse `PREFIX-YYYYMMDDTHHMMSSZ[_N].csv[.gz]`; `None` for other files.
+pub fn parse_rotated(prefix: &str, name: &str) -> Option<Rotated> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;
+    let (rest, gzip) = match rest.strip_suffix(".csv.gz") {
+        Some(r) => (r, true),
+        None => (rest.strip_suffix(".csv")?, false),
+    };
+    let (time, seq) = match rest.split_once('_') {
+        Some((t, n)) => (t, n.parse().ok().filter(|n| *n > 0)?),
+        None => (rest, 0),
+    };
+    let b = time.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| time.get(r).filter(|s| s.bytes().all(|c| c.is_ascii_digit()));
+    let rfc = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        digits(0..4)?,
+        digits(4..6)?,
+        digits(6..8)?,
+        digits(9..11)?,
+        digits(11..13)?,
+        digits(13..15)?
+    );
+    let time = humantime::parse_rfc3339(&rfc).ok()?;
+    Some(Rotated { time, seq, gzip })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn round_trip() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_514_400);
+        let name = rotated("readings", t, 0);
+        assert_eq!(name, "readings-20261124T100000Z.csv");
+        assert_eq!(
+            parse_rotated("readings", &name),
+            Some(Rotated {
+                time: t,
+                seq: 0,
+                gzip: false
+            })
+        );
+        let gz = format!("{}.gz", rotated("readings", t, 2));
+        assert_eq!(
+            parse_rotated("readings", &gz),
+            Some(Rotated {
+                time: t,
+                seq: 2,
+                gzip: true
+            })
+        );
+        assert!(rotated("r", t, 0) < rotated("r", t, 1));
+    }
+
+    #[test]
+    fn other_files_are_not_rotated_files() {
+        for name in [
+            "readings.csv",
+            "readings-2026.csv",
+            "readings-20261124T100000Z.csv.gz.tmp",
+            "other-20261124T100000Z.csv",
+            "readings-20261124T100000Z_0.csv",
+            "readings-2026112xT100000Z.csv",
+        ] {
+            assert_eq!(parse_rotated("readings", name), None, "{name}");
+        }
+    }
+}
