@@ -1,1 +1,699 @@
-fn main() {}
+//! End-to-end benchmark of `edge-agent run` with the real binary.
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/work/target-bench cargo bench --bench cycle
+//! ```
+//!
+//! 1. `edge-agent simulate` serves 10 loopback hosts (127.0.0.1..10, one
+//!    port) with 20 ms latency per answer.
+//! 2. `edge-agent run` polls 10,000 sensors on them (1,000 per host, 100
+//!    groups of 100) every 3 s with `limit: 200`, `limit_per_host: 25`.
+//!    Its `--log-level debug` cycle lines (`ok=.. failed=.. ms=..`) give
+//!    the cycle times; /proc gives CPU time and peak RSS (VmHWM).
+//! 3. The shipped demo (`agent.yaml --simulate`) runs ~12 s for its peak RSS.
+//! 4. Size of the (stripped) release binary and packages in Cargo.lock.
+//!
+//! The median cycle time is compared with the bound
+//! `max(ceil(N/limit), max_h ceil(N_h/limit_per_host)) * latency`, which is
+//! what to compare across (noisy, shared) machines. The process exits
+//! non-zero only when the run itself failed, not when a goal is missed.
+//!
+//! Only loopback addresses are used. Without `--bench` (e.g. under
+//! `cargo test --all-targets`) it does nothing, so test runs stay fast.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
+
+const HOSTS: usize = 10;
+const SENSORS: usize = 10_000;
+const GROUP_SIZE: usize = 100;
+const LIMIT: usize = 200;
+const LIMIT_PER_HOST: usize = 25;
+const LATENCY_MS: u64 = 20;
+const INTERVAL_S: u64 = 3;
+const WARMUP_CYCLES: usize = 2;
+const MEASURED_CYCLES: usize = 12;
+
+const GOAL_RATIO: f64 = 1.10;
+const GOAL_RSS_MIB: f64 = 32.0;
+const GOAL_DEMO_RSS_MIB: f64 = 8.0;
+const DEMO_SECONDS: u64 = 12;
+const DEMO_PORTS: [u16; 2] = [18321, 18322];
+
+type Res<T> = Result<T, String>;
+
+fn main() -> ExitCode {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("cycle: run with `cargo bench --bench cycle`; nothing to do in test mode");
+        return ExitCode::SUCCESS;
+    }
+    match run_all() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cycle bench FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, unless
+/// it was already waited for.
+struct Guard {
+    name: &'static str,
+    child: Option<Child>,
+}
+
+impl Guard {
+    fn spawn(name: &'static str, cmd: &mut Command) -> Res<Guard> {
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({BIN}): {e}"))?;
+        Ok(Guard {
+            name,
+            child: Some(child),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("child is present until stopped")
+    }
+
+    /// `Some(status)` once the child has exited.
+    fn exited(&mut self) -> Res<Option<ExitStatus>> {
+        let name = self.name;
+        self.child()
+            .try_wait()
+            .map_err(|e| format!("cannot wait for {name}: {e}"))
+    }
+
+    /// SIGTERM, then wait up to `timeout` for the exit status.
+    fn terminate(&mut self, timeout: Duration) -> Res<ExitStatus> {
+        let pid = self.pid().to_string();
+        if self.exited()?.is_none() {
+            let st = Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .map_err(|e| format!("cannot run kill: {e}"))?;
+            if !st.success() {
+                return Err(format!("kill -TERM {pid} ({}) failed: {st}", self.name));
+            }
+        }
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= until {
+                return Err(format!(
+                    "{} (pid {pid}) did not exit within {timeout:?} of SIGTERM",
+                    self.name
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+/// CPU time (user + system) of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Res<u64> {
+    let stat =
+        fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').ok_or("malformed /proc stat")? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Res<u64> {
+        f.get(i)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("malformed /proc/{pid}/stat"))
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+/// Peak resident set size (VmHWM) of `pid`, in KiB.
+fn vm_hwm_kib(pid: u32) -> Res<u64> {
+    let status =
+        fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no VmHWM in /proc/{pid}/status"))
+}
+
+fn clock_ticks_per_second() -> (f64, &'static str) {
+    let out = Command::new("getconf").arg("CLK_TCK").output();
+    match out
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<f64>().ok())
+    {
+        Some(t) if t > 0.0 => (t, "getconf CLK_TCK"),
+        _ => (100.0, "assumed 100 (getconf failed)"),
+    }
+}
+
+/// One `cycle at ... done ok=N failed=N ms=N` debug line.
+#[derive(Debug, Clone, Copy)]
+struct Cycle {
+    ok: u64,
+    failed: u64,
+    ms: u64,
+}
+
+fn parse_cycle(line: &str) -> Option<Cycle> {
+    if !line.contains("cycle at") || !line.contains(" done") {
+        return None;
+    }
+    let field = |key: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+    };
+    Some(Cycle {
+        ok: field("ok=")?,
+        failed: field("failed=")?,
+        ms: field("ms=")?,
+    })
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn host_ip(h: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 1 + h as u8)
+}
+
+/// Wait until `addr` accepts TCP connections, or fail when `sim` exits.
+fn wait_listening(addr: SocketAddr, sim: &mut Guard, log: &Path, timeout: Duration) -> Res<()> {
+    let until = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Some(st) = sim.exited()? {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("simulator exited ({st}) before {addr} was up:\n{text}"));
+        }
+        if Instant::now() >= until {
+            return Err(format!("{addr} did not accept connections within {timeout:?}"));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Start `edge-agent simulate` on the 10 hosts, on a free port.
+fn start_simulator(dir: &Path) -> Res<(Guard, u16)> {
+    let log = dir.join("simulate.log");
+    let mut last = String::new();
+    for _attempt in 0..3 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("cannot find a free port: {e}"))?
+            .port();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("simulate");
+        for h in 0..HOSTS {
+            cmd.arg("--listen").arg(format!("{}:{port}", host_ip(h)));
+        }
+        let stderr = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        cmd.args(["--latency", &format!("{LATENCY_MS}ms")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let mut sim = Guard::spawn("simulator", &mut cmd)?;
+        let mut up = Ok(());
+        for h in 0..HOSTS {
+            let addr = SocketAddr::V4(SocketAddrV4::new(host_ip(h), port));
+            up = wait_listening(addr, &mut sim, &log, Duration::from_secs(10));
+            if up.is_err() {
+                break;
+            }
+        }
+        match up {
+            Ok(()) => return Ok((sim, port)),
+            Err(e) => last = e, // port taken on another address: try another
+        }
+    }
+    Err(format!("cannot start the simulator: {last}"))
+}
+
+/// The 10,000-sensor config: sensor i on host i % 10, group i / 100.
+fn write_config(dir: &Path, port: u16) -> Res<PathBuf> {
+    let out = dir.join("out");
+    let mut y = String::with_capacity(SENSORS * 100);
+    y.push_str(&format!(
+        "interval: {INTERVAL_S}s\ntimeout: 2s\nlimit: {LIMIT}\nlimit_per_host: {LIMIT_PER_HOST}\n\
+         output:\n  dir: {}\n  prefix: bench\ngroups:\n",
+        out.display()
+    ));
+    for g in 0..SENSORS / GROUP_SIZE {
+        y.push_str(&format!("  - name: g-{g}\n    unit: celsius\n    sensors:\n"));
+        for i in g * GROUP_SIZE..(g + 1) * GROUP_SIZE {
+            let ip = host_ip(i % HOSTS);
+            y.push_str(&format!(
+                "      - {{ id: s-{i}, url: \"http://{ip}:{port}/text/s-{i}\", format: text }}\n"
+            ));
+        }
+    }
+    let path = dir.join("bench.yaml");
+    fs::write(&path, y).map_err(|e| format!("{}: {e}", path.display()))?;
+    let check = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run check: {e}"))?;
+    if !check.status.success() {
+        return Err(format!(
+            "edge-agent check rejected the bench config ({}):\n{}",
+            check.status,
+            String::from_utf8_lossy(&check.stderr)
+        ));
+    }
+    Ok(path)
+}
+
+/// Data rows (lines after the header) of a CSV file.
+fn csv_rows(path: &Path) -> Res<usize> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text.lines().count().saturating_sub(1))
+}
+
+struct Measured {
+    bound_ms: f64,
+    warmup: Vec<Cycle>,
+    cycles: Vec<Cycle>,
+    cpu_total_s: f64,
+    polls_total: u64,
+    cpu_steady_s: f64,
+    polls_steady: u64,
+    hwm_kib: u64,
+    sim_cpu_s: f64,
+    rows: usize,
+    notable: Vec<String>,
+    tick_source: &'static str,
+}
+
+impl Measured {
+    fn median_ms(&self) -> f64 {
+        median(&self.cycles.iter().map(|c| c.ms as f64).collect::<Vec<_>>())
+    }
+    fn ratio(&self) -> f64 {
+        self.median_ms() / self.bound_ms
+    }
+    fn cpu_per_10k(&self) -> f64 {
+        self.cpu_total_s / self.polls_total as f64 * 10_000.0
+    }
+    fn cpu_per_10k_steady(&self) -> f64 {
+        self.cpu_steady_s / self.polls_steady as f64 * 10_000.0
+    }
+}
+
+/// `max(ceil(N/limit), max_h ceil(N_h/limit_per_host)) * latency`.
+fn bound_ms() -> f64 {
+    let per_host = SENSORS.div_ceil(HOSTS); // sensors are spread evenly
+    let rounds = SENSORS.div_ceil(LIMIT).max(per_host.div_ceil(LIMIT_PER_HOST));
+    (rounds as u64 * LATENCY_MS) as f64
+}
+
+fn bench_10k(dir: &Path) -> Res<Measured> {
+    let (ticks_per_s, tick_source) = clock_ticks_per_second();
+    let (mut sim, port) = start_simulator(dir)?;
+    println!(
+        "simulator: pid {} on 127.0.0.1-10:{port}, latency {LATENCY_MS} ms",
+        sim.pid()
+    );
+    let config = write_config(dir, port)?;
+    println!(
+        "config: {} ({SENSORS} sensors, {HOSTS} hosts, limit {LIMIT}, limit_per_host {LIMIT_PER_HOST})",
+        config.display()
+    );
+
+    let mut agent = Guard::spawn(
+        "agent",
+        Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(["--log-level", "debug"])
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )?;
+    let pid = agent.pid();
+    let stderr = agent.child().stderr.take().ok_or("no stderr pipe")?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let wanted = WARMUP_CYCLES + MEASURED_CYCLES;
+    let timeout = Duration::from_secs(INTERVAL_S * (wanted as u64 + 2) + 20);
+    let until = Instant::now() + timeout;
+    let mut all: Vec<Cycle> = Vec::new();
+    let mut notable: Vec<String> = Vec::new();
+    let mut recent: VecDeque<String> = VecDeque::new();
+    let mut cpu_at_warm = 0u64;
+    while all.len() < wanted {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "only {} of {wanted} cycles within {timeout:?}; last log lines:\n{}",
+                all.len(),
+                Vec::from(recent).join("\n")
+            ));
+        }
+        match rx.recv_timeout(left.min(Duration::from_millis(500))) {
+            Ok(line) => {
+                if let Some(c) = parse_cycle(&line) {
+                    all.push(c);
+                    println!(
+                        "  cycle {:>2}{}: ok={} failed={} ms={}",
+                        all.len(),
+                        if all.len() <= WARMUP_CYCLES {
+                            " (warm-up)"
+                        } else {
+                            ""
+                        },
+                        c.ok,
+                        c.failed,
+                        c.ms
+                    );
+                    if all.len() == WARMUP_CYCLES {
+                        cpu_at_warm = cpu_ticks(pid)?;
+                    }
+                } else if (line.contains(" WARN ") || line.contains(" ERROR ")) && notable.len() < 20 {
+                    notable.push(line.clone());
+                }
+                recent.push_back(line);
+                if recent.len() > 20 {
+                    recent.pop_front();
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let st = agent.exited()?;
+                return Err(format!(
+                    "agent stopped logging (exit status {st:?}) after {} cycle(s); last lines:\n{}",
+                    all.len(),
+                    Vec::from(recent).join("\n")
+                ));
+            }
+        }
+    }
+    // Read /proc before SIGTERM.
+    let cpu_end = cpu_ticks(pid)?;
+    let hwm_kib = vm_hwm_kib(pid)?;
+    let sim_cpu = cpu_ticks(sim.pid())?;
+
+    let status = agent.terminate(Duration::from_secs(15))?;
+    // The pipe is closed now; keep what was still buffered.
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
+        if (line.contains(" WARN ") || line.contains(" ERROR ")) && notable.len() < 20 {
+            notable.push(line.clone());
+        }
+        recent.push_back(line);
+        if recent.len() > 20 {
+            recent.pop_front();
+        }
+    }
+    let _ = reader.join();
+    if !status.success() {
+        return Err(format!(
+            "agent exited with {status} after SIGTERM; last lines:\n{}",
+            Vec::from(recent).join("\n")
+        ));
+    }
+    let sim_status = sim.terminate(Duration::from_secs(10))?;
+    if !sim_status.success() {
+        return Err(format!("simulator exited with {sim_status} after SIGTERM"));
+    }
+    let rows = csv_rows(&dir.join("out").join("bench.csv"))?;
+    if rows == 0 {
+        return Err("the agent wrote no rows".into());
+    }
+
+    let polls = |cs: &[Cycle]| cs.iter().map(|c| c.ok + c.failed).sum::<u64>();
+    let (warmup, cycles) = all.split_at(WARMUP_CYCLES);
+    Ok(Measured {
+        bound_ms: bound_ms(),
+        warmup: warmup.to_vec(),
+        cycles: cycles.to_vec(),
+        cpu_total_s: cpu_end as f64 / ticks_per_s,
+        polls_total: polls(&all),
+        cpu_steady_s: cpu_end.saturating_sub(cpu_at_warm) as f64 / ticks_per_s,
+        polls_steady: polls(cycles),
+        hwm_kib,
+        sim_cpu_s: sim_cpu as f64 / ticks_per_s,
+        rows,
+        notable,
+        tick_source,
+    })
+}
+
+enum Demo {
+    Measured { hwm_kib: u64, rows: usize },
+    Skipped(String),
+}
+
+/// The shipped demo: `agent.yaml --simulate`, output moved into `dir`.
+fn bench_demo(dir: &Path) -> Res<Demo> {
+    for port in DEMO_PORTS {
+        if let Err(e) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            return Ok(Demo::Skipped(format!("127.0.0.1:{port} is busy ({e})")));
+        }
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.yaml");
+    let text = fs::read_to_string(&src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let out = dir.join("demo-data");
+    let mut replaced = 0;
+    let copy: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("  dir:") {
+                replaced += 1;
+                format!("  dir: {}", out.display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    if replaced != 1 {
+        return Err(format!(
+            "agent.yaml: expected one `  dir:` line under output, found {replaced}"
+        ));
+    }
+    let config = dir.join("agent.yaml");
+    fs::write(&config, copy).map_err(|e| format!("{}: {e}", config.display()))?;
+    let log = dir.join("demo.log");
+    let stderr = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut agent = Guard::spawn(
+        "demo agent",
+        Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--simulate")
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr),
+    )?;
+    let until = Instant::now() + Duration::from_secs(DEMO_SECONDS);
+    while Instant::now() < until {
+        if let Some(st) = agent.exited()? {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!("demo agent exited early ({st}):\n{text}"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let hwm_kib = vm_hwm_kib(agent.pid())?;
+    let status = agent.terminate(Duration::from_secs(10))?;
+    if !status.success() {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        return Err(format!("demo agent exited with {status} after SIGTERM:\n{text}"));
+    }
+    let rows = csv_rows(&out.join("readings.csv"))?;
+    if rows == 0 {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        return Err(format!("the demo wrote no rows in {DEMO_SECONDS} s:\n{text}"));
+    }
+    Ok(Demo::Measured { hwm_kib, rows })
+}
+
+fn lock_packages() -> Res<usize> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text.lines().filter(|l| l.trim() == "[[package]]").count())
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "pass" } else { "FAIL" }
+}
+
+fn run_all() -> Res<()> {
+    let started = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix("edge-agent-bench-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temp dir: {e}"))?;
+    println!("edge-agent cycle bench, binary {BIN}");
+
+    let m = bench_10k(dir.path())?;
+    println!("demo: agent.yaml --simulate for {DEMO_SECONDS} s");
+    let demo = bench_demo(dir.path())?;
+    let size = fs::metadata(BIN).map_err(|e| format!("{BIN}: {e}"))?.len();
+    let packages = lock_packages()?;
+
+    let ms: Vec<u64> = m.cycles.iter().map(|c| c.ms).collect();
+    let failed: u64 = m.cycles.iter().map(|c| c.failed).sum();
+    let warm_failed: u64 = m.warmup.iter().map(|c| c.failed).sum();
+    println!();
+    println!(
+        "cycles measured: {} (after {} warm-up), ms: {ms:?}",
+        m.cycles.len(),
+        m.warmup.len()
+    );
+    println!(
+        "cycle ms: median {:.1}, min {}, max {}; bound {:.0} ms",
+        m.median_ms(),
+        ms.iter().min().copied().unwrap_or(0),
+        ms.iter().max().copied().unwrap_or(0),
+        m.bound_ms
+    );
+    println!(
+        "failed polls: {failed} in measured cycles, {warm_failed} in warm-up; rows written: {}",
+        m.rows
+    );
+    println!(
+        "agent CPU: {:.2} s for {} polls incl. start-up; steady state {:.2} s for {} polls (ticks: {})",
+        m.cpu_total_s, m.polls_total, m.cpu_steady_s, m.polls_steady, m.tick_source
+    );
+    println!("simulator CPU (same machine): {:.2} s", m.sim_cpu_s);
+    if !m.notable.is_empty() {
+        println!("agent warnings/errors ({} shown):", m.notable.len());
+        for l in &m.notable {
+            println!("  {l}");
+        }
+    }
+
+    println!();
+    println!("| figure                                   | value          | goal       | result |");
+    println!("|------------------------------------------|----------------|------------|--------|");
+    let ratio = m.ratio();
+    println!(
+        "| median cycle / bound (10k sensors)       | {:>14} | <= {GOAL_RATIO:.2}    | {:<6} |",
+        format!("{ratio:.3}"),
+        verdict(ratio <= GOAL_RATIO)
+    );
+    println!(
+        "| median cycle time                        | {:>14} | {:<10} | {:<6} |",
+        format!("{:.0} ms", m.median_ms()),
+        format!("{:.0} ms", m.bound_ms * GOAL_RATIO),
+        verdict(ratio <= GOAL_RATIO)
+    );
+    println!(
+        "| failed polls (measured cycles)           | {:>14} | 0          | {:<6} |",
+        failed,
+        verdict(failed == 0)
+    );
+    println!(
+        "| CPU s per 10,000 polls (incl. start-up)  | {:>14} | -          | -      |",
+        format!("{:.3}", m.cpu_per_10k())
+    );
+    println!(
+        "| CPU s per 10,000 polls (steady state)    | {:>14} | -          | -      |",
+        format!("{:.3}", m.cpu_per_10k_steady())
+    );
+    let rss = mib(m.hwm_kib);
+    println!(
+        "| peak RSS, 10k sensors                    | {:>14} | <= {GOAL_RSS_MIB:.0} MiB | {:<6} |",
+        format!("{rss:.1} MiB"),
+        verdict(rss <= GOAL_RSS_MIB)
+    );
+    let demo_line = match &demo {
+        Demo::Measured { hwm_kib, rows } => {
+            let r = mib(*hwm_kib);
+            println!(
+                "| peak RSS, shipped demo                   | {:>14} | <= {GOAL_DEMO_RSS_MIB:.0} MiB  | {:<6} |",
+                format!("{r:.1} MiB"),
+                verdict(r <= GOAL_DEMO_RSS_MIB)
+            );
+            format!("demo_rss_mib={r:.2} demo_rows={rows}")
+        }
+        Demo::Skipped(why) => {
+            println!(
+                "| peak RSS, shipped demo                   |        skipped | <= {GOAL_DEMO_RSS_MIB:.0} MiB  | -      |"
+            );
+            println!("demo skipped: {why}");
+            "demo_rss_mib=skipped".to_string()
+        }
+    };
+    println!(
+        "| release binary (stripped)                | {:>14} | -          | -      |",
+        format!("{:.2} MiB", size as f64 / 1024.0 / 1024.0)
+    );
+    println!(
+        "| Cargo.lock packages (incl. edge-agent)   | {:>14} | -          | -      |",
+        packages
+    );
+    println!();
+    println!(
+        "RESULT ratio={ratio:.4} median_ms={:.1} failed={failed} cpu_per_10k={:.4} cpu_per_10k_steady={:.4} \
+         rss_mib={rss:.2} {demo_line} binary_bytes={size} lock_packages={packages} elapsed_s={:.0}",
+        m.median_ms(),
+        m.cpu_per_10k(),
+        m.cpu_per_10k_steady(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

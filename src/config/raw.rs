@@ -10,20 +10,19 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::values::{HumanDuration, HumanSize, Secret};
+use super::values::{Secret, SizeText};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    pub interval: HumanDuration,
-    pub timeout: HumanDuration,
+    pub interval: String,
+    pub timeout: String,
     #[serde(default = "default_limit")]
     pub limit: usize,
     #[serde(default = "default_limit_per_host")]
     pub limit_per_host: usize,
-    /// Largest response body accepted from a sensor.
-    #[serde(default = "default_max_body")]
-    pub max_body: HumanSize,
+    /// Largest response body accepted from a sensor (default 64 KiB).
+    pub max_body: Option<SizeText>,
     pub output: RawOutput,
     pub groups: Vec<RawGroup>,
 }
@@ -33,9 +32,6 @@ fn default_limit() -> usize {
 }
 fn default_limit_per_host() -> usize {
     25
-}
-fn default_max_body() -> HumanSize {
-    HumanSize(64 * 1024)
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,8 +75,8 @@ fn default_queue() -> usize {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRotate {
-    pub max_size: Option<HumanSize>,
-    pub every: Option<HumanDuration>,
+    pub max_size: Option<SizeText>,
+    pub every: Option<String>,
 }
 
 /// What to do with rotated files.
@@ -97,7 +93,7 @@ pub enum Compress {
 pub struct RawGroup {
     pub name: String,
     pub unit: Unit,
-    pub window: Option<HumanDuration>,
+    pub window: Option<String>,
     pub sensors: Vec<RawSensor>,
 }
 
@@ -132,7 +128,7 @@ pub struct RawSensor {
     pub basic_auth: Option<RawBasicAuth>,
     #[serde(default)]
     pub tls: RawTls,
-    pub timeout: Option<HumanDuration>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

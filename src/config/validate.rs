@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::raw::{Format, RawConfig, RawGroup, RawOutput, RawSensor};
-use super::values::{Secret, show_duration};
+use super::values::{Secret, SizeText, parse_duration, show_duration};
 use super::{BasicAuth, Config, Fsync, Group, Output, Problem, PromSelector, Selector, Sensor, Tls};
 
 /// Looks up an environment variable (a parameter so tests need not touch the
@@ -29,6 +29,14 @@ impl Checker<'_> {
             col: None,
             message: message.into(),
         });
+    }
+
+    fn duration(&mut self, key: &str, text: &str) -> Option<Duration> {
+        parse_duration(text).map_err(|e| self.fail(key, e)).ok()
+    }
+
+    fn size(&mut self, key: &str, size: &SizeText) -> Option<u64> {
+        size.parse().map_err(|e| self.fail(key, e)).ok()
     }
 
     /// Replace each `${NAME}` in `text` by the variable's value.
@@ -72,21 +80,21 @@ pub fn resolve(raw: RawConfig, path: &Path, env: Env) -> Result<Config, Vec<Prob
         problems: Vec::new(),
         env,
     };
-    let interval = raw.interval.0;
-    let timeout = raw.timeout.0;
-    if interval < Duration::from_millis(10) {
+    let interval = c.duration("interval", &raw.interval);
+    let timeout = c.duration("timeout", &raw.timeout);
+    if interval.is_some_and(|i| i < Duration::from_millis(10)) {
         c.fail("interval", "must be at least 10ms");
     }
-    if timeout.is_zero() {
-        c.fail("timeout", "must be greater than 0");
-    } else if timeout >= interval {
-        c.fail(
+    match (interval, timeout) {
+        (_, Some(t)) if t.is_zero() => c.fail("timeout", "must be greater than 0"),
+        (Some(i), Some(t)) if t >= i => c.fail(
             "timeout",
             format!(
                 "must be shorter than interval ({}), so a cycle ends before the next one starts",
-                show_duration(interval)
+                show_duration(i)
             ),
-        );
+        ),
+        _ => {}
     }
     if raw.limit == 0 {
         c.fail("limit", "must be at least 1");
@@ -102,7 +110,11 @@ pub fn resolve(raw: RawConfig, path: &Path, env: Env) -> Result<Config, Vec<Prob
             ),
         );
     }
-    if raw.max_body.0 == 0 {
+    let max_body = match &raw.max_body {
+        Some(size) => c.size("max_body", size).unwrap_or(1),
+        None => 64 * 1024,
+    };
+    if max_body == 0 {
         c.fail("max_body", "must be greater than 0");
     }
     let output = output(&mut c, raw.output);
@@ -120,18 +132,25 @@ pub fn resolve(raw: RawConfig, path: &Path, env: Env) -> Result<Config, Vec<Prob
                 format!("group `{}` is defined twice", g.name),
             );
         }
-        groups.push(group(&mut c, &key, g, (interval, timeout), &mut ids));
+        let usable = interval.filter(|i| *i >= Duration::from_millis(10));
+        groups.push(group(
+            &mut c,
+            &key,
+            g,
+            (usable, timeout.unwrap_or_default()),
+            &mut ids,
+        ));
     }
-    if !c.problems.is_empty() {
+    let (Some(interval), Some(timeout), true) = (interval, timeout, c.problems.is_empty()) else {
         return Err(c.problems);
-    }
+    };
     Ok(Config {
         source: path.to_path_buf(),
         interval,
         timeout,
         limit: raw.limit,
         limit_per_host: raw.limit_per_host,
-        max_body: raw.max_body.0,
+        max_body,
         output,
         groups,
     })
@@ -161,18 +180,24 @@ fn output(c: &mut Checker, o: RawOutput) -> Output {
             ),
         );
     }
-    if let Some(size) = o.rotate.max_size {
-        if size.0 < 256 {
-            c.fail(
-                "output.rotate.max_size",
-                "must be at least 256 bytes (one header and a row)",
-            );
-        }
+    let max_size = o
+        .rotate
+        .max_size
+        .as_ref()
+        .and_then(|s| c.size("output.rotate.max_size", s));
+    if max_size.is_some_and(|s| s < 256) {
+        c.fail(
+            "output.rotate.max_size",
+            "must be at least 256 bytes (one header and a row)",
+        );
     }
-    if let Some(every) = o.rotate.every {
-        if every.0 < Duration::from_secs(1) {
-            c.fail("output.rotate.every", "must be at least 1s");
-        }
+    let every = o
+        .rotate
+        .every
+        .as_deref()
+        .and_then(|e| c.duration("output.rotate.every", e));
+    if every.is_some_and(|e| e < Duration::from_secs(1)) {
+        c.fail("output.rotate.every", "must be at least 1s");
     }
     if o.keep == 0 {
         c.fail("output.keep", "must be at least 1 (rotated files kept)");
@@ -200,8 +225,8 @@ fn output(c: &mut Checker, o: RawOutput) -> Output {
     Output {
         dir: o.dir,
         prefix: o.prefix,
-        max_size: o.rotate.max_size.map(|s| s.0),
-        every: o.rotate.every.map(|d| d.0),
+        max_size,
+        every,
         keep: o.keep,
         compress: o.compress,
         fsync,
@@ -210,15 +235,16 @@ fn output(c: &mut Checker, o: RawOutput) -> Output {
     }
 }
 
-/// `timing` is (interval, default timeout).
+/// `timing` is (interval, default timeout); the interval is `None` when it
+/// did not parse (already reported), which skips the checks against it.
 fn group(
     c: &mut Checker,
     key: &str,
     g: RawGroup,
-    timing: (Duration, Duration),
+    timing: (Option<Duration>, Duration),
     ids: &mut HashSet<String>,
 ) -> Group {
-    let interval = timing.0;
+    let interval = timing.0.unwrap_or(Duration::from_nanos(1));
     if !is_name(&g.name) {
         c.fail(
             format!("{key}.name"),
@@ -228,11 +254,11 @@ fn group(
             ),
         );
     }
-    let window = g.window.map_or(interval, |w| w.0);
-    if g.window.is_some()
-        && !interval.is_zero()
-        && (window < interval || window.as_nanos() % interval.as_nanos() != 0)
-    {
+    let window = match &g.window {
+        Some(w) => c.duration(&format!("{key}.window"), w).unwrap_or(interval),
+        None => interval,
+    };
+    if window < interval || window.as_nanos() % interval.as_nanos() != 0 {
         c.fail(
             format!("{key}.window"),
             format!(
@@ -271,7 +297,7 @@ fn sensor(
     key: &str,
     s: RawSensor,
     group_unit: super::Unit,
-    timing: (Duration, Duration),
+    timing: (Option<Duration>, Duration),
 ) -> Option<Sensor> {
     let (interval, default_timeout) = timing;
     if !is_name(&s.id) {
@@ -361,8 +387,11 @@ fn sensor(
             ),
         }
     }
-    let timeout = s.timeout.map(|t| t.0);
-    if let Some(t) = timeout {
+    let timeout = s
+        .timeout
+        .as_deref()
+        .and_then(|t| c.duration(&format!("{key}.timeout"), t));
+    if let (Some(t), Some(interval)) = (timeout, interval) {
         if t.is_zero() || t >= interval {
             c.fail(
                 format!("{key}.timeout"),

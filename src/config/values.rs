@@ -6,54 +6,38 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::Deserializer;
 
-/// A duration written as humantime (`5s`, `250ms`, `1h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
+/// A size as written: a byte count or text with a unit (`64KiB`, `10MB`).
+/// Parsed in validation, where the key path is known for the error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeText {
+    Bytes(u64),
+    Text(String),
+}
 
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim())
-            .map(HumanDuration)
-            .map_err(|e| {
-                de::Error::custom(format!(
-                    "`{text}` is not a duration ({e}); write e.g. 5s, 250ms, 1h"
-                ))
-            })
+impl SizeText {
+    pub fn parse(&self) -> Result<u64, String> {
+        match self {
+            SizeText::Bytes(n) => Ok(*n),
+            SizeText::Text(t) => t
+                .trim()
+                .parse::<bytesize::ByteSize>()
+                .map(|b| b.as_u64())
+                .map_err(|e| format!("`{t}` is not a size ({e}); write e.g. 64KiB or 10MiB")),
+        }
     }
 }
 
-/// A size in bytes, written as a number or with a unit (`64KiB`, `10MB`).
+/// A parsed size, displayed with binary units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanSize(pub u64);
 
-impl<'de> Deserialize<'de> for HumanSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct SizeVisitor;
-        impl Visitor<'_> for SizeVisitor {
-            type Value = HumanSize;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a size such as 65536, 64KiB or 10MiB")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<HumanSize, E> {
-                Ok(HumanSize(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanSize, E> {
-                u64::try_from(v)
-                    .map(HumanSize)
-                    .map_err(|_| E::custom(format!("size {v} is negative")))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanSize, E> {
-                v.trim()
-                    .parse::<bytesize::ByteSize>()
-                    .map(|b| HumanSize(b.as_u64()))
-                    .map_err(|e| E::custom(format!("`{v}` is not a size ({e}); write e.g. 64KiB or 10MiB")))
-            }
-        }
-        d.deserialize_any(SizeVisitor)
-    }
+/// Parse a humantime duration (`5s`, `250ms`, `1h 30m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. 5s, 250ms, 1h"))
 }
 
 impl fmt::Display for HumanSize {

@@ -1,0 +1,316 @@
+//! Config errors, through the real binary: each broken config makes `check`
+//! (and `run`) exit 2 with a message naming file, line, column and key path,
+//! and `run` writes nothing. A valid config prints its plan with secrets
+//! redacted.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+/// A valid config; each case below replaces one of its lines.
+const BASE: &[&str] = &[
+    "interval: 5s",                      // 1
+    "timeout: 2s",                       // 2
+    "limit: 10",                         // 3
+    "limit_per_host: 5",                 // 4
+    "output:",                           // 5
+    "  dir: OUT",                        // 6
+    "  prefix: readings",                // 7
+    "groups:",                           // 8
+    "  - name: greenhouse",              // 9
+    "    unit: celsius",                 // 10
+    "    sensors:",                      // 11
+    "      - id: gh-1",                  // 12
+    "        url: http://127.0.0.1:9/j", // 13
+    "        format: json",              // 14
+    "        value: /t",                 // 15
+    "      - id: gh-2",                  // 16
+    "        url: http://127.0.0.1:9/p", // 17
+    "        format: prometheus",        // 18
+    "        value: temp{sensor=\"a\"}", // 19
+];
+
+fn write_config(dir: &Path, replace: &[(usize, &str)]) -> std::path::PathBuf {
+    let mut lines: Vec<String> = BASE.iter().map(|l| l.to_string()).collect();
+    for (line, text) in replace {
+        lines[line - 1] = text.to_string();
+    }
+    let out = dir.join("out");
+    let text = lines.join("\n").replace("OUT", out.to_str().unwrap()) + "\n";
+    let path = dir.join("test.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn edge_agent(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(support::binary())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("EDGE_TEST_KEY", "s3cr3t-value")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn broken_configs_are_refused_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notadir");
+    std::fs::write(&file, "x").unwrap();
+    let file_dir = format!("  dir: {}", file.display());
+    let cases: Vec<(&str, Vec<(usize, &str)>, &str)> = vec![
+        (
+            "interval 0",
+            vec![(1, "interval: 0s")],
+            "test.yaml:1:1: interval: must be at least 10ms",
+        ),
+        (
+            "interval not a duration",
+            vec![(1, "interval: soon")],
+            "test.yaml:1:1: interval: `soon` is not a duration",
+        ),
+        (
+            "interval wrong type",
+            vec![(1, "interval: [5]")],
+            "test.yaml:1:11: interval: invalid type: sequence",
+        ),
+        (
+            "timeout >= interval",
+            vec![(2, "timeout: 5s")],
+            "test.yaml:2:1: timeout: must be shorter than interval (5s)",
+        ),
+        (
+            "limit 0",
+            vec![(3, "limit: 0")],
+            "test.yaml:3:1: limit: must be at least 1",
+        ),
+        (
+            "limit negative",
+            vec![(3, "limit: -4")],
+            "test.yaml:3:8: limit: invalid type: integer `-4`, expected usize",
+        ),
+        (
+            "per host above total",
+            vec![(4, "limit_per_host: 50")],
+            "test.yaml:4:1: limit_per_host: 50 is more than limit (10)",
+        ),
+        (
+            "unknown top-level key",
+            vec![(3, "limits: 10")],
+            "test.yaml:3:1: unknown field `limits`",
+        ),
+        (
+            "unknown output key",
+            vec![(7, "  prefx: readings")],
+            "test.yaml:7:3: output: unknown field `prefx`",
+        ),
+        (
+            "unknown sensor key",
+            vec![(15, "        valeu: /t")],
+            "test.yaml:15:9: groups[0].sensors[0]: unknown field `valeu`",
+        ),
+        (
+            "bad prefix",
+            vec![(7, "  prefix: ../up")],
+            "test.yaml:7:3: output.prefix: `../up` is not a usable file name prefix",
+        ),
+        (
+            "dir is a file",
+            vec![(6, file_dir.as_str())],
+            "test.yaml:6:3: output.dir: ",
+        ),
+        (
+            "unknown group unit",
+            vec![(10, "    unit: rankine")],
+            "test.yaml:10:11: groups[0].unit: unknown variant `rankine`",
+        ),
+        (
+            "bad group name",
+            vec![(9, "  - name: green house")],
+            "test.yaml:9:5: groups[0].name: `green house` is not a usable group name",
+        ),
+        (
+            "window not a multiple",
+            vec![(10, "    unit: celsius\n    window: 7s")],
+            "test.yaml:11:5: groups[0].window: must be a whole multiple of interval (5s), got 7s",
+        ),
+        (
+            "duplicate sensor id",
+            vec![(16, "      - id: gh-1")],
+            "test.yaml:16:9: groups[0].sensors[1].id: sensor id `gh-1` is used twice",
+        ),
+        (
+            "not http",
+            vec![(13, "        url: ftp://127.0.0.1/j")],
+            "test.yaml:13:9: groups[0].sensors[0].url: scheme `ftp` is not http or https",
+        ),
+        (
+            "not a url",
+            vec![(13, "        url: nonsense")],
+            "test.yaml:13:9: groups[0].sensors[0].url: not a URL",
+        ),
+        (
+            "missing variable",
+            vec![(13, "        url: http://127.0.0.1:9/j?key=${EDGE_TEST_MISSING}")],
+            "test.yaml:13:9: groups[0].sensors[0].url: environment variable EDGE_TEST_MISSING is not set",
+        ),
+        (
+            "bad pointer",
+            vec![(15, "        value: temperature")],
+            "test.yaml:15:9: groups[0].sensors[0].value: not a JSON pointer",
+        ),
+        (
+            "bad selector",
+            vec![(19, "        value: temp{sensor=a}")],
+            "test.yaml:19:9: groups[0].sensors[1].value: not a Prometheus selector",
+        ),
+        (
+            "unknown format",
+            vec![(14, "        format: xml")],
+            "test.yaml:14:17: groups[0].sensors[0].format: unknown variant `xml`",
+        ),
+        (
+            "json without value",
+            vec![(15, "        unit: celsius")],
+            "test.yaml:12:9: groups[0].sensors[0].value: format json needs `value`",
+        ),
+        (
+            "sensor timeout too long",
+            vec![(15, "        value: /t\n        timeout: 9s")],
+            "test.yaml:16:9: groups[0].sensors[0].timeout: must be greater than 0 and shorter than interval",
+        ),
+        (
+            "unreadable password file",
+            vec![(
+                15,
+                "        value: /t\n        basic_auth: { username: u, password_file: /nonexistent/pw }",
+            )],
+            "groups[0].sensors[0].basic_auth.password_file: cannot read /nonexistent/pw",
+        ),
+        (
+            "max_size 0",
+            vec![(7, "  prefix: readings\n  rotate: { max_size: 0 }")],
+            "test.yaml:8:13: output.rotate.max_size: must be at least 256 bytes",
+        ),
+        (
+            "bad fsync",
+            vec![(7, "  prefix: readings\n  fsync: sometimes")],
+            "test.yaml:8:3: output.fsync: `sometimes` is not `rotate`, `always` or a duration",
+        ),
+        (
+            "keep 0",
+            vec![(7, "  prefix: readings\n  keep: 0")],
+            "test.yaml:8:3: output.keep: must be at least 1",
+        ),
+        (
+            "no sensors",
+            vec![
+                (11, "    sensors: []"),
+                (12, ""),
+                (13, ""),
+                (14, ""),
+                (15, ""),
+                (16, ""),
+                (17, ""),
+                (18, ""),
+                (19, ""),
+            ],
+            "test.yaml:11:5: groups[0].sensors: needs at least one sensor",
+        ),
+        ("missing key", vec![(1, "")], "missing field `interval`"),
+        ("not yaml", vec![(9, "  - name: [greenhouse")], "test.yaml:"),
+    ];
+    let mut failures = Vec::new();
+    for (name, replace, want) in &cases {
+        let path = write_config(dir.path(), replace);
+        let (code, _, err) = edge_agent(dir.path(), &["check", "--config", path.to_str().unwrap()]);
+        let first = err
+            .lines()
+            .find(|l| l.contains("test.yaml"))
+            .unwrap_or("")
+            .trim_start_matches(dir.path().to_str().unwrap())
+            .trim_start_matches('/');
+        if code != 2 || !first.contains(want) {
+            failures.push(format!("{name}: exit {code}, wanted `{want}`, got:\n{err}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(cases.len() >= 25);
+}
+
+#[test]
+fn run_with_a_broken_config_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &[(2, "timeout: 9s")]);
+    let (code, _, err) = edge_agent(dir.path(), &["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("timeout: must be shorter than interval"), "{err}");
+    assert!(
+        !dir.path().join("out").exists(),
+        "run must not create the output dir"
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &[(3, "limit: 0"), (15, "        value: t")]);
+    let (code, _, err) = edge_agent(dir.path(), &["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains(":3:1: limit: must be at least 1"), "{err}");
+    assert!(
+        err.contains(":15:9: groups[0].sensors[0].value: not a JSON pointer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_prints_the_plan_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "file-secret-pw\n").unwrap();
+    let auth = format!(
+        "        value: /t\n        headers: {{ Authorization: \"Bearer ${{EDGE_TEST_KEY}}\" }}\n        basic_auth: {{ username: admin, password_file: {} }}",
+        pw.display()
+    );
+    let path = write_config(
+        dir.path(),
+        &[
+            (15, &auth),
+            (13, "        url: http://127.0.0.1:9/j?token=${EDGE_TEST_KEY}"),
+        ],
+    );
+    let (code, out, err) = edge_agent(dir.path(), &["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for secret in ["s3cr3t-value", "file-secret-pw"] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "secret leaked:\n{out}\n{err}"
+        );
+    }
+    assert!(out.contains("header Authorization: <redacted>"), "{out}");
+    assert!(out.contains("basic auth admin:<redacted>"), "{out}");
+    assert!(out.contains("http://127.0.0.1:9/j?<redacted>"), "{out}");
+    assert!(
+        out.contains("http://127.0.0.1:9: 2 sensor(s), up to 2 at once"),
+        "{out}"
+    );
+    assert!(
+        out.contains("at most 10 request(s) in flight, 5 per host"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = edge_agent(dir.path(), &["check", "--config", "nope.yaml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read config file nope.yaml"), "{err}");
+}
