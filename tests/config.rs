@@ -58,13 +58,16 @@ fn edge_agent(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// (name, lines replaced, expected start of the first message line).
+type Case<'a> = (&'a str, Vec<(usize, &'a str)>, &'a str);
+
 #[test]
 fn broken_configs_are_refused_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("notadir");
     std::fs::write(&file, "x").unwrap();
     let file_dir = format!("  dir: {}", file.display());
-    let cases: Vec<(&str, Vec<(usize, &str)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "interval 0",
             vec![(1, "interval: 0s")],
