@@ -74,9 +74,12 @@ pub async fn run(
             Stop::Shutdown => break,
             Stop::Reload(next) => {
                 summary.reloads += 1;
-                if let Some(new_store) = next.store {
-                    let old = std::mem::replace(&mut store, new_store);
-                    add_store_stats(&mut summary, old.close().await?);
+                match next.store {
+                    Some(new_store) => {
+                        let old = std::mem::replace(&mut store, new_store);
+                        add_store_stats(&mut summary, old.close().await?);
+                    }
+                    None => store.reconfigure(&next.config.output).await,
                 }
                 config = next.config;
                 poller = next.poller;
@@ -109,7 +112,7 @@ fn add_store_stats(summary: &mut Summary, stats: Arc<crate::store::StoreStats>) 
 struct Next {
     config: Arc<Config>,
     poller: Poller,
-    /// A new store when the output settings changed.
+    /// A new store when the output goes to other files.
     store: Option<Store>,
 }
 
@@ -231,7 +234,7 @@ async fn prepare_reload(path: &std::path::Path, store: &Store) -> Option<Next> {
             return None;
         }
     };
-    let new_store = if config.output != *store.output() {
+    let new_store = if !store.same_files(&config.output) {
         match Store::open(&config.output).await {
             Ok(s) => Some(s),
             Err(e) => {

@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::{fields, wait_rows, Agent, Reply, TestServer};
+use support::{Agent, Reply, TestServer, fields, wait_rows};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -46,7 +46,10 @@ async fn rows_hold_the_averages_in_the_group_unit() {
         "celsius",
         &[
             format!("{{ id: c, url: '{}', format: text }}", server.url(0, "/c")),
-            format!("{{ id: f, url: '{}', format: json, value: /t, unit: fahrenheit }}", server.url(0, "/f")),
+            format!(
+                "{{ id: f, url: '{}', format: json, value: /t, unit: fahrenheit }}",
+                server.url(0, "/f")
+            ),
             format!(
                 "{{ id: k, url: '{}', format: prometheus, value: 't{{s=\"k\"}}', unit: kelvin }}",
                 server.url(0, "/k")
@@ -57,12 +60,18 @@ async fn rows_hold_the_averages_in_the_group_unit() {
     text += &group(
         "dead",
         "celsius",
-        &[format!("{{ id: dead, url: '{}', format: text }}", server.url(0, "/bad"))],
+        &[format!(
+            "{{ id: dead, url: '{}', format: text }}",
+            server.url(0, "/bad")
+        )],
     );
     text += &group(
         "imperial",
         "fahrenheit",
-        &[format!("{{ id: c2, url: '{}', format: text, unit: celsius }}", server.url(0, "/c"))],
+        &[format!(
+            "{{ id: c2, url: '{}', format: text, unit: celsius }}",
+            server.url(0, "/c")
+        )],
     );
     let config = write(dir.path(), "agent.yaml", &text);
     let mut agent = Agent::start(&["run", "--config", config.to_str().unwrap()], dir.path());
@@ -76,11 +85,22 @@ async fn rows_hold_the_averages_in_the_group_unit() {
     for row in rows {
         let f = fields(&row);
         assert_eq!(f.len(), 8, "{row}");
-        assert!(humantime::parse_rfc3339(&f[0]).is_ok() && f[0].len() == 24, "{row}");
+        assert!(
+            humantime::parse_rfc3339(&f[0]).is_ok() && f[0].len() == 24,
+            "{row}"
+        );
         match f[1].as_str() {
-            "mixed" => assert_eq!(&f[2..], ["20.667", "20.000", "22.000", "celsius", "3", "1"], "{row}"),
+            "mixed" => assert_eq!(
+                &f[2..],
+                ["20.667", "20.000", "22.000", "celsius", "3", "1"],
+                "{row}"
+            ),
             "dead" => assert_eq!(&f[2..], ["", "", "", "celsius", "0", "1"], "{row}"),
-            "imperial" => assert_eq!(&f[2..], ["68.000", "68.000", "68.000", "fahrenheit", "1", "0"], "{row}"),
+            "imperial" => assert_eq!(
+                &f[2..],
+                ["68.000", "68.000", "68.000", "fahrenheit", "1", "0"],
+                "{row}"
+            ),
             other => panic!("unexpected group {other}"),
         }
     }
@@ -98,7 +118,10 @@ async fn sigterm_finishes_the_cycle_in_flight_and_flushes() {
     text += &group(
         "g",
         "celsius",
-        &[format!("{{ id: s, url: '{}', format: text }}", server.url(0, "/slow"))],
+        &[format!(
+            "{{ id: s, url: '{}', format: text }}",
+            server.url(0, "/slow")
+        )],
     );
     let config = write(dir.path(), "agent.yaml", &text);
     let mut agent = Agent::start(&["run", "--config", config.to_str().unwrap()], dir.path());
@@ -114,8 +137,17 @@ async fn sigterm_finishes_the_cycle_in_flight_and_flushes() {
     let status = agent.wait(LIMIT);
     assert!(status.success(), "exit {status:?}\n{}", agent.log_text());
     let rows = support::rows(&csv);
-    assert_eq!(rows.len(), before + 1, "the cycle in flight is written:\n{rows:#?}");
-    assert!(rows.last().unwrap().ends_with(",21.500,21.500,21.500,celsius,1,0"), "{rows:#?}");
+    assert_eq!(
+        rows.len(),
+        before + 1,
+        "the cycle in flight is written:\n{rows:#?}"
+    );
+    assert!(
+        rows.last()
+            .unwrap()
+            .ends_with(",21.500,21.500,21.500,celsius,1,0"),
+        "{rows:#?}"
+    );
     assert!(std::fs::read_to_string(&csv).unwrap().ends_with('\n'));
     assert!(agent.log_text().contains("SIGTERM"));
 }
@@ -127,8 +159,22 @@ async fn sighup_applies_a_valid_config_and_keeps_running_on_a_bad_one() {
     server.route("/b", Reply::ok("2"));
     let dir = tempfile::tempdir().unwrap();
     let base = head(dir.path(), "300ms", "200ms");
-    let a = group("a", "celsius", &[format!("{{ id: a, url: '{}', format: text }}", server.url(0, "/a"))]);
-    let b = group("b", "celsius", &[format!("{{ id: b, url: '{}', format: text }}", server.url(0, "/b"))]);
+    let a = group(
+        "a",
+        "celsius",
+        &[format!(
+            "{{ id: a, url: '{}', format: text }}",
+            server.url(0, "/a")
+        )],
+    );
+    let b = group(
+        "b",
+        "celsius",
+        &[format!(
+            "{{ id: b, url: '{}', format: text }}",
+            server.url(0, "/b")
+        )],
+    );
     let config = write(dir.path(), "agent.yaml", &format!("{base}{a}"));
     let mut agent = Agent::start(&["run", "--config", config.to_str().unwrap()], dir.path());
     let csv = dir.path().join("data/readings.csv");
@@ -139,13 +185,25 @@ async fn sighup_applies_a_valid_config_and_keeps_running_on_a_bad_one() {
     write(dir.path(), "agent.yaml", &format!("{base}{a}{b}"));
     agent.signal(libc::SIGHUP);
     wait_rows(&csv, 2, LIMIT, is("b")).await;
-    agent.wait_log(LIMIT, |l| l.contains("new configuration applied")).await;
+    agent
+        .wait_log(LIMIT, |l| l.contains("new configuration applied"))
+        .await;
 
     // A broken config: refused with the reason, the running config stays.
-    write(dir.path(), "agent.yaml", &format!("{base}{a}{b}").replace("timeout: 200ms", "timeout: 2s"));
+    write(
+        dir.path(),
+        "agent.yaml",
+        &format!("{base}{a}{b}").replace("timeout: 200ms", "timeout: 2s"),
+    );
     agent.signal(libc::SIGHUP);
     agent.wait_log(LIMIT, |l| l.contains("reload refused")).await;
-    assert!(agent.log_text().contains("timeout: must be shorter than interval"), "{}", agent.log_text());
+    assert!(
+        agent
+            .log_text()
+            .contains("timeout: must be shorter than interval"),
+        "{}",
+        agent.log_text()
+    );
     let b_rows = support::rows(&csv).into_iter().filter(|r| is("b")(r)).count();
     wait_rows(&csv, b_rows + 3, LIMIT, is("b")).await;
 
@@ -153,7 +211,10 @@ async fn sighup_applies_a_valid_config_and_keeps_running_on_a_bad_one() {
     assert!(agent.wait(LIMIT).success(), "{}", agent.log_text());
     // Rows stay unique per group and time across the reload.
     let rows = support::rows(&csv);
-    let mut keys: Vec<(String, String)> = rows.iter().map(|r| (fields(r)[1].clone(), fields(r)[0].clone())).collect();
+    let mut keys: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (fields(r)[1].clone(), fields(r)[0].clone()))
+        .collect();
     let n = keys.len();
     keys.sort();
     keys.dedup();
@@ -167,11 +228,18 @@ async fn the_shipped_demo_runs_with_simulated_sensors() {
     // Same config on free ports, so the test never collides with a running demo.
     let mut text = shipped.clone();
     for port in ["18321", "18322"] {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         text = text.replace(port, &free.to_string());
     }
     let config = write(dir.path(), "agent.yaml", &text);
-    let mut agent = Agent::start(&["run", "--config", config.to_str().unwrap(), "--simulate"], dir.path());
+    let mut agent = Agent::start(
+        &["run", "--config", config.to_str().unwrap(), "--simulate"],
+        dir.path(),
+    );
     let csv = dir.path().join("data/readings.csv");
     let rows = wait_rows(&csv, 4, LIMIT, |_| true).await;
     agent.signal(libc::SIGINT);
@@ -180,7 +248,11 @@ async fn the_shipped_demo_runs_with_simulated_sensors() {
         let f = fields(&row);
         assert_eq!(f.len(), 8, "{row}");
         let mean: f64 = f[2].parse().unwrap_or_else(|_| panic!("{row}"));
-        let (lo, hi) = if f[5] == "fahrenheit" { (50.0, 86.0) } else { (10.0, 30.0) };
+        let (lo, hi) = if f[5] == "fahrenheit" {
+            (50.0, 86.0)
+        } else {
+            (10.0, 30.0)
+        };
         assert!((lo..hi).contains(&mean), "implausible simulated value: {row}");
     }
 }

@@ -350,3 +350,30 @@ async fn a_full_queue_drops_and_counts_instead_of_blocking() {
     );
     assert_eq!(all_rows(dir.path()).len() as u64, written);
 }
+
+#[tokio::test]
+async fn new_settings_apply_to_the_same_files_after_queued_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&output(dir.path())).await.unwrap();
+    let tx = store.sender();
+    tx.send(vec![row(at(0), "a", 1.0)]);
+    let mut out = output(dir.path());
+    out.every = Some(Duration::from_secs(60));
+    out.decimals = 1;
+    store.reconfigure(&out).await;
+    tx.send(vec![row(at(30), "a", 2.0)]);
+    tx.send(vec![row(at(60), "a", 3.0)]);
+    drop(tx);
+    store.close().await.unwrap();
+    assert_eq!(
+        support::rows(&dir.path().join("readings-20261124T100000Z.csv")),
+        vec![
+            "2026-11-24T10:00:00.000Z,a,1.000,0.000,2.000,celsius,3,0",
+            "2026-11-24T10:00:30.000Z,a,2.0,1.0,3.0,celsius,3,0"
+        ]
+    );
+    assert_eq!(
+        support::rows(&dir.path().join("readings.csv")),
+        vec!["2026-11-24T10:01:00.000Z,a,3.0,2.0,4.0,celsius,3,0"]
+    );
+}

@@ -17,7 +17,7 @@
 mod client;
 mod fetch;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -46,19 +46,17 @@ impl Poller {
     pub fn new(config: Arc<Config>) -> Result<Poller, ClientError> {
         let clients = Arc::new(Clients::build(&config)?);
         let mut sensors = Vec::new();
-        let mut host_names: Vec<&str> = Vec::new();
+        let mut host_index: HashMap<&str, usize> = HashMap::new();
         let mut hosts: Vec<Vec<usize>> = Vec::new();
         for (g, group) in config.groups.iter().enumerate() {
             for (s, sensor) in group.sensors.iter().enumerate() {
                 let n = sensors.len();
                 sensors.push((g, s));
-                match host_names.iter().position(|h| *h == sensor.host) {
-                    Some(h) => hosts[h].push(n),
-                    None => {
-                        host_names.push(&sensor.host);
-                        hosts.push(vec![n]);
-                    }
-                }
+                let h = *host_index.entry(&sensor.host).or_insert_with(|| {
+                    hosts.push(Vec::new());
+                    hosts.len() - 1
+                });
+                hosts[h].push(n);
             }
         }
         Ok(Poller {

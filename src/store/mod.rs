@@ -60,10 +60,17 @@ pub struct StoreStats {
     pub rows_dropped: AtomicU64,
 }
 
+/// What the writer task is asked to do, in order.
+enum Message {
+    Rows(Vec<Row>),
+    /// New output settings for the same files (from a reload).
+    Settings(Box<Output>),
+}
+
 /// The cloneable, non-blocking entry to the store.
 #[derive(Clone)]
 pub struct StoreSender {
-    tx: mpsc::Sender<Vec<Row>>,
+    tx: mpsc::Sender<Message>,
     stats: Arc<StoreStats>,
 }
 
@@ -75,7 +82,7 @@ impl StoreSender {
             return;
         }
         let n = rows.len() as u64;
-        if let Err(e) = self.tx.try_send(rows) {
+        if let Err(e) = self.tx.try_send(Message::Rows(rows)) {
             let total = self.stats.rows_dropped.fetch_add(n, Ordering::Relaxed) + n;
             match e {
                 mpsc::error::TrySendError::Full(_) => {
@@ -150,6 +157,32 @@ impl Store {
         &self.output
     }
 
+    /// True when `output` names the same files as this store.
+    pub fn same_files(&self, output: &Output) -> bool {
+        output.dir == self.output.dir && output.prefix == self.output.prefix
+    }
+
+    /// Apply new settings (rotation, retention, compression, fsync,
+    /// decimals) for the same files, after the rows already queued. The
+    /// queue's length is fixed while the store runs.
+    pub async fn reconfigure(&mut self, output: &Output) {
+        debug_assert!(self.same_files(output));
+        if output.queue != self.output.queue {
+            tracing::warn!("output.queue changes take effect at the next start");
+        }
+        let mut next = output.clone();
+        next.queue = self.output.queue;
+        if self
+            .sender
+            .tx
+            .send(Message::Settings(Box::new(next.clone())))
+            .await
+            .is_ok()
+        {
+            self.output = next;
+        }
+    }
+
     /// Write what is queued, fsync, finish background compression, stop.
     /// Every other [`StoreSender`] must have been dropped.
     pub async fn close(self) -> Result<Arc<StoreStats>, StoreError> {
@@ -180,7 +213,7 @@ async fn create_dir(dir: &Path) -> Result<(), StoreError> {
 struct Writer {
     output: Output,
     active: ActiveFile,
-    rx: mpsc::Receiver<Vec<Row>>,
+    rx: mpsc::Receiver<Message>,
     stats: Arc<StoreStats>,
     /// Set by [`Store::close`]: stop retrying a failing disk soon.
     closing: Arc<AtomicBool>,
@@ -197,8 +230,9 @@ impl Writer {
                 _ => None,
             };
             tokio::select! {
-                batch = self.rx.recv() => match batch {
-                    Some(rows) => self.write(rows).await,
+                message = self.rx.recv() => match message {
+                    Some(Message::Rows(rows)) => self.write(rows).await,
+                    Some(Message::Settings(output)) => self.output = *output,
                     None => break,
                 },
                 _ = sleep_until_opt(sync_due) => self.sync().await,
