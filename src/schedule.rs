@@ -41,6 +41,14 @@ impl Clock {
 }
 
 /// The smallest multiple of `step` (since the Unix epoch) at or after `t`.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use edge_agent::schedule::align_up;
+///
+/// let t = UNIX_EPOCH + Duration::from_millis(12_300);
+/// assert_eq!(align_up(t, Duration::from_secs(5)), UNIX_EPOCH + Duration::from_secs(15));
+/// ```
 pub fn align_up(t: SystemTime, step: Duration) -> SystemTime {
     let down = align_down(t, step);
     if down == t { t } else { down + step }

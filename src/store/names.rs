@@ -22,6 +22,15 @@ pub fn compact_time(t: SystemTime) -> String {
 }
 
 /// The name of a rotated, uncompressed file.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use edge_agent::store::names::{parse_rotated, rotated};
+///
+/// let t = UNIX_EPOCH + Duration::from_secs(1_795_514_400);
+/// assert_eq!(rotated("readings", t, 0), "readings-20261124T100000Z.csv");
+/// assert_eq!(parse_rotated("readings", "readings-20261124T100000Z_1.csv.gz").unwrap().seq, 1);
+/// ```
 pub fn rotated(prefix: &str, first_row: SystemTime, seq: u32) -> String {
     let time = compact_time(first_row);
     if seq == 0 {
