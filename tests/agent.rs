@@ -256,3 +256,31 @@ async fn the_shipped_demo_runs_with_simulated_sensors() {
         assert!((lo..hi).contains(&mean), "implausible simulated value: {row}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sensor_is_logged_when_it_fails_and_when_it_recovers_not_every_cycle() {
+    let server = TestServer::start(&["127.0.0.1"]).await;
+    server.route("/flip", Reply::status(503));
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = head(dir.path(), "200ms", "100ms");
+    text += &group(
+        "g",
+        "celsius",
+        &[format!(
+            "{{ id: flip, url: '{}', format: text }}",
+            server.url(0, "/flip")
+        )],
+    );
+    let config = write(dir.path(), "agent.yaml", &text);
+    let mut agent = Agent::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let csv = dir.path().join("data/readings.csv");
+    wait_rows(&csv, 4, LIMIT, |r| r.ends_with(",0,1")).await;
+    server.route("/flip", Reply::ok("5"));
+    wait_rows(&csv, 2, LIMIT, |r| r.ends_with(",1,0")).await;
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait(LIMIT).success());
+    let log = agent.log_text();
+    assert_eq!(log.matches("sensor failing: HTTP status 503").count(), 1, "{log}");
+    assert_eq!(log.matches("sensor recovered after").count(), 1, "{log}");
+    assert!(log.contains("sensor=flip"), "the log names the sensor: {log}");
+}
