@@ -89,6 +89,8 @@ async fn answer(
     req: Request<hyper::body::Incoming>,
     defaults: Behaviour,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    // The latency counts from the request's arrival, not from after parsing.
+    let arrived = tokio::time::Instant::now();
     let mut behaviour = defaults;
     let mut unit = "celsius".to_string();
     for pair in req.uri().query().unwrap_or("").split('&') {
@@ -108,7 +110,7 @@ async fn answer(
         }
     }
     if !behaviour.latency.is_zero() {
-        tokio::time::sleep(behaviour.latency).await;
+        tokio::time::sleep_until(arrived + behaviour.latency).await;
     }
     let path = req.uri().path();
     let mut parts = path.trim_start_matches('/').splitn(2, '/');

@@ -246,8 +246,9 @@ impl Config {
         };
         let raw: raw::RawConfig =
             serde_yaml_ng::from_str(text).map_err(|e| invalid(vec![serde_problem(&e)]))?;
-        let locations = locate::Locations::index(text);
         validate::resolve(raw, path, &|name| std::env::var(name).ok()).map_err(|mut problems| {
+            // Built only for errors: with 10,000 sensors the index is large.
+            let locations = locate::Locations::index(text);
             for p in &mut problems {
                 if let Some(pos) = locations.find(&p.key) {
                     p.line = Some(pos.line);

@@ -95,6 +95,8 @@ impl Poller {
         let mut tasks: JoinSet<(usize, usize, Outcome)> = JoinSet::new();
         let mut waiting = self.sensors.len();
         let mut started_at = vec![false; self.sensors.len()];
+        // Task id -> (sensor, host), to account for a task that panicked.
+        let mut running: HashMap<tokio::task::Id, (usize, usize)> = HashMap::new();
 
         loop {
             // Start what the caps allow, one request per host per turn.
@@ -117,7 +119,8 @@ impl Poller {
                     busy[h] += 1;
                     total += 1;
                     started = true;
-                    self.spawn(&mut tasks, n, h);
+                    let id = self.spawn(&mut tasks, n, h);
+                    running.insert(id, (n, h));
                     next_host = (h + 1) % queues.len();
                 }
             }
@@ -126,18 +129,25 @@ impl Poller {
             }
             let until = *deadline.borrow();
             tokio::select! {
-                joined = tasks.join_next() => {
+                joined = tasks.join_next_with_id() => {
                     match joined {
-                        Some(Ok((n, h, outcome))) => {
+                        Some(Ok((id, (n, h, outcome)))) => {
+                            running.remove(&id);
                             busy[h] -= 1;
                             total -= 1;
                             outcomes[n] = Some(outcome);
                         }
                         // A fetch task never panics by design; if one did, its
                         // sensor stays without outcome and is counted failed.
+                        // A fetch never panics by design; should one, only its
+                        // sensor fails and the cycle goes on.
                         Some(Err(e)) => {
                             tracing::error!("a poll task ended abnormally: {e}");
-                            break;
+                            if let Some((n, h)) = running.remove(&e.id()) {
+                                busy[h] -= 1;
+                                total -= 1;
+                                outcomes[n] = Some(Err(Failure::Request("internal error".into())));
+                            }
                         }
                         None => break,
                     }
@@ -163,16 +173,18 @@ impl Poller {
             .collect()
     }
 
-    fn spawn(&self, tasks: &mut JoinSet<(usize, usize, Outcome)>, n: usize, host: usize) {
+    fn spawn(&self, tasks: &mut JoinSet<(usize, usize, Outcome)>, n: usize, host: usize) -> tokio::task::Id {
         let (g, s) = self.sensors[n];
         let config = self.config.clone();
         let clients = self.clients.clone();
-        tasks.spawn(async move {
-            let group = &config.groups[g];
-            let sensor = &group.sensors[s];
-            let client = clients.get(&sensor.tls);
-            let outcome = fetch::fetch(client, sensor, group.unit, config.max_body).await;
-            (n, host, outcome)
-        });
+        tasks
+            .spawn(async move {
+                let group = &config.groups[g];
+                let sensor = &group.sensors[s];
+                let client = clients.get(&sensor.tls);
+                let outcome = fetch::fetch(client, sensor, group.unit, config.max_body).await;
+                (n, host, outcome)
+            })
+            .id()
     }
 }
