@@ -17,6 +17,9 @@
 //! - [`aggregate`] turns readings into one row per group per window.
 //! - [`store`] is the writer task: bounded queue, whole-row appends, rotation,
 //!   compression, retention and repair of torn files.
+//! - [`replay`] streams recorded files back out (csv, jsonl, influx; to a
+//!   file or an HTTP endpoint); [`tail`] shows the last rows and follows the
+//!   active file across rotations.
 //! - [`run`] ties them into the agent's loop; [`shutdown`] turns signals into
 //!   control events; [`simulate`] serves fake sensors; [`plan`] prints what
 //!   `check` found.
@@ -26,9 +29,11 @@ pub mod config;
 pub mod extract;
 pub mod plan;
 pub mod poll;
+pub mod replay;
 pub mod run;
 pub mod schedule;
 pub mod shutdown;
 pub mod simulate;
 pub mod store;
+pub mod tail;
 pub mod units;

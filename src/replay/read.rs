@@ -1,0 +1,279 @@
+//! Reading one recorded file, row by row, in bounded memory.
+//!
+//! The file is read in chunks of `--chunk-size` with async I/O: a
+//! tokio-stream of chunks (`ReaderStream`), turned back into a reader for
+//! the gzip decoder (rotated `.csv.gz`) and for csv-async on top. Nothing
+//! holds more than a chunk and csv-async's own buffer, whatever the size of
+//! the history.
+//!
+//! Damage never stops the replay: a line with the wrong number of fields,
+//! a bad time or a bad number is skipped with a [`Skip`] naming file and
+//! line; a truncated gzip stream is read up to the damage; a last line with
+//! no newline (a write in progress, or a torn one) is skipped.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use async_compression::tokio::bufread::GzipDecoder;
+use csv_async::StringRecord;
+use tokio::io::{AsyncRead, BufReader, ReadBuf};
+use tokio_util::io::{ReaderStream, StreamReader};
+
+use crate::config::Unit;
+
+/// The column names, in order.
+pub const COLUMNS: [&str; 8] = ["time", "group", "mean", "min", "max", "unit", "ok", "failed"];
+
+/// One valid recorded row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub time: SystemTime,
+    pub group: String,
+    pub mean: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub unit: Unit,
+    pub ok: u64,
+    pub failed: u64,
+    /// The fields exactly as recorded, for byte-identical CSV output.
+    pub raw: StringRecord,
+}
+
+/// A line that was not replayed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub file: PathBuf,
+    /// 1-based line number, when known.
+    pub line: Option<u64>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{l}: {}", self.file.display(), self.reason),
+            None => write!(f, "{}: {}", self.file.display(), self.reason),
+        }
+    }
+}
+
+/// What reading yields: a row, or a skipped line / damaged rest of file.
+pub type Item = Result<Record, Skip>;
+
+type Source = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Rows of one file.
+pub struct FileReader {
+    path: PathBuf,
+    csv: csv_async::AsyncReader<Tracked<Source>>,
+    last_byte: Arc<AtomicU8>,
+    bytes: Arc<AtomicU64>,
+    /// One row of look-ahead: the last row is only good if a newline ends it.
+    held: Option<(u64, StringRecord)>,
+    /// Items decided but not yet returned.
+    ready: VecDeque<Item>,
+    done: bool,
+    header_checked: bool,
+}
+
+impl FileReader {
+    pub async fn open(path: &Path, gzip: bool, chunk_size: usize) -> std::io::Result<FileReader> {
+        let file = tokio::fs::File::open(path).await?;
+        let chunks = ReaderStream::with_capacity(file, chunk_size.max(512));
+        let raw = StreamReader::new(chunks);
+        let source: Source = if gzip {
+            let mut decoder = GzipDecoder::new(BufReader::with_capacity(chunk_size.max(512), raw));
+            decoder.multiple_members(true);
+            Box::pin(decoder)
+        } else {
+            Box::pin(raw)
+        };
+        let last_byte = Arc::new(AtomicU8::new(b'\n'));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let tracked = Tracked {
+            inner: source,
+            last_byte: last_byte.clone(),
+            bytes: bytes.clone(),
+        };
+        let csv = csv_async::AsyncReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .buffer_capacity(chunk_size.clamp(512, 64 * 1024))
+            .create_reader(tracked);
+        Ok(FileReader {
+            path: path.to_path_buf(),
+            csv,
+            last_byte,
+            bytes,
+            held: None,
+            ready: VecDeque::new(),
+            done: false,
+            header_checked: false,
+        })
+    }
+
+    /// Bytes read so far (after decompression).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn skip(&self, line: Option<u64>, reason: impl Into<String>) -> Skip {
+        Skip {
+            file: self.path.clone(),
+            line,
+            reason: reason.into(),
+        }
+    }
+
+    /// The next row or skip; `None` at the end of the file.
+    pub async fn next(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(item);
+            }
+            if self.done {
+                return None;
+            }
+            self.advance().await;
+        }
+    }
+
+    /// Read one more record, queueing what it lets us decide.
+    async fn advance(&mut self) {
+        let mut record = StringRecord::new();
+        let read = self.csv.read_record(&mut record).await;
+        match read {
+            Ok(true) => {
+                let line = record.position().map_or(0, |p| p.line());
+                if !self.header_checked {
+                    self.header_checked = true;
+                    if !record.iter().eq(COLUMNS) {
+                        self.done = true;
+                        let skip =
+                            self.skip(Some(1), "first line is not the edge-agent header; file skipped");
+                        self.ready.push_back(Err(skip));
+                    }
+                    return;
+                }
+                if let Some(previous) = self.held.replace((line, record)) {
+                    self.release(previous);
+                }
+            }
+            Ok(false) => {
+                self.done = true;
+                if let Some((line, record)) = self.held.take() {
+                    if self.last_byte.load(Ordering::Relaxed) == b'\n' {
+                        self.release((line, record));
+                    } else {
+                        let skip = self.skip(Some(line), "partial last line (no newline) skipped");
+                        self.ready.push_back(Err(skip));
+                    }
+                }
+            }
+            Err(e) => {
+                // A line followed by more input was complete.
+                if let Some(previous) = self.held.take() {
+                    self.release(previous);
+                }
+                if let csv_async::ErrorKind::Utf8 { pos, .. } = e.kind() {
+                    // One bad line: skip it and go on.
+                    let line = pos.as_ref().map(|p| p.line());
+                    self.ready.push_back(Err(self.skip(line, "not valid UTF-8")));
+                } else {
+                    // I/O error, e.g. a truncated gzip: keep what was read.
+                    self.done = true;
+                    let reason = format!(
+                        "damaged after {} byte(s); rest of file skipped: {e}",
+                        self.bytes_read()
+                    );
+                    self.ready.push_back(Err(self.skip(None, reason)));
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, (line, record): (u64, StringRecord)) {
+        let item = parse(&record).map_err(|why| self.skip(Some(line), why));
+        self.ready.push_back(item);
+    }
+}
+
+/// Check and convert one record.
+pub fn parse(r: &StringRecord) -> Result<Record, String> {
+    if r.len() != COLUMNS.len() {
+        return Err(format!("{} field(s), expected {}", r.len(), COLUMNS.len()));
+    }
+    let time =
+        humantime::parse_rfc3339(&r[0]).map_err(|_| format!("time `{}` is not RFC 3339", short(&r[0])))?;
+    let group = r[1].to_string();
+    if group.is_empty() {
+        return Err("empty group".into());
+    }
+    let num = |i: usize| -> Result<Option<f64>, String> {
+        if r[i].is_empty() {
+            return Ok(None);
+        }
+        match r[i].parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(Some(v)),
+            _ => Err(format!("{} `{}` is not a number", COLUMNS[i], short(&r[i]))),
+        }
+    };
+    let (mean, min, max) = (num(2)?, num(3)?, num(4)?);
+    let unit = match &r[5] {
+        "celsius" => Unit::Celsius,
+        "fahrenheit" => Unit::Fahrenheit,
+        "kelvin" => Unit::Kelvin,
+        other => return Err(format!("unit `{}` is not known", short(other))),
+    };
+    let count = |i: usize| {
+        r[i].parse::<u64>()
+            .map_err(|_| format!("{} `{}` is not a count", COLUMNS[i], short(&r[i])))
+    };
+    Ok(Record {
+        time,
+        group,
+        mean,
+        min,
+        max,
+        unit,
+        ok: count(6)?,
+        failed: count(7)?,
+        raw: r.clone(),
+    })
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(32).collect()
+}
+
+/// Passes reads through, remembering the last byte and the count.
+struct Tracked<R> {
+    inner: R,
+    last_byte: Arc<AtomicU8>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &result {
+            let filled = buf.filled();
+            if filled.len() > before {
+                self.last_byte.store(filled[filled.len() - 1], Ordering::Relaxed);
+                self.bytes
+                    .fetch_add((filled.len() - before) as u64, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
