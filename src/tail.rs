@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
-use crate::replay::read::{COLUMNS, FileReader, parse};
+use crate::replay::read::{COLUMNS, FileReader, Next, Record};
 use crate::replay::sources;
 use crate::store::names;
 
@@ -126,8 +126,7 @@ fn wanted(opts: &TailOptions, line: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(line) else {
         return false;
     };
-    let record = csv_async::StringRecord::from(text.trim_end_matches('\n').split(',').collect::<Vec<_>>());
-    match parse(&record) {
+    match Record::from_line(text) {
         Ok(r) => opts.groups.is_empty() || opts.groups.contains(&r.group),
         Err(_) => false,
     }
@@ -147,10 +146,10 @@ async fn older_rows(opts: &TailOptions, n: usize) -> std::io::Result<Vec<Vec<u8>
             Ok(r) => r,
             Err(_) => continue,
         };
-        while let Some(item) = reader.next().await {
-            if let Ok(r) = item {
+        while let Some(next) = reader.next().await {
+            if let Next::Row(r) = next {
                 if opts.groups.is_empty() || opts.groups.contains(&r.group) {
-                    push_bounded(&mut ring, line_of(&r.raw), n - found.len());
+                    push_bounded(&mut ring, line_of(r), n - found.len());
                 }
             }
         }
@@ -161,9 +160,9 @@ async fn older_rows(opts: &TailOptions, n: usize) -> std::io::Result<Vec<Vec<u8>
     Ok(found.into())
 }
 
-fn line_of(raw: &csv_async::StringRecord) -> Vec<u8> {
-    let mut line = raw.iter().collect::<Vec<_>>().join(",").into_bytes();
-    line.push(b'\n');
+fn line_of(record: &Record) -> Vec<u8> {
+    let mut line = Vec::with_capacity(80);
+    crate::replay::Format::Csv.encode(record, "", &mut line);
     line
 }
 
@@ -183,9 +182,9 @@ async fn rotated_after(opts: &TailOptions, id: (u64, u64)) -> std::io::Result<Ve
     let Some(i) = ours else { return Ok(lines) };
     for s in files[i + 1..].iter().filter(|s| s.start.is_some()) {
         if let Ok(mut reader) = FileReader::open(&s.path, s.gzip, 64 * 1024).await {
-            while let Some(item) = reader.next().await {
-                if let Ok(r) = item {
-                    lines.push(line_of(&r.raw));
+            while let Some(next) = reader.next().await {
+                if let Next::Row(r) = next {
+                    lines.push(line_of(r));
                 }
             }
         }

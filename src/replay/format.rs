@@ -50,12 +50,17 @@ fn csv_line(r: &Record, out: &mut Vec<u8>) {
         if i > 0 {
             out.push(b',');
         }
-        if field.contains([',', '"', '\n', '\r']) {
+        if field.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
             out.push(b'"');
-            out.extend_from_slice(field.replace('"', "\"\"").as_bytes());
+            for b in field {
+                if *b == b'"' {
+                    out.push(b'"');
+                }
+                out.push(*b);
+            }
             out.push(b'"');
         } else {
-            out.extend_from_slice(field.as_bytes());
+            out.extend_from_slice(field);
         }
     }
     out.push(b'\n');
@@ -67,11 +72,11 @@ fn json_line(r: &Record, out: &mut Vec<u8>) {
     let values = [r.mean, r.min, r.max];
     let raw = |i: usize| match values[i - 2] {
         None => "null".to_string(),
-        Some(_) if is_json_number(&r.raw[i]) => r.raw[i].to_string(),
+        Some(_) if is_json_number(r.field(i)) => r.field(i).to_string(),
         Some(v) => v.to_string(),
     };
     let _ = write!(out, "{{\"time\":");
-    let _ = serde_json::to_writer(&mut *out, &r.raw[0]);
+    let _ = serde_json::to_writer(&mut *out, r.field(0));
     let _ = write!(out, ",\"group\":");
     let _ = serde_json::to_writer(&mut *out, &r.group);
     let _ = writeln!(
@@ -125,7 +130,9 @@ fn influx_line(r: &Record, measurement: &str, out: &mut Vec<u8>) {
         }
         out.push(if first { b' ' } else { b',' });
         first = false;
-        let _ = write!(out, "{name}={value}");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(value);
     }
     let _ = write!(
         out,
@@ -151,12 +158,10 @@ fn escape(text: &str, chars: &[char], out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::read::parse;
     use super::*;
-    use csv_async::StringRecord;
 
     fn record(line: &str) -> Record {
-        parse(&StringRecord::from(line.split(',').collect::<Vec<_>>())).unwrap()
+        Record::from_line(line).unwrap()
     }
 
     #[test]

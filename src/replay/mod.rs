@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 pub use discover::{Source, sources};
 pub use format::Format;
-pub use read::{FileReader, Record, Skip};
+pub use read::{FileReader, Next, Record, Skip};
 
 /// What to replay and how.
 #[derive(Debug, Clone)]
@@ -118,6 +118,9 @@ impl Pacer {
     }
 }
 
+/// Bytes of output gathered before one write to a file or stdout.
+const BLOCK: usize = 64 * 1024;
+
 /// Replay the rows selected by `opts` into `sink`.
 pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayError> {
     let files =
@@ -135,8 +138,14 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
         return Ok(summary);
     }
     let mut pacer = opts.speed.map(Pacer::new);
-    let mut line = Vec::with_capacity(256);
-    let mut header = opts.format.header();
+    // Lines are gathered into blocks for a writer (one write per block, not
+    // per row); an HTTP sink counts rows, so it gets them one by one.
+    let per_row = pacer.is_some() || matches!(sink, Sink::Http(_));
+    let mut block = Vec::with_capacity(BLOCK + 512);
+    let mut block_rows = 0;
+    if let Some(h) = opts.format.header() {
+        block.extend_from_slice(h.as_bytes());
+    }
     for source in &files {
         let mut reader = match FileReader::open(&source.path, source.gzip, opts.chunk_size).await {
             Ok(r) => r,
@@ -148,10 +157,10 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
             }
         };
         summary.files += 1;
-        while let Some(item) = reader.next().await {
-            let record = match item {
-                Ok(r) => r,
-                Err(skip) => {
+        while let Some(next) = reader.next().await {
+            let record = match next {
+                Next::Row(r) => r,
+                Next::Skip(skip) => {
                     tracing::warn!("{skip}");
                     summary.skipped += 1;
                     continue;
@@ -166,14 +175,18 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
             if let Some(p) = pacer.as_mut() {
                 p.wait(record.time).await;
             }
-            line.clear();
-            if let Some(h) = header.take() {
-                line.extend_from_slice(h.as_bytes());
-            }
-            opts.format.encode(&record, &opts.measurement, &mut line);
-            sink.write(&line, 1, pacer.is_some()).await?;
+            opts.format.encode(record, &opts.measurement, &mut block);
+            block_rows += 1;
             summary.rows += 1;
+            if per_row || block.len() >= BLOCK {
+                sink.write(&block, block_rows, pacer.is_some()).await?;
+                block.clear();
+                block_rows = 0;
+            }
         }
+    }
+    if summary.rows > 0 && !block.is_empty() {
+        sink.write(&block, block_rows, false).await?;
     }
     sink.finish().await?;
     Ok(summary)

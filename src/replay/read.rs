@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use async_compression::tokio::bufread::GzipDecoder;
-use csv_async::StringRecord;
+use csv_async::ByteRecord;
 use tokio::io::{AsyncRead, BufReader, ReadBuf};
 use tokio_util::io::{ReaderStream, StreamReader};
 
@@ -29,7 +29,8 @@ use crate::config::Unit;
 /// The column names, in order.
 pub const COLUMNS: [&str; 8] = ["time", "group", "mean", "min", "max", "unit", "ok", "failed"];
 
-/// One valid recorded row.
+/// One valid recorded row. The reader reuses one `Record` for every row,
+/// so replaying allocates nothing per row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub time: SystemTime,
@@ -41,7 +42,40 @@ pub struct Record {
     pub ok: u64,
     pub failed: u64,
     /// The fields exactly as recorded, for byte-identical CSV output.
-    pub raw: StringRecord,
+    pub raw: ByteRecord,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            time: SystemTime::UNIX_EPOCH,
+            group: String::new(),
+            mean: None,
+            min: None,
+            max: None,
+            unit: Unit::Celsius,
+            ok: 0,
+            failed: 0,
+            raw: ByteRecord::new(),
+        }
+    }
+}
+
+impl Record {
+    /// Field `i` as recorded (checked to be UTF-8 by [`parse`]).
+    pub fn field(&self, i: usize) -> &str {
+        std::str::from_utf8(&self.raw[i]).unwrap_or_default()
+    }
+
+    /// Parse one CSV line of ours (no quoting: our fields never need it).
+    pub fn from_line(line: &str) -> Result<Record, String> {
+        let mut record = Record {
+            raw: ByteRecord::from(line.trim_end_matches(['\n', '\r']).split(',').collect::<Vec<_>>()),
+            ..Record::default()
+        };
+        parse(&mut record)?;
+        Ok(record)
+    }
 }
 
 /// A line that was not replayed, and why.
@@ -63,7 +97,10 @@ impl std::fmt::Display for Skip {
 }
 
 /// What reading yields: a row, or a skipped line / damaged rest of file.
-pub type Item = Result<Record, Skip>;
+pub enum Next<'a> {
+    Row(&'a Record),
+    Skip(Skip),
+}
 
 type Source = Pin<Box<dyn AsyncRead + Send>>;
 
@@ -73,10 +110,16 @@ pub struct FileReader {
     csv: csv_async::AsyncReader<Tracked<Source>>,
     last_byte: Arc<AtomicU8>,
     bytes: Arc<AtomicU64>,
+    /// The record being read.
+    cur: ByteRecord,
     /// One row of look-ahead: the last row is only good if a newline ends it.
-    held: Option<(u64, StringRecord)>,
-    /// Items decided but not yet returned.
-    ready: VecDeque<Item>,
+    held: Option<(u64, ByteRecord)>,
+    /// A complete row waiting to be parsed and returned, with its line.
+    out: Option<(u64, ByteRecord)>,
+    /// Skips decided but not yet returned (after `out`).
+    skips: VecDeque<Skip>,
+    /// The row handed out last; its buffers are reused.
+    record: Record,
     done: bool,
     header_checked: bool,
 }
@@ -110,8 +153,11 @@ impl FileReader {
             csv,
             last_byte,
             bytes,
+            cur: ByteRecord::new(),
             held: None,
-            ready: VecDeque::new(),
+            out: None,
+            skips: VecDeque::new(),
+            record: Record::default(),
             done: false,
             header_checked: false,
         })
@@ -131,10 +177,18 @@ impl FileReader {
     }
 
     /// The next row or skip; `None` at the end of the file.
-    pub async fn next(&mut self) -> Option<Item> {
+    pub async fn next(&mut self) -> Option<Next<'_>> {
         loop {
-            if let Some(item) = self.ready.pop_front() {
-                return Some(item);
+            if let Some((line, raw)) = self.out.take() {
+                // Hand the buffer to the record; take the record's old one back.
+                self.cur = std::mem::replace(&mut self.record.raw, raw);
+                return Some(match parse(&mut self.record) {
+                    Ok(()) => Next::Row(&self.record),
+                    Err(why) => Next::Skip(self.skip(Some(line), why)),
+                });
+            }
+            if let Some(skip) = self.skips.pop_front() {
+                return Some(Next::Skip(skip));
             }
             if self.done {
                 return None;
@@ -143,74 +197,65 @@ impl FileReader {
         }
     }
 
-    /// Read one more record, queueing what it lets us decide.
+    /// Read one more record, deciding what it lets us decide.
     async fn advance(&mut self) {
-        let mut record = StringRecord::new();
-        let read = self.csv.read_record(&mut record).await;
+        let mut record = std::mem::take(&mut self.cur);
+        let read = self.csv.read_byte_record(&mut record).await;
         match read {
             Ok(true) => {
                 let line = record.position().map_or(0, |p| p.line());
                 if !self.header_checked {
                     self.header_checked = true;
-                    if !record.iter().eq(COLUMNS) {
+                    if !record.iter().eq(COLUMNS.iter().map(|c| c.as_bytes())) {
                         self.done = true;
                         let skip =
                             self.skip(Some(1), "first line is not the edge-agent header; file skipped");
-                        self.ready.push_back(Err(skip));
+                        self.skips.push_back(skip);
                     }
+                    self.cur = record;
                     return;
                 }
-                if let Some(previous) = self.held.replace((line, record)) {
-                    self.release(previous);
-                }
+                // The held row was followed by another: it is complete.
+                self.out = self.held.replace((line, record));
             }
             Ok(false) => {
                 self.done = true;
                 if let Some((line, record)) = self.held.take() {
                     if self.last_byte.load(Ordering::Relaxed) == b'\n' {
-                        self.release((line, record));
+                        self.out = Some((line, record));
                     } else {
                         let skip = self.skip(Some(line), "partial last line (no newline) skipped");
-                        self.ready.push_back(Err(skip));
+                        self.skips.push_back(skip);
                     }
                 }
             }
             Err(e) => {
-                // A line followed by more input was complete.
-                if let Some(previous) = self.held.take() {
-                    self.release(previous);
-                }
-                if let csv_async::ErrorKind::Utf8 { pos, .. } = e.kind() {
-                    // One bad line: skip it and go on.
-                    let line = pos.as_ref().map(|p| p.line());
-                    self.ready.push_back(Err(self.skip(line, "not valid UTF-8")));
-                } else {
-                    // I/O error, e.g. a truncated gzip: keep what was read.
-                    self.done = true;
-                    let reason = format!(
-                        "damaged after {} byte(s); rest of file skipped: {e}",
-                        self.bytes_read()
-                    );
-                    self.ready.push_back(Err(self.skip(None, reason)));
-                }
+                // An I/O error, e.g. a truncated gzip: keep what was read.
+                // The held row was followed by more input, so it is complete.
+                self.done = true;
+                self.out = self.held.take();
+                let reason = format!(
+                    "damaged after {} byte(s); rest of file skipped: {e}",
+                    self.bytes_read()
+                );
+                self.skips.push_back(self.skip(None, reason));
             }
         }
     }
-
-    fn release(&mut self, (line, record): (u64, StringRecord)) {
-        let item = parse(&record).map_err(|why| self.skip(Some(line), why));
-        self.ready.push_back(item);
-    }
 }
 
-/// Check and convert one record.
-pub fn parse(r: &StringRecord) -> Result<Record, String> {
+/// Check and convert `record.raw` into the record's fields.
+pub fn parse(record: &mut Record) -> Result<(), String> {
+    let r = &record.raw;
     if r.len() != COLUMNS.len() {
         return Err(format!("{} field(s), expected {}", r.len(), COLUMNS.len()));
     }
-    let time =
-        humantime::parse_rfc3339(&r[0]).map_err(|_| format!("time `{}` is not RFC 3339", short(&r[0])))?;
-    let group = r[1].to_string();
+    let text =
+        |i: usize| std::str::from_utf8(&r[i]).map_err(|_| format!("{} is not valid UTF-8", COLUMNS[i]));
+    let time = text(0)?;
+    record.time =
+        humantime::parse_rfc3339(time).map_err(|_| format!("time `{}` is not RFC 3339", short(time)))?;
+    let group = text(1)?;
     if group.is_empty() {
         return Err("empty group".into());
     }
@@ -218,33 +263,35 @@ pub fn parse(r: &StringRecord) -> Result<Record, String> {
         if r[i].is_empty() {
             return Ok(None);
         }
-        match r[i].parse::<f64>() {
+        let t = text(i)?;
+        match t.parse::<f64>() {
             Ok(v) if v.is_finite() => Ok(Some(v)),
-            _ => Err(format!("{} `{}` is not a number", COLUMNS[i], short(&r[i]))),
+            _ => Err(format!("{} `{}` is not a number", COLUMNS[i], short(t))),
         }
     };
     let (mean, min, max) = (num(2)?, num(3)?, num(4)?);
     let unit = match &r[5] {
-        "celsius" => Unit::Celsius,
-        "fahrenheit" => Unit::Fahrenheit,
-        "kelvin" => Unit::Kelvin,
-        other => return Err(format!("unit `{}` is not known", short(other))),
+        b"celsius" => Unit::Celsius,
+        b"fahrenheit" => Unit::Fahrenheit,
+        b"kelvin" => Unit::Kelvin,
+        other => {
+            return Err(format!(
+                "unit `{}` is not known",
+                short(&String::from_utf8_lossy(other))
+            ));
+        }
     };
-    let count = |i: usize| {
-        r[i].parse::<u64>()
-            .map_err(|_| format!("{} `{}` is not a count", COLUMNS[i], short(&r[i])))
+    let count = |i: usize| -> Result<u64, String> {
+        let t = text(i)?;
+        t.parse::<u64>()
+            .map_err(|_| format!("{} `{}` is not a count", COLUMNS[i], short(t)))
     };
-    Ok(Record {
-        time,
-        group,
-        mean,
-        min,
-        max,
-        unit,
-        ok: count(6)?,
-        failed: count(7)?,
-        raw: r.clone(),
-    })
+    let (ok, failed) = (count(6)?, count(7)?);
+    record.group.clear();
+    record.group.push_str(group);
+    (record.mean, record.min, record.max) = (mean, min, max);
+    (record.unit, record.ok, record.failed) = (unit, ok, failed);
+    Ok(())
 }
 
 fn short(s: &str) -> String {
