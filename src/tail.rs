@@ -127,7 +127,7 @@ fn wanted(opts: &TailOptions, line: &[u8]) -> bool {
         return false;
     };
     match Record::from_line(text) {
-        Ok(r) => opts.groups.is_empty() || opts.groups.contains(&r.group),
+        Ok(r) => opts.groups.is_empty() || opts.groups.contains(&r.row.group),
         Err(_) => false,
     }
 }
@@ -148,7 +148,7 @@ async fn older_rows(opts: &TailOptions, n: usize) -> std::io::Result<Vec<Vec<u8>
         };
         while let Some(next) = reader.next().await {
             if let Next::Row(r) = next {
-                if opts.groups.is_empty() || opts.groups.contains(&r.group) {
+                if opts.groups.is_empty() || opts.groups.contains(&r.row.group) {
                     push_bounded(&mut ring, line_of(r), n - found.len());
                 }
             }

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -87,18 +87,7 @@ async fn history(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn text_of(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap();
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut s = String::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_string(&mut s)
-            .unwrap();
-        s
-    } else {
-        String::from_utf8(bytes).unwrap()
-    }
-}
+use support::read_text as text_of;
 
 /// All recorded data lines, in file order.
 fn recorded(files: &[PathBuf]) -> Vec<String> {

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -53,18 +52,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn read(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap();
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut s = String::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_string(&mut s)
-            .unwrap();
-        s
-    } else {
-        String::from_utf8(bytes).unwrap()
-    }
-}
+use support::read_text as read;
 
 /// All rows of the rotated files (oldest first) then the active file,
 /// checking each file starts with the header.
@@ -180,10 +168,7 @@ async fn rotates_on_utc_boundaries() {
     }
     drop(tx);
     store.close().await.unwrap();
-    let found: Vec<String> = files(dir.path())
-        .iter()
-        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
-        .collect();
+    let found = support::file_names(dir.path());
     assert_eq!(
         found,
         vec![
@@ -216,10 +201,7 @@ async fn retention_keeps_the_newest_and_gzip_compresses_them() {
     }
     drop(tx);
     store.close().await.unwrap();
-    let found: Vec<String> = files(dir.path())
-        .iter()
-        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
-        .collect();
+    let found = support::file_names(dir.path());
     assert_eq!(
         found,
         vec![
@@ -312,10 +294,7 @@ async fn crash_leftovers_of_compression_are_cleaned_up_and_finished() {
     let mut out = output(d);
     out.compress = Compress::Gzip;
     Store::open(&out).await.unwrap().close().await.unwrap();
-    let found: Vec<String> = files(d)
-        .iter()
-        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
-        .collect();
+    let found = support::file_names(d);
     assert_eq!(
         found,
         vec![

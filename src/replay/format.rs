@@ -69,7 +69,7 @@ fn csv_line(r: &Record, out: &mut Vec<u8>) {
 fn json_line(r: &Record, out: &mut Vec<u8>) {
     // Numbers are written as recorded (already checked to be finite), so
     // the decimals the agent chose survive.
-    let values = [r.mean, r.min, r.max];
+    let values = [r.row.mean, r.row.min, r.row.max];
     let raw = |i: usize| match values[i - 2] {
         None => "null".to_string(),
         Some(_) if is_json_number(r.field(i)) => r.field(i).to_string(),
@@ -78,16 +78,16 @@ fn json_line(r: &Record, out: &mut Vec<u8>) {
     let _ = write!(out, "{{\"time\":");
     let _ = serde_json::to_writer(&mut *out, r.field(0));
     let _ = write!(out, ",\"group\":");
-    let _ = serde_json::to_writer(&mut *out, &r.group);
+    let _ = serde_json::to_writer(&mut *out, &r.row.group);
     let _ = writeln!(
         out,
         ",\"mean\":{},\"min\":{},\"max\":{},\"unit\":\"{}\",\"ok\":{},\"failed\":{}}}",
         raw(2),
         raw(3),
         raw(4),
-        r.unit.as_str(),
-        r.ok,
-        r.failed
+        r.row.unit.as_str(),
+        r.row.ok,
+        r.row.failed
     );
 }
 
@@ -122,7 +122,7 @@ fn is_json_number(s: &str) -> bool {
 fn influx_line(r: &Record, measurement: &str, out: &mut Vec<u8>) {
     escape(measurement, &[',', ' '], out);
     out.extend_from_slice(b",group=");
-    escape(&r.group, &[',', ' ', '='], out);
+    escape(&r.row.group, &[',', ' ', '='], out);
     let mut first = true;
     for (name, value) in COLUMNS.iter().zip(r.raw.iter()).take(5).skip(2) {
         if value.is_empty() {
@@ -138,10 +138,10 @@ fn influx_line(r: &Record, measurement: &str, out: &mut Vec<u8>) {
         out,
         "{}ok={}i,failed={}i ",
         if first { " " } else { "," },
-        r.ok,
-        r.failed
+        r.row.ok,
+        r.row.failed
     );
-    let ns = r.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let ns = r.row.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let _ = writeln!(out, "{ns}");
 }
 

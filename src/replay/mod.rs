@@ -166,14 +166,16 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
                     continue;
                 }
             };
-            if opts.since.is_some_and(|s| record.time < s) || opts.until.is_some_and(|u| record.time >= u) {
+            if opts.since.is_some_and(|s| record.row.time < s)
+                || opts.until.is_some_and(|u| record.row.time >= u)
+            {
                 continue;
             }
-            if !opts.groups.is_empty() && !opts.groups.contains(&record.group) {
+            if !opts.groups.is_empty() && !opts.groups.contains(&record.row.group) {
                 continue;
             }
             if let Some(p) = pacer.as_mut() {
-                p.wait(record.time).await;
+                p.wait(record.row.time).await;
             }
             opts.format.encode(record, &opts.measurement, &mut block);
             block_rows += 1;

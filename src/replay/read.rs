@@ -24,23 +24,18 @@ use csv_async::ByteRecord;
 use tokio::io::{AsyncRead, BufReader, ReadBuf};
 use tokio_util::io::{ReaderStream, StreamReader};
 
+use crate::aggregate::Row;
 use crate::config::Unit;
 
 /// The column names, in order.
 pub const COLUMNS: [&str; 8] = ["time", "group", "mean", "min", "max", "unit", "ok", "failed"];
 
-/// One valid recorded row. The reader reuses one `Record` for every row,
-/// so replaying allocates nothing per row.
+/// One valid recorded row: the values, and the fields as they were written.
+/// The reader reuses one `Record` for every row, so replaying allocates
+/// nothing per row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    pub time: SystemTime,
-    pub group: String,
-    pub mean: Option<f64>,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-    pub unit: Unit,
-    pub ok: u64,
-    pub failed: u64,
+    pub row: Row,
     /// The fields exactly as recorded, for byte-identical CSV output.
     pub raw: ByteRecord,
 }
@@ -48,14 +43,16 @@ pub struct Record {
 impl Default for Record {
     fn default() -> Self {
         Record {
-            time: SystemTime::UNIX_EPOCH,
-            group: String::new(),
-            mean: None,
-            min: None,
-            max: None,
-            unit: Unit::Celsius,
-            ok: 0,
-            failed: 0,
+            row: Row {
+                time: SystemTime::UNIX_EPOCH,
+                group: String::new(),
+                mean: None,
+                min: None,
+                max: None,
+                unit: Unit::Celsius,
+                ok: 0,
+                failed: 0,
+            },
             raw: ByteRecord::new(),
         }
     }
@@ -253,7 +250,7 @@ pub fn parse(record: &mut Record) -> Result<(), String> {
     let text =
         |i: usize| std::str::from_utf8(&r[i]).map_err(|_| format!("{} is not valid UTF-8", COLUMNS[i]));
     let time = text(0)?;
-    record.time =
+    record.row.time =
         humantime::parse_rfc3339(time).map_err(|_| format!("time `{}` is not RFC 3339", short(time)))?;
     let group = text(1)?;
     if group.is_empty() {
@@ -287,10 +284,11 @@ pub fn parse(record: &mut Record) -> Result<(), String> {
             .map_err(|_| format!("{} `{}` is not a count", COLUMNS[i], short(t)))
     };
     let (ok, failed) = (count(6)?, count(7)?);
-    record.group.clear();
-    record.group.push_str(group);
-    (record.mean, record.min, record.max) = (mean, min, max);
-    (record.unit, record.ok, record.failed) = (unit, ok, failed);
+    let row = &mut record.row;
+    row.group.clear();
+    row.group.push_str(group);
+    (row.mean, row.min, row.max) = (mean, min, max);
+    (row.unit, row.ok, row.failed) = (unit, ok, failed);
     Ok(())
 }
 

@@ -290,3 +290,28 @@ pub async fn wait_rows(path: &Path, n: usize, limit: Duration, filter: impl Fn(&
 pub fn fields(row: &str) -> Vec<String> {
     row.split(',').map(str::to_string).collect()
 }
+
+/// The text of a data file, decompressing `.gz`.
+pub fn read_text(path: &Path) -> String {
+    use std::io::Read;
+    let bytes = std::fs::read(path).unwrap();
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    } else {
+        String::from_utf8(bytes).unwrap()
+    }
+}
+
+/// The names of the files in `dir`, sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
