@@ -20,6 +20,7 @@
 //! - [`replay`] streams recorded files back out (csv, jsonl, influx; to a
 //!   file or an HTTP endpoint); [`tail`] shows the last rows and follows the
 //!   active file across rotations.
+//! - [`health`] serves `/metrics` and `/healthz` and talks to systemd.
 //! - [`run`] ties them into the agent's loop; [`shutdown`] turns signals into
 //!   control events; [`simulate`] serves fake sensors; [`plan`] prints what
 //!   `check` found.
@@ -27,6 +28,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod extract;
+pub mod health;
 pub mod plan;
 pub mod poll;
 pub mod replay;

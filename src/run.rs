@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::aggregate::Aggregator;
 use crate::config::{Config, ConfigError};
+use crate::health::{self, GroupCount, Health};
 use crate::poll::{ClientError, Failure, Outcome, Poller};
 use crate::schedule::{Clock, Ticker};
 use crate::shutdown::Control;
@@ -33,6 +34,8 @@ pub enum RunError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Metrics(#[source] std::io::Error),
 }
 
 /// What a run did, for the last log line and for tests.
@@ -56,6 +59,13 @@ pub async fn run(
     let mut config = Arc::new(config);
     let mut store = Store::open(&config.output).await?;
     let mut poller = Poller::new(config.clone())?;
+    let health = Health::new(store.sender().stats().clone(), config.interval, config.timeout);
+    if let Some(addr) = config.metrics {
+        let listener = health::bind(addr).await.map_err(RunError::Metrics)?;
+        tracing::info!("serving http://{addr}/metrics and /healthz");
+        tokio::spawn(health::serve(listener, health.clone()));
+    }
+    health::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
         sensors = poller.len(),
         groups = config.groups.len(),
@@ -65,7 +75,13 @@ pub async fn run(
     );
     let mut summary = Summary::default();
     loop {
-        let mut engine = Engine::new(config.clone(), &poller, store.sender(), clock.clone());
+        let mut engine = Engine::new(
+            config.clone(),
+            &poller,
+            store.sender(),
+            clock.clone(),
+            health.clone(),
+        );
         let stop = engine.cycles(&mut control, &path, &store).await;
         summary.cycles += engine.cycles;
         summary.skipped_ticks += engine.skipped;
@@ -81,8 +97,12 @@ pub async fn run(
                     }
                     None => store.reconfigure(&next.config.output).await,
                 }
+                if next.config.metrics != config.metrics {
+                    tracing::warn!("metrics.listen changes take effect at the next start");
+                }
                 config = next.config;
                 poller = next.poller;
+                health.reconfigure(store.sender().stats().clone(), config.interval, config.timeout);
                 tracing::info!(
                     sensors = poller.len(),
                     groups = config.groups.len(),
@@ -127,15 +147,24 @@ struct Engine<'a> {
     poller: &'a Poller,
     store: StoreSender,
     clock: Clock,
-    health: Health,
+    failures: FailureLog,
+    /// Shared with the metrics listener and systemd's watchdog.
+    health: Arc<Health>,
     cycles: u64,
     skipped: u64,
 }
 
 impl<'a> Engine<'a> {
-    fn new(config: Arc<Config>, poller: &'a Poller, store: StoreSender, clock: Clock) -> Engine<'a> {
+    fn new(
+        config: Arc<Config>,
+        poller: &'a Poller,
+        store: StoreSender,
+        clock: Clock,
+        health: Arc<Health>,
+    ) -> Engine<'a> {
         Engine {
-            health: Health::new(poller.len()),
+            failures: FailureLog::new(poller.len()),
+            health,
             config,
             poller,
             store,
@@ -154,6 +183,7 @@ impl<'a> Engine<'a> {
         let mut ticker = Ticker::new(self.clock.clone(), self.config.interval, self.config.timeout);
         let mut aggregator = Aggregator::new(&self.config, ticker.upcoming());
         let mut reload_asked = false;
+        let watchdog = health::watchdog_period();
         loop {
             if reload_asked {
                 reload_asked = false;
@@ -164,9 +194,15 @@ impl<'a> Engine<'a> {
             }
             let tick = tokio::select! {
                 tick = ticker.tick() => tick,
+                // Between cycles the loop is alive too: keep systemd's watchdog fed.
+                _ = sleep_opt(watchdog) => {
+                    health::notify(&[sd_notify::NotifyState::Watchdog]);
+                    continue;
+                }
                 c = control.recv() => match c {
                     Some(Control::Reload) => { reload_asked = true; continue; }
                     Some(Control::Shutdown) | None => {
+                        health::notify(&[sd_notify::NotifyState::Stopping]);
                         self.store.send(aggregator.flush());
                         return Stop::Shutdown;
                     }
@@ -184,6 +220,7 @@ impl<'a> Engine<'a> {
                     c = control.recv(), if !shutdown => match c {
                         Some(Control::Reload) => reload_asked = true,
                         Some(Control::Shutdown) | None => {
+                            health::notify(&[sd_notify::NotifyState::Stopping]);
                             shutdown = true;
                             let cut = Instant::now() + self.config.timeout;
                             deadline_tx.send_modify(|d| *d = (*d).min(cut));
@@ -192,7 +229,8 @@ impl<'a> Engine<'a> {
                 }
             };
             self.cycles += 1;
-            let (ok, failed) = self.health.observe(self.poller, &self.config, &outcomes);
+            let (ok, failed) = self.failures.observe(self.poller, &self.config, &outcomes);
+            self.report(&outcomes, started.elapsed(), tick.skipped);
             tracing::debug!(
                 ok,
                 failed,
@@ -214,6 +252,40 @@ impl<'a> Engine<'a> {
                 return Stop::Shutdown;
             }
         }
+    }
+}
+
+impl Engine<'_> {
+    /// Per-group counts and timing of a finished cycle, for metrics.
+    fn report(&self, outcomes: &[Outcome], took: std::time::Duration, skipped: u64) {
+        let mut groups: Vec<GroupCount> = self
+            .config
+            .groups
+            .iter()
+            .map(|g| GroupCount {
+                group: g.name.clone(),
+                ..GroupCount::default()
+            })
+            .collect();
+        let mut cut_short = false;
+        for (n, o) in outcomes.iter().enumerate() {
+            let g = &mut groups[self.poller.sensor_at(n).0];
+            match o {
+                Ok(_) => g.ok += 1,
+                Err(f) => {
+                    g.failed += 1;
+                    cut_short |= matches!(f, Failure::NotStarted | Failure::CycleEnd);
+                }
+            }
+        }
+        self.health.cycle_done(groups, took, cut_short, skipped);
+    }
+}
+
+async fn sleep_opt(d: Option<std::time::Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -254,15 +326,15 @@ async fn prepare_reload(path: &std::path::Path, store: &Store) -> Option<Next> {
 
 /// Which sensors are failing, so each change is logged once: when a sensor
 /// starts failing (with the reason) and when it recovers, never every cycle.
-struct Health {
+struct FailureLog {
     failing: Vec<Option<u64>>,
     /// Sensors not polled at all last cycle (the cycle ran out of time).
     starved: usize,
 }
 
-impl Health {
-    fn new(n: usize) -> Health {
-        Health {
+impl FailureLog {
+    fn new(n: usize) -> FailureLog {
+        FailureLog {
             failing: vec![None; n],
             starved: 0,
         }

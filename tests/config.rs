@@ -207,6 +207,11 @@ fn broken_configs_are_refused_with_file_line_and_key() {
             "test.yaml:8:3: output.fsync: `sometimes` is not `rotate`, `always` or a duration",
         ),
         (
+            "metrics not on loopback",
+            vec![(7, "  prefix: readings\nmetrics: { listen: 0.0.0.0:9464 }")],
+            "test.yaml:8:12: metrics.listen: 0.0.0.0:9464 is not a loopback address",
+        ),
+        (
             "keep 0",
             vec![(7, "  prefix: readings\n  keep: 0")],
             "test.yaml:8:3: output.keep: must be at least 1",

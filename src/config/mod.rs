@@ -42,6 +42,8 @@ pub struct Config {
     pub max_body: u64,
     pub output: Output,
     pub groups: Vec<Group>,
+    /// Loopback address of the `/metrics` and `/healthz` listener, if on.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Where and how rows are stored.

@@ -25,6 +25,14 @@ pub struct RawConfig {
     pub max_body: Option<SizeText>,
     pub output: RawOutput,
     pub groups: Vec<RawGroup>,
+    /// Optional `/metrics` and `/healthz` listener.
+    pub metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: String,
 }
 
 fn default_limit() -> usize {

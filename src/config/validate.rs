@@ -118,6 +118,20 @@ pub fn resolve(raw: RawConfig, path: &Path, env: Env) -> Result<Config, Vec<Prob
         c.fail("max_body", "must be greater than 0");
     }
     let output = output(&mut c, raw.output);
+    let metrics = raw.metrics.and_then(|m| match m.listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) if addr.ip().is_loopback() => Some(addr),
+        Ok(addr) => {
+            c.fail(
+                "metrics.listen",
+                format!("{addr} is not a loopback address; the listener is for this machine only (127.0.0.1:9464)"),
+            );
+            None
+        }
+        Err(_) => {
+            c.fail("metrics.listen", format!("`{}` is not an address such as 127.0.0.1:9464", m.listen));
+            None
+        }
+    });
     if raw.groups.is_empty() {
         c.fail("groups", "needs at least one group");
     }
@@ -153,6 +167,7 @@ pub fn resolve(raw: RawConfig, path: &Path, env: Env) -> Result<Config, Vec<Prob
         max_body,
         output,
         groups,
+        metrics,
     })
 }
 

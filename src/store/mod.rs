@@ -58,6 +58,8 @@ pub struct StoreStats {
     pub write_errors: AtomicU64,
     /// Rows dropped because the queue was full or the disk never recovered.
     pub rows_dropped: AtomicU64,
+    /// False while writes fail.
+    pub writable: AtomicBool,
 }
 
 /// What the writer task is asked to do, in order.
@@ -125,6 +127,7 @@ impl Store {
         let pending = rotate::recover(dir, &output.prefix, output.compress == Compress::Gzip)
             .map_err(|e| dir_err("clean up", e))?;
         let stats = Arc::new(StoreStats::default());
+        stats.writable.store(true, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(output.queue);
         let closing = Arc::new(AtomicBool::new(false));
         let mut writer = Writer {
@@ -280,6 +283,7 @@ impl Writer {
                 Ok(()) => break,
                 Err(e) => {
                     self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    self.stats.writable.store(false, Ordering::Relaxed);
                     if failing_since.is_none() {
                         tracing::error!(
                             "cannot write to {}: {e}; holding rows and retrying",
@@ -299,6 +303,7 @@ impl Writer {
                 }
             }
         }
+        self.stats.writable.store(true, Ordering::Relaxed);
         if let Some(since) = failing_since {
             tracing::info!(
                 "writing to {} works again after {}",

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Build a release edge-agent for an ARM gateway without Docker:
+#   cross/build.sh aarch64-unknown-linux-gnu     (64-bit Raspberry Pi OS, Ubuntu on Pi 3/4/5)
+#   cross/build.sh armv7-unknown-linux-gnueabihf (32-bit Raspberry Pi OS on Pi 2/3/4)
+#
+# Uses Debian bookworm's rustc 1.85 (`rustc-web`, the crate's rust-version), the
+# target's std from Debian's `libstd-rust-web-dev:<arch>` of the same version
+# (downloaded and unpacked, since a multiarch install fails on a version skew),
+# and Debian's cross gcc as the linker. Installs what a fresh Debian machine
+# lacks (needs root). The binary lands in target/<TARGET>/release/edge-agent.
+set -euo pipefail
+
+RUST_VERSION="1.85.0+dfsg3-1~deb12u3"
+target="${1:-aarch64-unknown-linux-gnu}"
+case "$target" in
+    aarch64-unknown-linux-gnu)     arch=arm64; gnu=aarch64-linux-gnu ;;
+    armv7-unknown-linux-gnueabihf) arch=armhf; gnu=arm-linux-gnueabihf ;;
+    *) echo "unsupported target $target (aarch64-unknown-linux-gnu or armv7-unknown-linux-gnueabihf)" >&2; exit 2 ;;
+esac
+cd "$(dirname "$0")/.."
+
+have_pkg() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null; }
+
+export DEBIAN_FRONTEND=noninteractive
+need=()
+[ "$(have_pkg rustc-web)" = "$RUST_VERSION" ] || need+=("rustc-web=$RUST_VERSION" "libstd-rust-web-dev=$RUST_VERSION" "libstd-rust-web-1.85=$RUST_VERSION")
+[ "$(have_pkg cargo-web)" = "$RUST_VERSION" ] || need+=("cargo-web=$RUST_VERSION")
+[ -n "$(have_pkg "gcc-$gnu")" ] || need+=("gcc-$gnu" "libc6-dev-$arch-cross")
+[ -n "$(have_pkg qemu-user-static)" ] || need+=(qemu-user-static)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends --allow-downgrades "${need[@]}"
+fi
+
+# The target's standard library, from the Debian package of the same version.
+sysroot=/usr/lib/rustlib/$target
+if [ ! -d "$sysroot/lib" ]; then
+    if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+        dpkg --add-architecture "$arch"
+        apt-get update -qq
+    fi
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download "libstd-rust-web-dev:$arch=$RUST_VERSION" "libstd-rust-web-1.85:$arch=$RUST_VERSION")
+    for deb in "$tmp"/*.deb; do dpkg -x "$deb" /; done
+    rm -rf "$tmp"
+fi
+
+rustc=/usr/bin/rustc
+cargo=/usr/bin/cargo
+"$rustc" --version
+linker_var="CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_LINKER"
+export "$linker_var=$gnu-gcc"
+# Debian's cargo and rustc, not rustup's (which cannot fetch other targets here).
+RUSTC="$rustc" "$cargo" build --locked --release --target "$target" --bin edge-agent
+bin="target/$target/release/edge-agent"
+ls -l "$bin"
+echo "built $bin ($(stat -c %s "$bin") bytes)"

@@ -1,0 +1,262 @@
+//! How the agent is doing, for people and for systemd.
+//!
+//! [`Health`] is shared state the run loop updates after every cycle and the
+//! store updates on every write. Two readers use it:
+//! - the optional listener (`metrics: { listen: 127.0.0.1:9464 }`), off by
+//!   default and loopback-only, serving `/metrics` (Prometheus text) and
+//!   `/healthz` (200 while the last cycle finished in time and the store is
+//!   writable, 503 otherwise);
+//! - systemd's notify protocol: READY=1 once the config is loaded and the
+//!   store open, STOPPING=1 on shutdown, WATCHDOG=1 from the poll loop (so a
+//!   wedged scheduler gets restarted). Without `NOTIFY_SOCKET` these are no-ops.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::store::StoreStats;
+
+/// What the last cycle found for one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupCount {
+    pub group: String,
+    pub ok: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct LastCycle {
+    groups: Vec<GroupCount>,
+    duration: Duration,
+    /// Some sensors were still pending when the cycle's deadline came.
+    cut_short: bool,
+    ended: Option<Instant>,
+}
+
+/// Shared health state.
+#[derive(Debug)]
+pub struct Health {
+    started: Instant,
+    /// A cycle older than this means the loop is stuck.
+    stale_after: Mutex<Duration>,
+    last: Mutex<LastCycle>,
+    cycles: AtomicU64,
+    skipped_ticks: AtomicU64,
+    store: Mutex<Arc<StoreStats>>,
+}
+
+impl Health {
+    pub fn new(store: Arc<StoreStats>, interval: Duration, timeout: Duration) -> Arc<Health> {
+        Arc::new(Health {
+            started: Instant::now(),
+            stale_after: Mutex::new(interval * 2 + timeout),
+            last: Mutex::new(LastCycle::default()),
+            cycles: AtomicU64::new(0),
+            skipped_ticks: AtomicU64::new(0),
+            store: Mutex::new(store),
+        })
+    }
+
+    /// After a reload: the new store's counters and the new timing.
+    pub fn reconfigure(&self, store: Arc<StoreStats>, interval: Duration, timeout: Duration) {
+        *self.store.lock().unwrap_or_else(|e| e.into_inner()) = store;
+        *self.stale_after.lock().unwrap_or_else(|e| e.into_inner()) = interval * 2 + timeout;
+    }
+
+    /// Record a finished cycle.
+    pub fn cycle_done(&self, groups: Vec<GroupCount>, duration: Duration, cut_short: bool, skipped: u64) {
+        self.cycles.fetch_add(1, Relaxed);
+        self.skipped_ticks.fetch_add(skipped, Relaxed);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        *last = LastCycle {
+            groups,
+            duration,
+            cut_short,
+            ended: Some(Instant::now()),
+        };
+        notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+
+    /// `Ok` when healthy, else why not.
+    pub fn check(&self) -> Result<(), String> {
+        let stale_after = *self.stale_after.lock().unwrap_or_else(|e| e.into_inner());
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let since = last.ended.unwrap_or(self.started).elapsed();
+        if since > stale_after {
+            return Err(format!(
+                "no cycle has finished for {}",
+                humantime::format_duration(Duration::from_secs(since.as_secs()))
+            ));
+        }
+        if last.cut_short {
+            return Err("the last cycle ran out of time before every sensor answered".into());
+        }
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if !store.writable.load(Relaxed) {
+            return Err("the store cannot write (see the log)".into());
+        }
+        Ok(())
+    }
+
+    /// Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Before taking the locks below: check() takes them too.
+        let healthy = self.check().is_ok();
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(
+                out,
+                "# HELP edge_agent_{name} {help}\n# TYPE edge_agent_{name} {kind}"
+            );
+            for (labels, v) in samples {
+                let _ = writeln!(out, "edge_agent_{name}{labels} {v}");
+            }
+        };
+        let per_group = |f: fn(&GroupCount) -> u64| -> Vec<(String, f64)> {
+            last.groups
+                .iter()
+                .map(|g| (format!("{{group=\"{}\"}}", g.group), f(g) as f64))
+                .collect()
+        };
+        let one = |v: f64| vec![(String::new(), v)];
+        metric(
+            "sensors_ok",
+            "gauge",
+            "Sensors that answered in the last cycle.",
+            &per_group(|g| g.ok),
+        );
+        metric(
+            "sensors_failed",
+            "gauge",
+            "Sensors that failed in the last cycle.",
+            &per_group(|g| g.failed),
+        );
+        metric(
+            "cycle_duration_seconds",
+            "gauge",
+            "Duration of the last cycle.",
+            &one(last.duration.as_secs_f64()),
+        );
+        metric(
+            "cycles_total",
+            "counter",
+            "Cycles run.",
+            &one(self.cycles.load(Relaxed) as f64),
+        );
+        metric(
+            "skipped_ticks_total",
+            "counter",
+            "Ticks skipped because they came too late.",
+            &one(self.skipped_ticks.load(Relaxed) as f64),
+        );
+        let counters = [
+            (
+                "rows_written_total",
+                "Rows appended to CSV files.",
+                &store.rows_written,
+            ),
+            (
+                "bytes_written_total",
+                "Bytes appended to CSV files.",
+                &store.bytes_written,
+            ),
+            ("rotations_total", "File rotations.", &store.rotations),
+            (
+                "write_errors_total",
+                "Failed writes, fsyncs and rotations.",
+                &store.write_errors,
+            ),
+            (
+                "rows_dropped_total",
+                "Rows dropped (queue full or disk never recovered).",
+                &store.rows_dropped,
+            ),
+        ];
+        for (name, help, value) in counters {
+            metric(name, "counter", help, &one(value.load(Relaxed) as f64));
+        }
+        metric(
+            "healthy",
+            "gauge",
+            "1 while /healthz answers 200.",
+            &one(f64::from(u8::from(healthy))),
+        );
+        out
+    }
+}
+
+/// Tell systemd something; nothing happens outside systemd.
+pub fn notify(states: &[sd_notify::NotifyState]) {
+    let _ = sd_notify::notify(false, states);
+}
+
+/// Half the watchdog period systemd asked for, if it asked.
+pub fn watchdog_period() -> Option<Duration> {
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(Duration::from_micros(usec) / 2)
+    } else {
+        None
+    }
+}
+
+/// Serve `/metrics` and `/healthz` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, health: Arc<Health>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let health = health.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| answer(req, health.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Bind the listener; only loopback addresses are accepted by the config.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} for metrics: {e}")))
+}
+
+async fn answer(
+    req: Request<hyper::body::Incoming>,
+    health: Arc<Health>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", health.render()),
+        "/healthz" => match health.check() {
+            Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{why}\n")),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /metrics or /healthz\n".to_string(),
+        ),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
+    );
+    Ok(r)
+}

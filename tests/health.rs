@@ -1,0 +1,154 @@
+//! The health listener and systemd's notify protocol, with the real binary:
+//! `/metrics` counts what happened, `/healthz` turns 503 when a cycle runs
+//! out of time, and READY/WATCHDOG/STOPPING reach a notify socket.
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use support::{Agent, Reply, TestServer};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    edge_agent::poll::install_crypto_provider();
+    let r = reqwest::Client::new().get(url).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn config(dir: &std::path::Path, port: u16, server: &TestServer, sensors: usize, limit: usize) -> String {
+    let mut s = format!(
+        "interval: 500ms\ntimeout: 450ms\nlimit: {limit}\nlimit_per_host: {limit}\noutput: {{ dir: {} }}\nmetrics: {{ listen: 127.0.0.1:{port} }}\ngroups:\n  - name: g\n    unit: celsius\n    sensors:\n",
+        dir.join("data").display()
+    );
+    for i in 0..sensors {
+        s.push_str(&format!(
+            "      - {{ id: s{i}, url: '{}', format: text }}\n",
+            server.url(0, "/v")
+        ));
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_and_healthz_reports_cycles_that_run_out_of_time() {
+    let server = TestServer::start(&["127.0.0.1"]).await;
+    server.route("/v", Reply::ok("20"));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(&path, config(dir.path(), port, &server, 3, 1)).unwrap();
+    let mut agent = Agent::start(&["run", "--config", path.to_str().unwrap()], dir.path());
+    support::wait_rows(
+        &dir.path().join("data/readings.csv"),
+        2,
+        Duration::from_secs(20),
+        |_| true,
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let (status, body) = get(&format!("{base}/healthz")).await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, metrics) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("edge_agent_sensors_ok{group=\"g\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edge_agent_sensors_failed{group=\"g\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE edge_agent_rows_written_total counter"),
+        "{metrics}"
+    );
+    let rows = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("edge_agent_rows_written_total "))
+        .unwrap()
+        .parse::<f64>()
+        .unwrap();
+    assert!(rows >= 2.0, "{metrics}");
+    for name in [
+        "cycles_total",
+        "skipped_ticks_total",
+        "bytes_written_total",
+        "rotations_total",
+        "write_errors_total",
+        "rows_dropped_total",
+        "cycle_duration_seconds",
+    ] {
+        assert!(
+            metrics.contains(&format!("edge_agent_{name} ")),
+            "{name} missing:\n{metrics}"
+        );
+    }
+
+    // Sensors slow enough that one request at a time cannot finish the cycle.
+    server.route("/v", Reply::ok("20").after(Duration::from_millis(200)));
+    let start = std::time::Instant::now();
+    loop {
+        let (status, body) = get(&format!("{base}/healthz")).await;
+        if status == 503 {
+            assert!(body.contains("ran out of time"), "{body}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "healthz never turned 503"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait(Duration::from_secs(20)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_watchdog_and_stopping() {
+    let server = TestServer::start(&["127.0.0.1"]).await;
+    server.route("/v", Reply::ok("20"));
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let path = dir.path().join("agent.yaml");
+    let text = config(dir.path(), free_port(), &server, 1, 1).replace("metrics: ", "# metrics: ");
+    std::fs::write(&path, text).unwrap();
+    let log = dir.path().join("agent.log");
+    let mut child = std::process::Command::new(support::binary())
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let n = socket.recv(&mut buf).expect("a notification within 20 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(seen[0].contains("READY=1"), "READY comes first: {seen:?}");
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    loop {
+        let n = socket.recv(&mut buf).expect("STOPPING=1 within 20 s");
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert!(
+        child.wait().unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
