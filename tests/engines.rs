@@ -9,6 +9,8 @@
 
 mod support;
 
+use support::{client, free_port};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -50,20 +52,6 @@ fn require(binary: &str, package: &str) -> Option<String> {
         eprintln!("SKIPPED: {binary} not installed (apt-get install {package}); .ci/run installs it");
     }
     found
-}
-
-/// reqwest is built without a default crypto provider: install ring first.
-fn client() -> reqwest::Client {
-    edge_agent::poll::install_crypto_provider();
-    reqwest::Client::new()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_ready(url: &str, child: &mut Child) {

@@ -7,19 +7,10 @@ mod support;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use support::{Agent, Reply, TestServer};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{Agent, Reply, TestServer, client, free_port};
 
 async fn get(url: &str) -> (u16, String) {
-    edge_agent::poll::install_crypto_provider();
-    let r = reqwest::Client::new().get(url).send().await.unwrap();
+    let r = client().get(url).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 

@@ -315,3 +315,19 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP client for tests. reqwest is built without a default crypto
+/// provider: install ring first.
+pub fn client() -> reqwest::Client {
+    edge_agent::poll::install_crypto_provider();
+    reqwest::Client::new()
+}
