@@ -20,6 +20,11 @@ esac
 cd "$(dirname "$0")/.."
 
 have_pkg() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null; }
+# apt-get update exits 100 when any one index fails, e.g. a mirror caught
+# mid-sync (seen on bookworm-security's armhf Packages). All this script
+# fetches is pinned to bookworm main, so go on: the install or download below
+# fails by itself if an index it needs is missing.
+apt_update() { apt-get update -qq || echo "warning: apt-get update reported errors (above); going on" >&2; }
 
 export DEBIAN_FRONTEND=noninteractive
 need=()
@@ -29,7 +34,7 @@ need=()
 [ -n "$(have_pkg qemu-user-static)" ] || need+=(qemu-user-static)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
-    apt-get update -qq
+    apt_update
     apt-get install -y -qq --no-install-recommends --allow-downgrades "${need[@]}"
 fi
 
@@ -38,7 +43,10 @@ sysroot=/usr/lib/rustlib/$target
 if [ ! -d "$sysroot/lib" ]; then
     if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
         dpkg --add-architecture "$arch"
-        apt-get update -qq
+    fi
+    # Not only right after add-architecture: a run stopped after it must not skip this.
+    if ! apt-cache madison "libstd-rust-web-dev:$arch" | grep -qF "| $RUST_VERSION |"; then
+        apt_update
     fi
     tmp=$(mktemp -d)
     (cd "$tmp" && apt-get download "libstd-rust-web-dev:$arch=$RUST_VERSION" "libstd-rust-web-1.85:$arch=$RUST_VERSION")
