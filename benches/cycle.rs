@@ -142,8 +142,8 @@ impl Drop for Guard {
 
 /// CPU time (user + system) of `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> Res<u64> {
-    let stat =
-        fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
     let rest = &stat[stat.rfind(')').ok_or("malformed /proc stat")? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -157,8 +157,8 @@ fn cpu_ticks(pid: u32) -> Res<u64> {
 
 /// Peak resident set size (VmHWM) of `pid`, in KiB.
 fn vm_hwm_kib(pid: u32) -> Res<u64> {
-    let status =
-        fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -231,10 +231,14 @@ fn wait_listening(addr: SocketAddr, sim: &mut Guard, log: &Path, timeout: Durati
         }
         if let Some(st) = sim.exited()? {
             let text = fs::read_to_string(log).unwrap_or_default();
-            return Err(format!("simulator exited ({st}) before {addr} was up:\n{text}"));
+            return Err(format!(
+                "simulator exited ({st}) before {addr} was up:\n{text}"
+            ));
         }
         if Instant::now() >= until {
-            return Err(format!("{addr} did not accept connections within {timeout:?}"));
+            return Err(format!(
+                "{addr} did not accept connections within {timeout:?}"
+            ));
         }
         thread::sleep(Duration::from_millis(50));
     }
@@ -247,7 +251,8 @@ fn probe_answer_ms(addr: SocketAddr, n: usize) -> Res<Vec<f64>> {
     let err = |e: std::io::Error| format!("probe of {addr}: {e}");
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(err)?;
     s.set_nodelay(true).map_err(err)?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).map_err(err)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(err)?;
     let mut times = Vec::with_capacity(n);
     let mut buf = Vec::with_capacity(1024);
     // One extra request first, not timed.
@@ -333,7 +338,9 @@ fn write_config(dir: &Path, port: u16) -> Res<PathBuf> {
         out.display()
     ));
     for g in 0..SENSORS / GROUP_SIZE {
-        y.push_str(&format!("  - name: g-{g}\n    unit: celsius\n    sensors:\n"));
+        y.push_str(&format!(
+            "  - name: g-{g}\n    unit: celsius\n    sensors:\n"
+        ));
         for i in g * GROUP_SIZE..(g + 1) * GROUP_SIZE {
             let ip = host_ip(i % HOSTS);
             y.push_str(&format!(
@@ -408,7 +415,9 @@ impl Measured {
 /// many latencies.
 fn rounds() -> usize {
     let per_host = SENSORS.div_ceil(HOSTS); // sensor i is on host i % HOSTS
-    SENSORS.div_ceil(LIMIT).max(per_host.div_ceil(LIMIT_PER_HOST))
+    SENSORS
+        .div_ceil(LIMIT)
+        .max(per_host.div_ceil(LIMIT_PER_HOST))
 }
 
 fn bench_10k(dir: &Path) -> Res<Measured> {
@@ -485,7 +494,9 @@ fn bench_10k(dir: &Path) -> Res<Measured> {
                     if all.len() == WARMUP_CYCLES {
                         cpu_at_warm = cpu_ticks(pid)?;
                     }
-                } else if (line.contains(" WARN ") || line.contains(" ERROR ")) && notable.len() < 20 {
+                } else if (line.contains(" WARN ") || line.contains(" ERROR "))
+                    && notable.len() < 20
+                {
                     notable.push(line.clone());
                 }
                 recent.push_back(line);
@@ -619,12 +630,16 @@ fn bench_demo(dir: &Path) -> Res<Demo> {
     let status = agent.terminate(Duration::from_secs(10))?;
     if !status.success() {
         let text = fs::read_to_string(&log).unwrap_or_default();
-        return Err(format!("demo agent exited with {status} after SIGTERM:\n{text}"));
+        return Err(format!(
+            "demo agent exited with {status} after SIGTERM:\n{text}"
+        ));
     }
     let rows = csv_rows(&out.join("readings.csv"))?;
     if rows == 0 {
         let text = fs::read_to_string(&log).unwrap_or_default();
-        return Err(format!("the demo wrote no rows in {DEMO_SECONDS} s:\n{text}"));
+        return Err(format!(
+            "the demo wrote no rows in {DEMO_SECONDS} s:\n{text}"
+        ));
     }
     Ok(Demo::Measured { hwm_kib, rows })
 }
@@ -644,7 +659,11 @@ fn print_table(head: &[&str; 4], rows: &[[String; 4]]) {
         }
     }
     let line = |cells: [&str; 4]| {
-        let padded: Vec<String> = cells.iter().zip(width).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("| {} |", padded.join(" | "));
     };
     line(*head);

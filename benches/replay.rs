@@ -355,7 +355,10 @@ fn generate(root: &Path, label: &'static str, target: u64) -> Res<History> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("gzip thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("gzip thread panicked".into()))
+            })
             .collect()
     });
     for r in results {
@@ -399,7 +402,8 @@ fn gzip_file(from: &Path, to: &Path) -> Res<()> {
         BufWriter::with_capacity(MIB as usize, dst),
         flate2::Compression::fast(),
     );
-    std::io::copy(&mut BufReader::with_capacity(MIB as usize, src), &mut enc).map_err(io_err(to))?;
+    std::io::copy(&mut BufReader::with_capacity(MIB as usize, src), &mut enc)
+        .map_err(io_err(to))?;
     let mut w = enc.finish().map_err(io_err(to))?;
     w.flush().map_err(io_err(to))
 }
@@ -452,7 +456,9 @@ fn kill_group(pid: u32) {
 fn run_timed(name: &str, cmd: &mut Command, timeout: Duration, poll_rss: bool) -> Res<Ended> {
     cmd.process_group(0).stdin(Stdio::null());
     let start = Instant::now();
-    let mut child: Child = cmd.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
+    let mut child: Child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     let waiter = thread::spawn(move || {
@@ -572,7 +578,11 @@ fn replay(work: &Path, dir: &Path, args: &[&str], want_rows: u64) -> Res<Replaye
         let i = words.iter().position(|w| w.starts_with(key))?;
         words.get(i.checked_sub(1)?)?.parse().ok()
     };
-    let (rows, files, skipped) = match (num_before("row(s)"), num_before("file(s)"), num_before("line(s)")) {
+    let (rows, files, skipped) = match (
+        num_before("row(s)"),
+        num_before("file(s)"),
+        num_before("line(s)"),
+    ) {
         (Some(r), Some(f), Some(s)) => (r, f, s),
         _ => return Err(format!("{what}: cannot read the summary `{summary}`")),
     };
@@ -677,10 +687,18 @@ fn bench_size(work: &Path, h: &History) -> Res<SizeResult> {
     if !warm.status.success() {
         return Err(format!("cat of {}/*.gz failed", h.mixed.display()));
     }
-    let (mut csv, mut influx, mut mixed) = (Series::default(), Series::default(), Series::default());
+    let (mut csv, mut influx, mut mixed) =
+        (Series::default(), Series::default(), Series::default());
     let mut cat_all = Vec::new();
     let csv_args = ["--format", "csv", "--output", "/dev/null"];
-    let influx_args = ["--format", "influx", "--since", &since, "--output", "/dev/null"];
+    let influx_args = [
+        "--format",
+        "influx",
+        "--since",
+        &since,
+        "--output",
+        "/dev/null",
+    ];
     for rep in 0..REPS {
         for (series, dir, args, rows) in [
             (&mut csv, &h.plain, &csv_args[..], h.rows()),
@@ -725,7 +743,12 @@ fn bench_size(work: &Path, h: &History) -> Res<SizeResult> {
 fn check_identical(work: &Path, h: &History) -> Res<()> {
     let out = work.join("check.csv");
     let out_s = out.to_str().ok_or("temp path is not UTF-8")?;
-    replay(work, &h.mixed, &["--format", "csv", "--output", out_s], h.rows())?;
+    replay(
+        work,
+        &h.mixed,
+        &["--format", "csv", "--output", out_s],
+        h.rows(),
+    )?;
     let got = fs::read(&out).map_err(io_err(&out))?;
     let _ = fs::remove_file(&out);
     let mut want = Vec::with_capacity(h.bytes as usize);
@@ -780,7 +803,8 @@ impl Drop for Vm {
 fn http_get(addr: SocketAddr, path: &str) -> Res<(u16, Vec<u8>)> {
     let err = |e: std::io::Error| format!("GET http://{addr}{path}: {e}");
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(err)?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).map_err(err)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(err)?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .map_err(err)?;
     let mut buf = Vec::new();
@@ -847,11 +871,16 @@ fn start_vm(work: &Path) -> Res<Vm> {
             if let Some(st) = exited {
                 let text = fs::read_to_string(&log).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(5).collect();
-                last = format!("victoria-metrics exited ({st}) on {addr}: {}", tail.join(" | "));
+                last = format!(
+                    "victoria-metrics exited ({st}) on {addr}: {}",
+                    tail.join(" | ")
+                );
                 break;
             }
             if Instant::now() >= until {
-                return Err(format!("victoria-metrics not healthy on {addr} within 60 s"));
+                return Err(format!(
+                    "victoria-metrics not healthy on {addr} within 60 s"
+                ));
             }
             thread::sleep(Duration::from_millis(100));
         }
@@ -889,7 +918,10 @@ fn bench_vm(work: &Path, h: &History) -> Res<VmResult> {
     let (mut batches, mut retries) = (0, 0);
     let mut points_per_window = 0;
     for w in 0..VM_WINDOWS {
-        let (a, b) = (VM_FIRST_TICK + w * VM_TICKS, VM_FIRST_TICK + (w + 1) * VM_TICKS);
+        let (a, b) = (
+            VM_FIRST_TICK + w * VM_TICKS,
+            VM_FIRST_TICK + (w + 1) * VM_TICKS,
+        );
         let points: u64 = (a..b)
             .map(|t| (0..GROUPS).map(|g| points_of(t, g)).sum::<u64>())
             .sum();
@@ -914,7 +946,10 @@ fn bench_vm(work: &Path, h: &History) -> Res<VmResult> {
             .position(|w| *w == "acknowledged")
             .and_then(|i| words.get(i.checked_sub(2)?)?.parse::<u64>().ok());
         if acked != Some(r.rows) {
-            return Err(format!("window {w}: not every row acknowledged:\n{}", r.stderr));
+            return Err(format!(
+                "window {w}: not every row acknowledged:\n{}",
+                r.stderr
+            ));
         }
         batches += before("batch(es)").unwrap_or(0);
         retries += before("retried").unwrap_or(0);
@@ -946,7 +981,10 @@ fn bench_vm(work: &Path, h: &History) -> Res<VmResult> {
         }
         let (code, body) = http_get(vm.addr, &query)?;
         if code != 200 {
-            return Err(format!("export: HTTP {code}: {}", String::from_utf8_lossy(&body)));
+            return Err(format!(
+                "export: HTTP {code}: {}",
+                String::from_utf8_lossy(&body)
+            ));
         }
         let mut per_window = vec![0u64; windows.len()];
         let mut seen: HashSet<(String, String, u64)> = HashSet::new();
@@ -954,8 +992,14 @@ fn bench_vm(work: &Path, h: &History) -> Res<VmResult> {
         for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let v: serde_json::Value =
                 serde_json::from_slice(line).map_err(|e| format!("export: bad JSON line: {e}"))?;
-            let name = v["metric"]["__name__"].as_str().unwrap_or_default().to_string();
-            let group = v["metric"]["group"].as_str().unwrap_or_default().to_string();
+            let name = v["metric"]["__name__"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let group = v["metric"]["group"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let ts = v["timestamps"].as_array().ok_or("export: no timestamps")?;
             let values = v["values"].as_array().ok_or("export: no values")?;
             if ts.len() != values.len() {
@@ -1017,7 +1061,11 @@ fn print_table(head: &[&str; 4], rows: &[[String; 4]]) {
         }
     }
     let line = |cells: [&str; 4]| {
-        let padded: Vec<String> = cells.iter().zip(width).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("| {} |", padded.join(" | "));
     };
     line(*head);
@@ -1095,7 +1143,10 @@ fn size_rows(s: &SizeResult, table: &mut Vec<[String; 4]>) {
     ] {
         let r = series.rss_mib();
         table.push(row(
-            format!("{l}: peak RSS, replay {what} (max of {})", series.rss_kib.len()),
+            format!(
+                "{l}: peak RSS, replay {what} (max of {})",
+                series.rss_kib.len()
+            ),
             format!("{r:.1} MiB"),
             "<= 16 MiB",
             verdict(r <= GOAL_RSS_MIB),
@@ -1148,7 +1199,9 @@ fn run_all() -> Res<()> {
         );
         Some(bench_vm(work, &small)?)
     } else {
-        println!("VictoriaMetrics: skipped, {VM_BIN} is missing (apt-get install victoria-metrics)");
+        println!(
+            "VictoriaMetrics: skipped, {VM_BIN} is missing (apt-get install victoria-metrics)"
+        );
         None
     };
 

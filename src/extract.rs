@@ -105,7 +105,12 @@ fn prometheus(body: &[u8], sel: &PromSelector) -> Result<f64, ExtractError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some(Sample { name, labels, value }) = split_sample(line) else {
+        let Some(Sample {
+            name,
+            labels,
+            value,
+        }) = split_sample(line)
+        else {
             continue;
         };
         if name != sel.name {
@@ -145,7 +150,11 @@ fn split_sample(line: &str) -> Option<Sample<'_>> {
         rest = &rest[close + 1..];
     }
     let value = rest.split_whitespace().next()?;
-    Some(Sample { name, labels, value })
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
 }
 
 /// One sample line of the Prometheus text format.
@@ -182,7 +191,8 @@ mod tests {
 
     #[test]
     fn json_values() {
-        let body = br#"{"t": 21.5, "s": "22.25", "bad": "warm", "n": null, "deep": {"a": [1, 2.5]}}"#;
+        let body =
+            br#"{"t": 21.5, "s": "22.25", "bad": "warm", "n": null, "deep": {"a": [1, 2.5]}}"#;
         assert_eq!(extract(body, &ptr("/t")), Ok(21.5));
         assert_eq!(extract(body, &ptr("/s")), Ok(22.25));
         assert_eq!(extract(body, &ptr("/deep/a/1")), Ok(2.5));
@@ -194,7 +204,10 @@ mod tests {
             extract(body, &ptr("/n")),
             Err(ExtractError::NotNumber { .. })
         ));
-        assert!(matches!(extract(body, &ptr("/x")), Err(ExtractError::Missing(_))));
+        assert!(matches!(
+            extract(body, &ptr("/x")),
+            Err(ExtractError::Missing(_))
+        ));
         assert!(matches!(
             extract(b"<html>", &ptr("/t")),
             Err(ExtractError::Json(_))

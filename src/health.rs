@@ -74,7 +74,13 @@ impl Health {
     }
 
     /// Record a finished cycle.
-    pub fn cycle_done(&self, groups: Vec<GroupCount>, duration: Duration, cut_short: bool, skipped: u64) {
+    pub fn cycle_done(
+        &self,
+        groups: Vec<GroupCount>,
+        duration: Duration,
+        cut_short: bool,
+        skipped: u64,
+    ) {
         self.cycles.fetch_add(1, Relaxed);
         self.skipped_ticks.fetch_add(skipped, Relaxed);
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
@@ -231,9 +237,12 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>) {
 
 /// Bind the listener; only loopback addresses are accepted by the config.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} for metrics: {e}")))
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} for metrics: {e}"),
+        )
+    })
 }
 
 async fn answer(
@@ -244,7 +253,11 @@ async fn answer(
         "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", health.render()),
         "/healthz" => match health.check() {
             Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{why}\n")),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
         },
         _ => (
             StatusCode::NOT_FOUND,

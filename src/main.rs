@@ -88,7 +88,9 @@ impl Files {
             Ok(c) => Ok((c.output.dir, self.prefix.clone().unwrap_or(c.output.prefix))),
             Err(e) => {
                 eprintln!("{e}");
-                eprintln!("hint: pass --dir DIR, or --config FILE naming the agent's configuration");
+                eprintln!(
+                    "hint: pass --dir DIR, or --config FILE naming the agent's configuration"
+                );
                 Err(ExitCode::from(2))
             }
         }
@@ -341,7 +343,9 @@ async fn serve_simulator(listen: &[SocketAddr], latency: Duration, fail_rate: f6
     match simulate::start(listen, behaviour).await {
         Ok(bound) => {
             for a in &bound {
-                tracing::info!("serving simulated sensors on http://{a}/json/ID, /prometheus/ID, /text/ID");
+                tracing::info!(
+                    "serving simulated sensors on http://{a}/json/ID, /prometheus/ID, /text/ID"
+                );
             }
         }
         Err(e) => {
@@ -421,13 +425,19 @@ async fn replay_files(args: ReplayArgs) -> ExitCode {
     }
 }
 
-async fn open_sink(output: &str, args: &ReplayArgs, format: replay::Format) -> Result<replay::Sink, String> {
+async fn open_sink(
+    output: &str,
+    args: &ReplayArgs,
+    format: replay::Format,
+) -> Result<replay::Sink, String> {
     if output == "-" {
         let out = tokio::io::BufWriter::with_capacity(64 * 1024, tokio::io::stdout());
         return Ok(replay::Sink::Writer(Box::new(out)));
     }
     if output.starts_with("http://") || output.starts_with("https://") {
-        let url = output.parse().map_err(|e| format!("--output {output}: {e}"))?;
+        let url = output
+            .parse()
+            .map_err(|e| format!("--output {output}: {e}"))?;
         let opts = replay::http::PushOptions {
             max_rows: args.batch_rows.max(1),
             max_bytes: args.batch_size as usize,

@@ -29,7 +29,11 @@ pub fn describe(config: &Config) -> String {
     if let Some(e) = o.every {
         rotate.push(format!("every {} (UTC-aligned)", d(e)));
     }
-    let _ = writeln!(out, "output: {}", names::active(&o.dir, &o.prefix).display());
+    let _ = writeln!(
+        out,
+        "output: {}",
+        names::active(&o.dir, &o.prefix).display()
+    );
     let _ = writeln!(
         out,
         "  rotate {}; keep {} rotated file(s); compress {}; fsync {}",
@@ -85,7 +89,11 @@ pub fn describe(config: &Config) -> String {
                     out,
                     ", basic auth {}:{}",
                     auth.username,
-                    if auth.password.is_some() { "<redacted>" } else { "" }
+                    if auth.password.is_some() {
+                        "<redacted>"
+                    } else {
+                        ""
+                    }
                 );
             }
             if s.tls.insecure {

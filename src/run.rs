@@ -59,7 +59,11 @@ pub async fn run(
     let mut config = Arc::new(config);
     let mut store = Store::open(&config.output).await?;
     let mut poller = Poller::new(config.clone())?;
-    let health = Health::new(store.sender().stats().clone(), config.interval, config.timeout);
+    let health = Health::new(
+        store.sender().stats().clone(),
+        config.interval,
+        config.timeout,
+    );
     if let Some(addr) = config.metrics {
         let listener = health::bind(addr).await.map_err(RunError::Metrics)?;
         tracing::info!("serving http://{addr}/metrics and /healthz");
@@ -102,7 +106,11 @@ pub async fn run(
                 }
                 config = next.config;
                 poller = next.poller;
-                health.reconfigure(store.sender().stats().clone(), config.interval, config.timeout);
+                health.reconfigure(
+                    store.sender().stats().clone(),
+                    config.interval,
+                    config.timeout,
+                );
                 tracing::info!(
                     sensors = poller.len(),
                     groups = config.groups.len(),
@@ -180,7 +188,11 @@ impl<'a> Engine<'a> {
         path: &std::path::Path,
         store: &Store,
     ) -> Stop {
-        let mut ticker = Ticker::new(self.clock.clone(), self.config.interval, self.config.timeout);
+        let mut ticker = Ticker::new(
+            self.clock.clone(),
+            self.config.interval,
+            self.config.timeout,
+        );
         let mut aggregator = Aggregator::new(&self.config, ticker.upcoming());
         let mut reload_asked = false;
         let watchdog = health::watchdog_period();
@@ -341,7 +353,12 @@ impl FailureLog {
     }
 
     /// Log changes; returns (ok, failed) for the cycle.
-    fn observe(&mut self, poller: &Poller, config: &Config, outcomes: &[Outcome]) -> (usize, usize) {
+    fn observe(
+        &mut self,
+        poller: &Poller,
+        config: &Config,
+        outcomes: &[Outcome],
+    ) -> (usize, usize) {
         let mut ok = 0;
         let mut starved = 0;
         for (n, outcome) in outcomes.iter().enumerate() {

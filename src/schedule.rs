@@ -113,7 +113,9 @@ impl Ticker {
                 // The clock stepped back: re-align instead of waiting long.
                 tracing::warn!(
                     "system clock stepped back by {}; re-aligning ticks",
-                    humantime::format_duration(round_ms(self.next.duration_since(now).unwrap_or_default()))
+                    humantime::format_duration(round_ms(
+                        self.next.duration_since(now).unwrap_or_default()
+                    ))
                 );
                 self.next = align_up(now, self.interval);
                 continue;
@@ -121,7 +123,10 @@ impl Ticker {
             match now.duration_since(self.next) {
                 Ok(late) if late > self.slack => {
                     let resume = align_up(now, self.interval);
-                    let n = (resume.duration_since(self.next).unwrap_or_default().as_nanos()
+                    let n = (resume
+                        .duration_since(self.next)
+                        .unwrap_or_default()
+                        .as_nanos()
                         / self.interval.as_nanos()) as u64;
                     let n = n.max(1);
                     skipped += n;
@@ -179,7 +184,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn ticks_are_aligned_and_deadlines_end_at_next_tick() {
         let clock = Clock::starting_at(at(1_000, 300));
-        let mut t = Ticker::new(clock.clone(), Duration::from_secs(5), Duration::from_secs(2));
+        let mut t = Ticker::new(
+            clock.clone(),
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+        );
         let first = t.tick().await;
         assert_eq!(first.time, at(1_000, 0) + Duration::from_secs(5));
         assert_eq!(clock.now(), first.time);
@@ -192,7 +201,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn late_ticks_are_skipped_not_queued() {
         let clock = Clock::starting_at(at(2_000, 0));
-        let mut t = Ticker::new(clock.clone(), Duration::from_secs(5), Duration::from_secs(2));
+        let mut t = Ticker::new(
+            clock.clone(),
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+        );
         assert_eq!(t.tick().await.time, at(2_000, 0));
         // Something held the loop for 12.5 s: ticks at 2005 and 2010 are gone.
         tokio::time::advance(Duration::from_millis(12_500)).await;

@@ -122,9 +122,12 @@ async fn answer(
             "use /json/ID, /prometheus/ID or /text/ID\n".into(),
         ));
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let second = now.as_secs();
-    if behaviour.fail_rate > 0.0 && unit_interval(hash(id.as_bytes(), second ^ 0xfa11)) < behaviour.fail_rate
+    if behaviour.fail_rate > 0.0
+        && unit_interval(hash(id.as_bytes(), second ^ 0xfa11)) < behaviour.fail_rate
     {
         return Ok(reply(
             StatusCode::INTERNAL_SERVER_ERROR,

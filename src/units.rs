@@ -62,7 +62,10 @@ mod tests {
             convert(212.0, Unit::Fahrenheit, Unit::Celsius).unwrap(),
             100.0
         ));
-        assert!(close(convert(0.0, Unit::Celsius, Unit::Kelvin).unwrap(), 273.15));
+        assert!(close(
+            convert(0.0, Unit::Celsius, Unit::Kelvin).unwrap(),
+            273.15
+        ));
         assert!(close(
             convert(300.0, Unit::Kelvin, Unit::Fahrenheit).unwrap(),
             80.33

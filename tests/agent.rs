@@ -54,7 +54,10 @@ async fn rows_hold_the_averages_in_the_group_unit() {
                 "{{ id: k, url: '{}', format: prometheus, value: 't{{s=\"k\"}}', unit: kelvin }}",
                 server.url(0, "/k")
             ),
-            format!("{{ id: bad, url: '{}', format: text }}", server.url(0, "/bad")),
+            format!(
+                "{{ id: bad, url: '{}', format: text }}",
+                server.url(0, "/bad")
+            ),
         ],
     );
     text += &group(
@@ -106,7 +109,11 @@ async fn rows_hold_the_averages_in_the_group_unit() {
     }
     // The failing sensors are logged once each, with the reason, not every cycle.
     let log = agent.log_text();
-    assert_eq!(log.matches("sensor failing: HTTP status 500").count(), 2, "{log}");
+    assert_eq!(
+        log.matches("sensor failing: HTTP status 500").count(),
+        2,
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +121,8 @@ async fn sigterm_finishes_the_cycle_in_flight_and_flushes() {
     let server = TestServer::start(&["127.0.0.1"]).await;
     server.route("/slow", Reply::ok("21.5").after(Duration::from_millis(400)));
     let dir = tempfile::tempdir().unwrap();
-    let mut text = head(dir.path(), "1s", "800ms").replace("  fsync: always\n", "  fsync: rotate\n");
+    let mut text =
+        head(dir.path(), "1s", "800ms").replace("  fsync: always\n", "  fsync: rotate\n");
     text += &group(
         "g",
         "celsius",
@@ -196,7 +204,9 @@ async fn sighup_applies_a_valid_config_and_keeps_running_on_a_bad_one() {
         &format!("{base}{a}{b}").replace("timeout: 200ms", "timeout: 2s"),
     );
     agent.signal(libc::SIGHUP);
-    agent.wait_log(LIMIT, |l| l.contains("reload refused")).await;
+    agent
+        .wait_log(LIMIT, |l| l.contains("reload refused"))
+        .await;
     assert!(
         agent
             .log_text()
@@ -204,7 +214,10 @@ async fn sighup_applies_a_valid_config_and_keeps_running_on_a_bad_one() {
         "{}",
         agent.log_text()
     );
-    let b_rows = support::rows(&csv).into_iter().filter(|r| is("b")(r)).count();
+    let b_rows = support::rows(&csv)
+        .into_iter()
+        .filter(|r| is("b")(r))
+        .count();
     wait_rows(&csv, b_rows + 3, LIMIT, is("b")).await;
 
     agent.signal(libc::SIGTERM);
@@ -224,7 +237,8 @@ async fn sighup_applies_a_valid_config_and_keeps_running_on_a_bad_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_demo_runs_with_simulated_sensors() {
     let dir = tempfile::tempdir().unwrap();
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/agent.yaml")).unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/agent.yaml")).unwrap();
     // Same config on free ports, so the test never collides with a running demo.
     let mut text = shipped.clone();
     for port in ["18321", "18322"] {
@@ -253,7 +267,10 @@ async fn the_shipped_demo_runs_with_simulated_sensors() {
         } else {
             (10.0, 30.0)
         };
-        assert!((lo..hi).contains(&mean), "implausible simulated value: {row}");
+        assert!(
+            (lo..hi).contains(&mean),
+            "implausible simulated value: {row}"
+        );
     }
 }
 
@@ -280,7 +297,14 @@ async fn a_failing_sensor_is_logged_when_it_fails_and_when_it_recovers_not_every
     agent.signal(libc::SIGTERM);
     assert!(agent.wait(LIMIT).success());
     let log = agent.log_text();
-    assert_eq!(log.matches("sensor failing: HTTP status 503").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("sensor failing: HTTP status 503").count(),
+        1,
+        "{log}"
+    );
     assert_eq!(log.matches("sensor recovered after").count(), 1, "{log}");
-    assert!(log.contains("sensor=flip"), "the log names the sensor: {log}");
+    assert!(
+        log.contains("sensor=flip"),
+        "the log names the sensor: {log}"
+    );
 }

@@ -160,7 +160,10 @@ fn broken_configs_are_refused_with_file_line_and_key() {
         ),
         (
             "missing variable",
-            vec![(13, "        url: http://127.0.0.1:9/j?key=${EDGE_TEST_MISSING}")],
+            vec![(
+                13,
+                "        url: http://127.0.0.1:9/j?key=${EDGE_TEST_MISSING}",
+            )],
             "test.yaml:13:9: groups[0].sensors[0].url: environment variable EDGE_TEST_MISSING is not set",
         ),
         (
@@ -258,7 +261,10 @@ fn run_with_a_broken_config_writes_nothing() {
     let path = write_config(dir.path(), &[(2, "timeout: 9s")]);
     let (code, _, err) = edge_agent(dir.path(), &["run", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("timeout: must be shorter than interval"), "{err}");
+    assert!(
+        err.contains("timeout: must be shorter than interval"),
+        "{err}"
+    );
     assert!(
         !dir.path().join("out").exists(),
         "run must not create the output dir"
@@ -291,7 +297,10 @@ fn check_prints_the_plan_with_secrets_redacted() {
         dir.path(),
         &[
             (15, &auth),
-            (13, "        url: http://127.0.0.1:9/j?token=${EDGE_TEST_KEY}"),
+            (
+                13,
+                "        url: http://127.0.0.1:9/j?token=${EDGE_TEST_KEY}",
+            ),
         ],
     );
     let (code, out, err) = edge_agent(dir.path(), &["check", "--config", path.to_str().unwrap()]);

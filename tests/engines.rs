@@ -49,7 +49,9 @@ fn require(binary: &str, package: &str) -> Option<String> {
             std::env::var_os("CI").is_none(),
             "{binary} is missing; .ci/run installs the Debian package {package}"
         );
-        eprintln!("SKIPPED: {binary} not installed (apt-get install {package}); .ci/run installs it");
+        eprintln!(
+            "SKIPPED: {binary} not installed (apt-get install {package}); .ci/run installs it"
+        );
     }
     found
 }
@@ -112,7 +114,10 @@ async fn influx(dir: &Path, binary: &str) -> Engine {
     let url = format!("http://127.0.0.1:{http}");
     wait_ready(&format!("{url}/ping"), &mut child).await;
     let r = client()
-        .post(url::Url::parse_with_params(&format!("{url}/query"), [("q", "CREATE DATABASE edge")]).unwrap())
+        .post(
+            url::Url::parse_with_params(&format!("{url}/query"), [("q", "CREATE DATABASE edge")])
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -137,9 +142,18 @@ fn expected(dir: &Path) -> Points {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_millis() as u64;
-        for (i, name) in [(2, "mean"), (3, "min"), (4, "max"), (6, "ok"), (7, "failed")] {
+        for (i, name) in [
+            (2, "mean"),
+            (3, "min"),
+            (4, "max"),
+            (6, "ok"),
+            (7, "failed"),
+        ] {
             if !f[i].is_empty() {
-                points.insert((f[1].to_string(), name.to_string(), ms), f[i].parse().unwrap());
+                points.insert(
+                    (f[1].to_string(), name.to_string(), ms),
+                    f[i].parse().unwrap(),
+                );
             }
         }
     }
@@ -271,9 +285,10 @@ async fn flaky_proxy(upstream: String, fail: usize) -> (String, Arc<AtomicUsize>
             let (stream, _) = listener.accept().await.unwrap();
             let (client, upstream, seen) = (client.clone(), upstream.clone(), seen.clone());
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (client, upstream, seen) = (client.clone(), upstream.clone(), seen.clone());
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (client, upstream, seen) =
+                            (client.clone(), upstream.clone(), seen.clone());
                         async move {
                             let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
                             let target = format!("{upstream}{}", req.uri());
@@ -290,11 +305,14 @@ async fn flaky_proxy(upstream: String, fail: usize) -> (String, Arc<AtomicUsize>
                                     .status()
                                     .as_u16()
                             };
-                            let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::new(),
+                            ));
                             *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                             Ok::<_, std::convert::Infallible>(r)
                         }
-                    });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
@@ -324,7 +342,9 @@ async fn replay_into_victoriametrics_through_a_failing_hop() {
     let got = victoria_points(&vm.url).await;
     assert_eq!(got.len(), want.len(), "no gap, no duplicate");
     for (key, value) in &want {
-        let g = got.get(key).unwrap_or_else(|| panic!("missing point {key:?}"));
+        let g = got
+            .get(key)
+            .unwrap_or_else(|| panic!("missing point {key:?}"));
         assert!((g - value).abs() < 1e-9, "{key:?}: {g} != {value}");
     }
 }
@@ -338,7 +358,11 @@ async fn replay_into_influxdb() {
     history(&dir.path().join("data")).await;
     let want = expected(&dir.path().join("data"));
     let db = influx(dir.path(), &binary).await;
-    let err = replay_to(&dir.path().join("data"), &format!("{}/write?db=edge", db.url)).await;
+    let err = replay_to(
+        &dir.path().join("data"),
+        &format!("{}/write?db=edge", db.url),
+    )
+    .await;
     assert!(
         err.contains("720 row(s) acknowledged in 15 batch(es), 0 retried"),
         "{err}"
@@ -352,7 +376,14 @@ async fn replay_into_influxdb() {
         ],
     )
     .unwrap();
-    let text = client().get(query).send().await.unwrap().text().await.unwrap();
+    let text = client()
+        .get(query)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let body: serde_json::Value = serde_json::from_str(&text).unwrap();
     let series = &body["results"][0]["series"][0];
     let columns: Vec<&str> = series["columns"]
@@ -374,7 +405,9 @@ async fn replay_into_influxdb() {
     }
     assert_eq!(got.len(), want.len());
     for (key, value) in &want {
-        let g = got.get(key).unwrap_or_else(|| panic!("missing point {key:?}"));
+        let g = got
+            .get(key)
+            .unwrap_or_else(|| panic!("missing point {key:?}"));
         assert!((g - value).abs() < 1e-9, "{key:?}: {g} != {value}");
     }
 }

@@ -14,7 +14,13 @@ async fn get(url: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-fn config(dir: &std::path::Path, port: u16, server: &TestServer, sensors: usize, limit: usize) -> String {
+fn config(
+    dir: &std::path::Path,
+    port: u16,
+    server: &TestServer,
+    sensors: usize,
+    limit: usize,
+) -> String {
     let mut s = format!(
         "interval: 500ms\ntimeout: 450ms\nlimit: {limit}\nlimit_per_host: {limit}\noutput: {{ dir: {} }}\nmetrics: {{ listen: 127.0.0.1:{port} }}\ngroups:\n  - name: g\n    unit: celsius\n    sensors:\n",
         dir.join("data").display()
@@ -109,7 +115,9 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let path = dir.path().join("agent.yaml");
     let text = config(dir.path(), free_port(), &server, 1, 1).replace("metrics: ", "# metrics: ");
     std::fs::write(&path, text).unwrap();

@@ -19,7 +19,9 @@ use tokio::time::Instant;
 fn config(head: &str, groups: &[(&str, &str, Vec<String>)]) -> Arc<Config> {
     let mut text = format!("{head}\noutput: {{ dir: /nonexistent/unused }}\ngroups:\n");
     for (name, unit, sensors) in groups {
-        text.push_str(&format!("  - name: {name}\n    unit: {unit}\n    sensors:\n"));
+        text.push_str(&format!(
+            "  - name: {name}\n    unit: {unit}\n    sensors:\n"
+        ));
         for s in sensors {
             text.push_str(&format!("      - {s}\n"));
         }
@@ -60,7 +62,11 @@ async fn total_cap_is_respected_and_reached() {
     }
     // 3 hosts x 20 > 50, so the total cap binds; every host still got a fair share.
     for addr in &server.addrs {
-        assert!(c.max_for(*addr) >= 15, "{addr} starved: max {}", c.max_for(*addr));
+        assert!(
+            c.max_for(*addr) >= 15,
+            "{addr} starved: max {}",
+            c.max_for(*addr)
+        );
     }
 }
 
@@ -167,7 +173,10 @@ async fn every_format_and_unit() {
                 server.url(0, "/prom")
             ),
         ),
-        s("t", format!("url: '{}', format: text", server.url(0, "/text"))),
+        s(
+            "t",
+            format!("url: '{}', format: text", server.url(0, "/text")),
+        ),
     ];
     let cfg = config("interval: 5s\ntimeout: 2s", &[("g", "celsius", sensors)]);
     let poller = Poller::new(cfg).unwrap();
@@ -204,11 +213,17 @@ async fn bad_answers_fail_with_a_reason() {
     let sensors = vec![
         json("html", "/html"),
         json("nan", "/nan"),
-        format!("{{ id: inf, url: '{}', format: text }}", server.url(0, "/inf")),
+        format!(
+            "{{ id: inf, url: '{}', format: text }}",
+            server.url(0, "/inf")
+        ),
         json("cold", "/cold"),
         json("garbage", "/garbage"),
         json("missing", "/missing"),
-        format!("{{ id: big, url: '{}', format: text }}", server.url(0, "/big")),
+        format!(
+            "{{ id: big, url: '{}', format: text }}",
+            server.url(0, "/big")
+        ),
         format!(
             "{{ id: slow, url: '{}', format: text, timeout: 300ms }}",
             server.url(0, "/slow")
@@ -223,7 +238,10 @@ async fn bad_answers_fail_with_a_reason() {
     );
     let poller = Poller::new(cfg).unwrap();
     let out = poll_once(&poller, Duration::from_secs(4)).await;
-    let reasons: Vec<String> = out.iter().map(|o| o.clone().unwrap_err().to_string()).collect();
+    let reasons: Vec<String> = out
+        .iter()
+        .map(|o| o.clone().unwrap_err().to_string())
+        .collect();
     let expect = [
         "not valid JSON",
         "not a finite number",

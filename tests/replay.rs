@@ -93,7 +93,13 @@ use support::read_text as text_of;
 fn recorded(files: &[PathBuf]) -> Vec<String> {
     files
         .iter()
-        .flat_map(|f| text_of(f).lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .flat_map(|f| {
+            text_of(f)
+                .lines()
+                .skip(1)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -171,7 +177,10 @@ async fn range_and_group_filters() {
     assert_eq!(want.len(), 15);
     let got: Vec<&str> = out.lines().collect();
     assert_eq!(got[0], HEADER.trim_end());
-    assert_eq!(got[1..], want.iter().map(String::as_str).collect::<Vec<_>>()[..]);
+    assert_eq!(
+        got[1..],
+        want.iter().map(String::as_str).collect::<Vec<_>>()[..]
+    );
 }
 
 #[tokio::test]
@@ -205,7 +214,11 @@ async fn jsonl_and_influx_field_by_field() {
             if f[i].is_empty() {
                 assert!(v[key].is_null(), "{j}");
             } else {
-                assert_eq!(v[key].as_f64().unwrap(), f[i].parse::<f64>().unwrap(), "{j}");
+                assert_eq!(
+                    v[key].as_f64().unwrap(),
+                    f[i].parse::<f64>().unwrap(),
+                    "{j}"
+                );
             }
         }
         assert_eq!(v["unit"], f[5]);
@@ -224,7 +237,10 @@ async fn jsonl_and_influx_field_by_field() {
             .collect();
         fields.push(format!("ok={}i", f[6]));
         fields.push(format!("failed={}i", f[7]));
-        assert_eq!(line, format!("temp,group={} {} {ns}", f[1], fields.join(",")));
+        assert_eq!(
+            line,
+            format!("temp,group={} {} {ns}", f[1], fields.join(","))
+        );
     }
 }
 
@@ -281,7 +297,11 @@ async fn damaged_input_is_skipped_with_file_and_line() {
     let rows: Vec<&str> = out.lines().skip(1).collect();
     assert_eq!(
         &rows[..3],
-        [good("00:00").trim(), good("00:20").trim(), good("00:40").trim()]
+        [
+            good("00:00").trim(),
+            good("00:20").trim(),
+            good("00:40").trim()
+        ]
     );
     let from_gz = rows.len() - 4;
     assert!(
@@ -297,7 +317,14 @@ async fn damaged_input_is_skipped_with_file_and_line() {
         "{err}"
     );
 
-    let (code, _, err) = edge_agent(&["replay", "--dir", dir_arg, "--strict", "--output", "/dev/null"]);
+    let (code, _, err) = edge_agent(&[
+        "replay",
+        "--dir",
+        dir_arg,
+        "--strict",
+        "--output",
+        "/dev/null",
+    ]);
     assert_eq!(code, 1, "--strict fails on skips: {err}");
 }
 
@@ -397,8 +424,8 @@ async fn target(fail: &'static [usize]) -> Target {
             let (stream, _) = listener.accept().await.unwrap();
             let (acc, reqs) = (acc.clone(), reqs.clone());
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
                         let (acc, reqs) = (acc.clone(), reqs.clone());
                         async move {
                             let n = reqs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -416,11 +443,14 @@ async fn target(fail: &'static [usize]) -> Target {
                                     .push(String::from_utf8(body.to_vec()).unwrap());
                                 204
                             };
-                            let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::new(),
+                            ));
                             *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                             Ok::<_, std::convert::Infallible>(r)
                         }
-                    });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
@@ -490,14 +520,15 @@ async fn a_refused_batch_stops_the_replay_with_the_reason() {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
-                        let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
-                            "database not found",
-                        )));
+                let service = hyper::service::service_fn(
+                    |_req: hyper::Request<hyper::body::Incoming>| async {
+                        let mut r = hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from("database not found"),
+                        ));
                         *r.status_mut() = hyper::StatusCode::NOT_FOUND;
                         Ok::<_, std::convert::Infallible>(r)
-                    });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
@@ -507,7 +538,9 @@ async fn a_refused_batch_stops_the_replay_with_the_reason() {
     let url = format!("http://{addr}/write?db=nope");
     let d = dir.path().to_str().unwrap().to_string();
     let (code, _, err) = tokio::task::spawn_blocking(move || {
-        edge_agent(&["replay", "--dir", &d, "--format", "influx", "--output", &url])
+        edge_agent(&[
+            "replay", "--dir", &d, "--format", "influx", "--output", &url,
+        ])
     })
     .await
     .unwrap();

@@ -87,7 +87,12 @@ async fn rows_are_written_whole_in_the_documented_format() {
     tx.send(vec![row(at(0), "greenhouse", 21.23456), empty]);
     drop(tx);
     let stats = store.close().await.unwrap();
-    assert_eq!(stats.rows_written.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(
+        stats
+            .rows_written
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
     let text = std::fs::read_to_string(dir.path().join("readings.csv")).unwrap();
     assert_eq!(
         text,
@@ -112,7 +117,10 @@ async fn rotates_by_size_without_losing_or_splitting_rows() {
     let tx = store.sender();
     let mut sent = 0;
     for i in 0..200u64 {
-        tx.send(vec![row(at(i * 5), "a", i as f64), row(at(i * 5), "b", i as f64)]);
+        tx.send(vec![
+            row(at(i * 5), "a", i as f64),
+            row(at(i * 5), "b", i as f64),
+        ]);
         sent += 2;
     }
     drop(tx);
@@ -148,7 +156,8 @@ async fn rotates_by_size_without_losing_or_splitting_rows() {
         .next()
         .unwrap()
         .to_string();
-    let parsed = names::parse_rotated("readings", second.file_name().unwrap().to_str().unwrap()).unwrap();
+    let parsed =
+        names::parse_rotated("readings", second.file_name().unwrap().to_str().unwrap()).unwrap();
     assert_eq!(
         humantime::format_rfc3339_millis(parsed.time).to_string(),
         first_row
@@ -212,7 +221,11 @@ async fn retention_keeps_the_newest_and_gzip_compresses_them() {
         ]
     );
     let rows = all_rows(dir.path());
-    assert_eq!(rows.len(), 8, "the 3 kept files and the active one, 2 rows each");
+    assert_eq!(
+        rows.len(),
+        8,
+        "the 3 kept files and the active one, 2 rows each"
+    );
     assert!(rows[0].starts_with("2026-11-24T10:06:00.000Z,a,6.000"));
 }
 
@@ -221,7 +234,11 @@ async fn torn_last_line_is_cut_back_and_appending_continues() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("readings.csv");
     let good = "2026-11-24T10:00:00.000Z,a,1.000,1.000,1.000,celsius,1,0\n";
-    std::fs::write(&path, format!("{HEADER}{good}2026-11-24T10:00:05.000Z,a,2.0")).unwrap();
+    std::fs::write(
+        &path,
+        format!("{HEADER}{good}2026-11-24T10:00:05.000Z,a,2.0"),
+    )
+    .unwrap();
     let store = Store::open(&output(dir.path())).await.unwrap();
     let tx = store.sender();
     tx.send(vec![row(at(10), "a", 3.0)]);
@@ -289,7 +306,11 @@ async fn crash_leftovers_of_compression_are_cleaned_up_and_finished() {
     std::fs::write(d.join("readings-20261124T110000Z.csv"), &body).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, body.as_bytes()).unwrap();
-    std::fs::write(d.join("readings-20261124T110000Z.csv.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::write(
+        d.join("readings-20261124T110000Z.csv.gz"),
+        gz.finish().unwrap(),
+    )
+    .unwrap();
 
     let mut out = output(d);
     out.compress = Compress::Gzip;
@@ -317,10 +338,15 @@ async fn a_full_queue_drops_and_counts_instead_of_blocking() {
     for i in 0..50u64 {
         tx.send(vec![row(at(i), "a", 1.0)]);
     }
-    let dropped = tx.stats().rows_dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = tx
+        .stats()
+        .rows_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
     drop(tx);
     let stats = store.close().await.unwrap();
-    let written = stats.rows_written.load(std::sync::atomic::Ordering::Relaxed);
+    let written = stats
+        .rows_written
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped > 0);
     assert_eq!(
         written + dropped,

@@ -32,7 +32,11 @@ fn last_rows_reach_into_rotated_files() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(format!("{HEADER}{}{}", row("01:00", "a"), row("01:10", "b")).as_bytes())
         .unwrap();
-    std::fs::write(d.join("readings-20261124T100100Z.csv.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::write(
+        d.join("readings-20261124T100100Z.csv.gz"),
+        gz.finish().unwrap(),
+    )
+    .unwrap();
     std::fs::write(
         d.join("readings.csv"),
         format!("{HEADER}{}2026-11-24T10:03", row("02:00", "a")),
@@ -45,7 +49,11 @@ fn last_rows_reach_into_rotated_files() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let dir_arg = d.to_str().unwrap();
@@ -87,7 +95,10 @@ async fn follow_prints_every_row_once_across_rotations() {
     );
     let config_path = dir.path().join("agent.yaml");
     std::fs::write(&config_path, config).unwrap();
-    let mut agent = Agent::start(&["run", "--config", config_path.to_str().unwrap()], dir.path());
+    let mut agent = Agent::start(
+        &["run", "--config", config_path.to_str().unwrap()],
+        dir.path(),
+    );
     let active = data.join("readings.csv");
     support::wait_rows(&active, 2, Duration::from_secs(20), |_| true).await;
 
@@ -107,7 +118,10 @@ async fn follow_prints_every_row_once_across_rotations() {
     let before = rotated();
     let start = std::time::Instant::now();
     while rotated() < before + 3 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no rotation happened");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no rotation happened"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     agent.signal(libc::SIGTERM);

@@ -153,7 +153,8 @@ mod tests {
 
     #[test]
     fn finds_keys_and_items() {
-        let text = "interval: 5s\ngroups:\n  - name: a\n    sensors:\n      - id: x\n        value: /t\n";
+        let text =
+            "interval: 5s\ngroups:\n  - name: a\n    sensors:\n      - id: x\n        value: /t\n";
         let loc = Locations::index(text);
         assert_eq!(loc.find("interval"), Some(Position { line: 1, col: 1 }));
         assert_eq!(

@@ -145,7 +145,11 @@ impl fmt::Display for Selector {
             Selector::Prometheus(s) => {
                 write!(f, "{}", s.name)?;
                 if !s.labels.is_empty() {
-                    let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                    let labels: Vec<String> = s
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}=\"{v}\""))
+                        .collect();
                     write!(f, "{{{}}}", labels.join(","))?;
                 }
                 Ok(())
@@ -195,7 +199,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{}", render_problems(file, problems))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
 }
 
 fn render_problems(file: &str, problems: &[Problem]) -> String {

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use super::raw::{Format, RawConfig, RawGroup, RawOutput, RawSensor};
 use super::values::{Secret, SizeText, parse_duration, show_duration};
-use super::{BasicAuth, Config, Fsync, Group, Output, Problem, PromSelector, Selector, Sensor, Tls};
+use super::{
+    BasicAuth, Config, Fsync, Group, Output, Problem, PromSelector, Selector, Sensor, Tls,
+};
 
 /// Looks up an environment variable (a parameter so tests need not touch the
 /// process environment).
@@ -324,26 +326,28 @@ fn sensor(
             ),
         );
     }
-    let url = c
-        .expand(&format!("{key}.url"), &s.url)
-        .and_then(|text| match url::Url::parse(&text) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
-            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                c.fail(
-                    format!("{key}.url"),
-                    format!("scheme `{}` is not http or https", u.scheme()),
-                );
-                None
-            }
-            Ok(_) => {
-                c.fail(format!("{key}.url"), "has no host");
-                None
-            }
-            Err(e) => {
-                c.fail(format!("{key}.url"), format!("not a URL ({e})"));
-                None
-            }
-        });
+    let url =
+        c.expand(&format!("{key}.url"), &s.url)
+            .and_then(|text| match url::Url::parse(&text) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                    Some(u)
+                }
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                    c.fail(
+                        format!("{key}.url"),
+                        format!("scheme `{}` is not http or https", u.scheme()),
+                    );
+                    None
+                }
+                Ok(_) => {
+                    c.fail(format!("{key}.url"), "has no host");
+                    None
+                }
+                Err(e) => {
+                    c.fail(format!("{key}.url"), format!("not a URL ({e})"));
+                    None
+                }
+            });
     let selector = selector(c, &format!("{key}.value"), s.format, s.value.as_deref());
     let mut headers = Vec::new();
     for (name, value) in &s.headers {
@@ -371,7 +375,9 @@ fn sensor(
                 c.fail(&bkey, "give either password or password_file, not both");
                 return None;
             }
-            (Some(p), None) => Some(Secret::new(c.expand(&format!("{bkey}.password"), p.expose())?)),
+            (Some(p), None) => Some(Secret::new(
+                c.expand(&format!("{bkey}.password"), p.expose())?,
+            )),
             (None, Some(file)) => match std::fs::read_to_string(&file) {
                 Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())),
                 Err(e) => {
@@ -389,7 +395,9 @@ fn sensor(
     if let Some(ca) = &s.tls.ca_file {
         match std::fs::read(ca) {
             Ok(pem) => {
-                if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |certs| certs.is_empty()) {
+                if reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_or(true, |certs| certs.is_empty())
+                {
                     c.fail(
                         format!("{key}.tls.ca_file"),
                         format!("{} holds no PEM certificate", ca.display()),
@@ -520,7 +528,9 @@ pub(crate) fn parse_prom_selector(s: &str) -> Result<PromSelector, String> {
             }
             let after = body[eq + 1..].trim_start();
             let Some(quoted) = after.strip_prefix('"') else {
-                return Err(format!("`{s}`: value of `{label}` must be in double quotes"));
+                return Err(format!(
+                    "`{s}`: value of `{label}` must be in double quotes"
+                ));
             };
             let mut value = String::new();
             let mut chars = quoted.char_indices();
@@ -567,7 +577,10 @@ mod tests {
         assert_eq!(s.name, "temp_celsius");
         assert_eq!(
             s.labels,
-            vec![("sensor".into(), "gh-1".into()), ("room".into(), "a\"b".into())]
+            vec![
+                ("sensor".into(), "gh-1".into()),
+                ("room".into(), "a\"b".into())
+            ]
         );
         assert!(parse_prom_selector("temp").unwrap().labels.is_empty());
         assert!(parse_prom_selector("1temp").is_err());

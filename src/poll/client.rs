@@ -86,8 +86,11 @@ fn build_one(tls: &Tls, config: &Config) -> Result<reqwest::Client, ClientError>
             path: shown.clone(),
             source,
         })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|source| ClientError::CaPem { path: shown, source })?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| ClientError::CaPem {
+                path: shown,
+                source,
+            })?;
         builder = builder.tls_certs_merge(certs);
     }
     builder.build().map_err(ClientError::Build)

@@ -56,7 +56,11 @@ pub async fn fetch(
     }
 }
 
-async fn fetch_body(client: &reqwest::Client, sensor: &Sensor, max_body: u64) -> Result<Vec<u8>, Failure> {
+async fn fetch_body(
+    client: &reqwest::Client,
+    sensor: &Sensor,
+    max_body: u64,
+) -> Result<Vec<u8>, Failure> {
     let mut request = client.get(sensor.url.clone());
     for (name, value) in &sensor.headers {
         request = request.header(name.as_str(), value.expose());
@@ -72,7 +76,8 @@ async fn fetch_body(client: &reqwest::Client, sensor: &Sensor, max_body: u64) ->
     if response.content_length().is_some_and(|n| n > max_body) {
         return Err(Failure::TooLarge(max_body));
     }
-    let mut body = Vec::with_capacity(response.content_length().unwrap_or(256).min(max_body) as usize);
+    let mut body =
+        Vec::with_capacity(response.content_length().unwrap_or(256).min(max_body) as usize);
     while let Some(chunk) = response.chunk().await.map_err(describe)? {
         if (body.len() + chunk.len()) as u64 > max_body {
             return Err(Failure::TooLarge(max_body));

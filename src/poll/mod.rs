@@ -87,8 +87,11 @@ impl Poller {
         let limit = self.config.limit;
         let per_host = self.config.limit_per_host;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; self.sensors.len()];
-        let mut queues: Vec<VecDeque<usize>> =
-            self.hosts.iter().map(|h| h.iter().copied().collect()).collect();
+        let mut queues: Vec<VecDeque<usize>> = self
+            .hosts
+            .iter()
+            .map(|h| h.iter().copied().collect())
+            .collect();
         let mut busy = vec![0usize; queues.len()];
         let mut total = 0usize;
         let mut next_host = 0usize;
@@ -173,7 +176,12 @@ impl Poller {
             .collect()
     }
 
-    fn spawn(&self, tasks: &mut JoinSet<(usize, usize, Outcome)>, n: usize, host: usize) -> tokio::task::Id {
+    fn spawn(
+        &self,
+        tasks: &mut JoinSet<(usize, usize, Outcome)>,
+        n: usize,
+        host: usize,
+    ) -> tokio::task::Id {
         let (g, s) = self.sensors[n];
         let config = self.config.clone();
         let clients = self.clients.clone();

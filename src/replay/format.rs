@@ -50,7 +50,10 @@ fn csv_line(r: &Record, out: &mut Vec<u8>) {
         if i > 0 {
             out.push(b',');
         }
-        if field.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        if field
+            .iter()
+            .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+        {
             out.push(b'"');
             for b in field {
                 if *b == b'"' {
@@ -94,7 +97,10 @@ fn json_line(r: &Record, out: &mut Vec<u8>) {
 /// JSON's number grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
 fn is_json_number(s: &str) -> bool {
     let b = s.strip_prefix('-').unwrap_or(s).as_bytes();
-    let int_end = b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len());
+    let int_end = b
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(b.len());
     if int_end == 0 || (b[0] == b'0' && int_end > 1) {
         return false;
     }
@@ -141,7 +147,11 @@ fn influx_line(r: &Record, measurement: &str, out: &mut Vec<u8>) {
         r.row.ok,
         r.row.failed
     );
-    let ns = r.row.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let ns = r
+        .row
+        .time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let _ = writeln!(out, "{ns}");
 }
 

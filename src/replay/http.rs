@@ -23,7 +23,9 @@ pub enum PushError {
         status: u16,
         body: String,
     },
-    #[error("{url}: rows {first}..={last} not acknowledged after {attempts} attempt(s); last error: {error}")]
+    #[error(
+        "{url}: rows {first}..={last} not acknowledged after {attempts} attempt(s); last error: {error}"
+    )]
     GaveUp {
         url: String,
         first: u64,

@@ -105,7 +105,10 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(speed: f64) -> Pacer {
-        Pacer { speed, origin: None }
+        Pacer {
+            speed,
+            origin: None,
+        }
     }
 
     /// Wait until the row recorded at `t` is due.
@@ -123,11 +126,12 @@ const BLOCK: usize = 64 * 1024;
 
 /// Replay the rows selected by `opts` into `sink`.
 pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayError> {
-    let files =
-        sources(&opts.dir, &opts.prefix, opts.since, opts.until).map_err(|source| ReplayError::Dir {
+    let files = sources(&opts.dir, &opts.prefix, opts.since, opts.until).map_err(|source| {
+        ReplayError::Dir {
             path: opts.dir.clone(),
             source,
-        })?;
+        }
+    })?;
     let mut summary = Summary::default();
     if files.is_empty() {
         tracing::warn!(

@@ -28,7 +28,9 @@ use crate::aggregate::Row;
 use crate::config::Unit;
 
 /// The column names, in order.
-pub const COLUMNS: [&str; 8] = ["time", "group", "mean", "min", "max", "unit", "ok", "failed"];
+pub const COLUMNS: [&str; 8] = [
+    "time", "group", "mean", "min", "max", "unit", "ok", "failed",
+];
 
 /// One valid recorded row: the values, and the fields as they were written.
 /// The reader reuses one `Record` for every row, so replaying allocates
@@ -67,7 +69,11 @@ impl Record {
     /// Parse one CSV line of ours (no quoting: our fields never need it).
     pub fn from_line(line: &str) -> Result<Record, String> {
         let mut record = Record {
-            raw: ByteRecord::from(line.trim_end_matches(['\n', '\r']).split(',').collect::<Vec<_>>()),
+            raw: ByteRecord::from(
+                line.trim_end_matches(['\n', '\r'])
+                    .split(',')
+                    .collect::<Vec<_>>(),
+            ),
             ..Record::default()
         };
         parse(&mut record)?;
@@ -205,8 +211,10 @@ impl FileReader {
                     self.header_checked = true;
                     if !record.iter().eq(COLUMNS.iter().map(|c| c.as_bytes())) {
                         self.done = true;
-                        let skip =
-                            self.skip(Some(1), "first line is not the edge-agent header; file skipped");
+                        let skip = self.skip(
+                            Some(1),
+                            "first line is not the edge-agent header; file skipped",
+                        );
                         self.skips.push_back(skip);
                     }
                     self.cur = record;
@@ -247,11 +255,12 @@ pub fn parse(record: &mut Record) -> Result<(), String> {
     if r.len() != COLUMNS.len() {
         return Err(format!("{} field(s), expected {}", r.len(), COLUMNS.len()));
     }
-    let text =
-        |i: usize| std::str::from_utf8(&r[i]).map_err(|_| format!("{} is not valid UTF-8", COLUMNS[i]));
+    let text = |i: usize| {
+        std::str::from_utf8(&r[i]).map_err(|_| format!("{} is not valid UTF-8", COLUMNS[i]))
+    };
     let time = text(0)?;
-    record.row.time =
-        humantime::parse_rfc3339(time).map_err(|_| format!("time `{}` is not RFC 3339", short(time)))?;
+    record.row.time = humantime::parse_rfc3339(time)
+        .map_err(|_| format!("time `{}` is not RFC 3339", short(time)))?;
     let group = text(1)?;
     if group.is_empty() {
         return Err("empty group".into());
@@ -314,7 +323,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
         if let Poll::Ready(Ok(())) = &result {
             let filled = buf.filled();
             if filled.len() > before {
-                self.last_byte.store(filled[filled.len() - 1], Ordering::Relaxed);
+                self.last_byte
+                    .store(filled[filled.len() - 1], Ordering::Relaxed);
                 self.bytes
                     .fetch_add((filled.len() - before) as u64, Ordering::Relaxed);
             }

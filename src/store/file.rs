@@ -143,11 +143,14 @@ impl ActiveFile {
     /// Force written rows to stable storage.
     pub async fn sync(&mut self) -> Result<(), StoreError> {
         if self.dirty || self.len == HEADER.len() as u64 {
-            self.file.sync_data().await.map_err(|source| StoreError::Io {
-                path: self.path.clone(),
-                action: "fsync",
-                source,
-            })?;
+            self.file
+                .sync_data()
+                .await
+                .map_err(|source| StoreError::Io {
+                    path: self.path.clone(),
+                    action: "fsync",
+                    source,
+                })?;
             self.dirty = false;
         }
         Ok(())

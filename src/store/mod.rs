@@ -93,7 +93,9 @@ impl StoreSender {
                     )
                 }
                 mpsc::error::TrySendError::Closed(_) => {
-                    tracing::error!("writer has stopped: dropped {n} row(s) ({total} dropped so far)")
+                    tracing::error!(
+                        "writer has stopped: dropped {n} row(s) ({total} dropped so far)"
+                    )
                 }
             }
         }
@@ -292,7 +294,9 @@ impl Writer {
                         failing_since = Some(Instant::now());
                     }
                     let closing = self.closing.load(Ordering::Relaxed);
-                    if closing && failing_since.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+                    if closing
+                        && failing_since.is_some_and(|t| t.elapsed() > Duration::from_secs(5))
+                    {
                         let n = rows.len() as u64;
                         self.stats.rows_dropped.fetch_add(n, Ordering::Relaxed);
                         tracing::error!("giving up on {n} row(s) at shutdown: {e}");
@@ -355,7 +359,10 @@ impl Writer {
         let dir = self.output.dir.clone();
         let prefix = &self.output.prefix;
         self.active.sync().await?;
-        let start = self.active.first_row().unwrap_or_else(std::time::SystemTime::now);
+        let start = self
+            .active
+            .first_row()
+            .unwrap_or_else(std::time::SystemTime::now);
         let mut seq = 0;
         let target = loop {
             let name = names::rotated(prefix, start, seq);
@@ -418,7 +425,10 @@ fn report_compression(done: Result<(PathBuf, std::io::Result<()>), tokio::task::
     match done {
         Ok((path, Ok(()))) => tracing::debug!("compressed {}", path.display()),
         Ok((path, Err(e))) => {
-            tracing::error!("cannot compress {}: {e}; it stays uncompressed", path.display())
+            tracing::error!(
+                "cannot compress {}: {e}; it stays uncompressed",
+                path.display()
+            )
         }
         Err(e) => tracing::error!("compression task failed: {e}"),
     }

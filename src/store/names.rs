@@ -74,7 +74,10 @@ pub fn parse_rotated(prefix: &str, name: &str) -> Option<Rotated> {
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
-    let digits = |r: std::ops::Range<usize>| time.get(r).filter(|s| s.bytes().all(|c| c.is_ascii_digit()));
+    let digits = |r: std::ops::Range<usize>| {
+        time.get(r)
+            .filter(|s| s.bytes().all(|c| c.is_ascii_digit()))
+    };
     let rfc = format!(
         "{}-{}-{}T{}:{}:{}Z",
         digits(0..4)?,

@@ -42,16 +42,20 @@ pub fn recover(dir: &Path, prefix: &str, gzip: bool) -> std::io::Result<Vec<Path
         }
     }
     let files = list(dir, prefix)?;
-    let stems: BTreeMap<String, Vec<&(Rotated, PathBuf)>> = files.iter().fold(BTreeMap::new(), |mut m, f| {
-        m.entry(f.0.stem(prefix)).or_insert_with(Vec::new).push(f);
-        m
-    });
+    let stems: BTreeMap<String, Vec<&(Rotated, PathBuf)>> =
+        files.iter().fold(BTreeMap::new(), |mut m, f| {
+            m.entry(f.0.stem(prefix)).or_insert_with(Vec::new).push(f);
+            m
+        });
     let mut pending = Vec::new();
     for copies in stems.values() {
         let has_gz = copies.iter().any(|(r, _)| r.gzip);
         for (r, path) in copies {
             if !r.gzip && has_gz {
-                tracing::info!("removing {}: its compressed copy is complete", path.display());
+                tracing::info!(
+                    "removing {}: its compressed copy is complete",
+                    path.display()
+                );
                 std::fs::remove_file(path)?;
             } else if !r.gzip && gzip {
                 pending.push(path.clone());
@@ -105,8 +109,10 @@ pub fn gzip(path: &Path) -> std::io::Result<()> {
             .truncate(true)
             .mode(super::file::FILE_MODE)
             .open(&tmp)?;
-        let mut enc =
-            flate2::write::GzEncoder::new(std::io::BufWriter::new(out), flate2::Compression::default());
+        let mut enc = flate2::write::GzEncoder::new(
+            std::io::BufWriter::new(out),
+            flate2::Compression::default(),
+        );
         std::io::copy(&mut src, &mut enc)?;
         let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
         out.sync_all()?;

@@ -85,7 +85,9 @@ impl TestServer {
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         for ip in ips {
-            let listener = TcpListener::bind(format!("{ip}:0")).await.expect("bind loopback");
+            let listener = TcpListener::bind(format!("{ip}:0"))
+                .await
+                .expect("bind loopback");
             let addr = listener.local_addr().unwrap();
             addrs.push(addr);
             let (counters, routes) = (counters.clone(), routes.clone());
@@ -96,11 +98,14 @@ impl TestServer {
                     };
                     let (counters, routes) = (counters.clone(), routes.clone());
                     tokio::spawn(async move {
-                        let service =
-                            hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let service = hyper::service::service_fn(
+                            move |req: Request<hyper::body::Incoming>| {
                                 let (counters, routes) = (counters.clone(), routes.clone());
-                                async move { Ok::<_, Infallible>(handle(req, addr, counters, routes).await) }
-                            });
+                                async move {
+                                    Ok::<_, Infallible>(handle(req, addr, counters, routes).await)
+                                }
+                            },
+                        );
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
@@ -269,7 +274,12 @@ pub fn rows(path: &Path) -> Vec<String> {
 }
 
 /// Wait until `path` holds at least `n` rows matching `filter`.
-pub async fn wait_rows(path: &Path, n: usize, limit: Duration, filter: impl Fn(&str) -> bool) -> Vec<String> {
+pub async fn wait_rows(
+    path: &Path,
+    n: usize,
+    limit: Duration,
+    filter: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let start = Instant::now();
     loop {
         let found: Vec<String> = rows(path).into_iter().filter(|r| filter(r)).collect();
