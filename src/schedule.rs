@@ -80,6 +80,9 @@ pub struct Ticker {
     /// How late a tick may start and still finish before the next one.
     slack: Duration,
     next: SystemTime,
+    /// Ticks skipped since the last tick returned (kept here, not in the
+    /// future, so a cancelled wait does not lose the count).
+    skipped: u64,
 }
 
 impl Ticker {
@@ -92,6 +95,7 @@ impl Ticker {
             interval,
             slack: interval.saturating_sub(timeout),
             next,
+            skipped: 0,
         }
     }
 
@@ -104,9 +108,9 @@ impl Ticker {
         self.next
     }
 
-    /// Wait for the next tick.
+    /// Wait for the next tick. Cancel-safe: the run loop drops this future
+    /// to answer signals and feed the watchdog, and calls it again.
     pub async fn tick(&mut self) -> Tick {
-        let mut skipped = 0;
         loop {
             let now = self.clock.now();
             if now + self.interval < self.next {
@@ -129,7 +133,7 @@ impl Ticker {
                         .as_nanos()
                         / self.interval.as_nanos()) as u64;
                     let n = n.max(1);
-                    skipped += n;
+                    self.skipped += n;
                     tracing::warn!(
                         "skipped {n} tick(s): woke {} late for the tick at {}",
                         humantime::format_duration(round_ms(late)),
@@ -148,7 +152,7 @@ impl Ticker {
                     return Tick {
                         time,
                         deadline,
-                        skipped,
+                        skipped: std::mem::take(&mut self.skipped),
                     };
                 }
                 Err(early) => {
@@ -225,5 +229,22 @@ mod tests {
         assert_eq!(next.time, at(3_005, 0));
         assert_eq!(next.skipped, 0);
         assert_eq!(next.deadline, Instant::now() + Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_wait_keeps_the_tick_and_the_skip_count() {
+        let clock = Clock::starting_at(at(4_000, 0));
+        let mut t = Ticker::new(clock, Duration::from_secs(5), Duration::from_secs(2));
+        t.tick().await;
+        tokio::time::advance(Duration::from_millis(12_500)).await;
+        // Cancelled after skipping 4005 and 4010, while waiting for 4015.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), t.tick())
+                .await
+                .is_err()
+        );
+        let next = t.tick().await;
+        assert_eq!(next.time, at(4_015, 0));
+        assert_eq!(next.skipped, 2);
     }
 }
