@@ -229,6 +229,11 @@ impl<'a> Engine<'a> {
             let outcomes = loop {
                 tokio::select! {
                     outcomes = &mut poll => break outcomes,
+                    // A cycle may run for up to `interval`: the dispatcher is
+                    // alive while this loop turns, so feed the watchdog here too.
+                    _ = sleep_opt(watchdog) => {
+                        health::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
                     c = control.recv(), if !shutdown => match c {
                         Some(Control::Reload) => reload_asked = true,
                         Some(Control::Shutdown) | None => {
