@@ -151,3 +151,64 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
         std::fs::read_to_string(&log).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_is_fed_while_a_long_cycle_runs() {
+    let server = TestServer::start(&["127.0.0.1"]).await;
+    server.route("/v", Reply::ok("20").after(Duration::from_secs(3)));
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let path = dir.path().join("agent.yaml");
+    let text = config(dir.path(), free_port(), &server, 1, 1)
+        .replace("metrics: ", "# metrics: ")
+        .replace("interval: 500ms", "interval: 5s")
+        .replace("timeout: 450ms", "timeout: 4s");
+    std::fs::write(&path, text).unwrap();
+    // As systemd does: WATCHDOG_PID names the service's own pid (the shell
+    // execs the agent, so `$$` is the agent's pid).
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\"")
+        .arg(support::binary())
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the sensor's (3 s) request to be in flight.
+    let start = std::time::Instant::now();
+    while server.counters.requests() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(15), "no request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Drop what was sent before, then count pings while the request runs.
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 512];
+    while socket.recv(&mut buf).is_ok() {}
+    socket.set_nonblocking(false).unwrap();
+    let mut pings = 0;
+    while pings < 2 {
+        let n = socket
+            .recv(&mut buf)
+            .expect("a watchdog ping during the cycle");
+        if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    assert_eq!(server.counters.max_total(), 1);
+    assert!(
+        server
+            .counters
+            .total
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1,
+        "the pings came while the request was still in flight"
+    );
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
