@@ -22,6 +22,9 @@
 //! Only loopback addresses are used. Without `--bench` (e.g. under
 //! `cargo test --all-targets`) it does nothing, so test runs stay fast.
 
+mod common;
+use common::print_table;
+
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -648,29 +651,6 @@ fn lock_packages() -> Res<usize> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock");
     let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(text.lines().filter(|l| l.trim() == "[[package]]").count())
-}
-
-/// A Markdown table with padded columns.
-fn print_table(head: &[&str; 4], rows: &[[String; 4]]) {
-    let mut width = head.map(str::len);
-    for r in rows {
-        for (w, cell) in width.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 4]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(width)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("| {} |", padded.join(" | "));
-    };
-    line(*head);
-    println!("|{}|", width.map(|w| "-".repeat(w + 2)).join("|"));
-    for r in rows {
-        line([&r[0], &r[1], &r[2], &r[3]].map(String::as_str));
-    }
 }
 
 fn verdict(pass: bool) -> &'static str {

@@ -32,6 +32,9 @@
 //! Only loopback addresses are used. Without `--bench` (e.g. under
 //! `cargo test --all-targets`) it does nothing, so test runs stay fast.
 
+mod common;
+use common::print_table;
+
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -1051,29 +1054,6 @@ fn bench_vm(work: &Path, h: &History) -> Res<VmResult> {
 }
 
 // --------------------------------------------------------------- report
-
-/// A Markdown table with padded columns.
-fn print_table(head: &[&str; 4], rows: &[[String; 4]]) {
-    let mut width = head.map(str::len);
-    for r in rows {
-        for (w, cell) in width.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 4]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(width)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("| {} |", padded.join(" | "));
-    };
-    line(*head);
-    println!("|{}|", width.map(|w| "-".repeat(w + 2)).join("|"));
-    for r in rows {
-        line([&r[0], &r[1], &r[2], &r[3]].map(String::as_str));
-    }
-}
 
 fn verdict(pass: bool) -> String {
     if pass { "pass" } else { "FAIL" }.to_string()
