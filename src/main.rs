@@ -230,8 +230,15 @@ fn main() -> ExitCode {
 
 fn init_logging(level: tracing::Level) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,edge_agent={level}")));
+    let filter = match std::env::var("RUST_LOG") {
+        // The HTTP libraries log request URLs at debug level, and a URL may
+        // carry a token: they stay at info unless RUST_LOG names them.
+        Ok(spec) if !spec.contains("reqwest") && !spec.contains("hyper") => {
+            EnvFilter::new(format!("{spec},reqwest=info,hyper=info,hyper_util=info"))
+        }
+        Ok(spec) => EnvFilter::new(spec),
+        Err(_) => EnvFilter::new(format!("warn,edge_agent={level}")),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -246,7 +253,7 @@ fn init_logging(level: tracing::Level) {
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
+    let config = Config::load(path).map_err(|e| {
         eprintln!("{e}");
         if path == Path::new(DEFAULT_CONFIG) && !path.exists() {
             eprintln!(
@@ -254,7 +261,11 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
             );
         }
         ExitCode::from(2)
-    })
+    })?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -73,7 +73,7 @@ pub fn describe(config: &Config) -> String {
                     Selector::Text => "body".to_string(),
                     other => other.to_string(),
                 },
-                shown_url(&s.url)
+                s.shown_url
             );
             if s.unit != g.unit {
                 let _ = write!(out, " in {}", s.unit.as_str());
@@ -118,18 +118,4 @@ pub fn describe(config: &Config) -> String {
         );
     }
     out
-}
-
-/// A URL as shown to people: no password, and the query (which may hold a
-/// token from `${VAR}`) replaced by `?<redacted>`.
-fn shown_url(url: &url::Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_password(None);
-    let had_query = u.query().is_some();
-    u.set_query(None);
-    let mut s = u.to_string();
-    if had_query {
-        s.push_str("?<redacted>");
-    }
-    s
 }

@@ -310,7 +310,12 @@ async fn sleep_opt(d: Option<std::time::Duration>) {
 /// anything about it fails, so the caller keeps the running config.
 async fn prepare_reload(path: &std::path::Path, store: &Store) -> Option<Next> {
     let config = match Config::load(path) {
-        Ok(c) => Arc::new(c),
+        Ok(c) => {
+            for warning in &c.warnings {
+                tracing::warn!("{warning}");
+            }
+            Arc::new(c)
+        }
         Err(e) => {
             tracing::error!("reload refused, keeping the running configuration:\n{e}");
             return None;
@@ -383,7 +388,7 @@ impl FailureLog {
                     Some(count) => *count += 1,
                     None => {
                         self.failing[n] = Some(1);
-                        tracing::warn!(sensor = %sensor.id, group = %group.name, url = %redacted_url(&sensor.url), "sensor failing: {reason}");
+                        tracing::warn!(sensor = %sensor.id, group = %group.name, url = %sensor.shown_url, "sensor failing: {reason}");
                     }
                 },
             }
@@ -399,17 +404,4 @@ impl FailureLog {
         self.starved = starved;
         (ok, outcomes.len() - ok)
     }
-}
-
-/// The URL without credentials or query (which may hold a `${VAR}` secret).
-fn redacted_url(url: &url::Url) -> String {
-    format!(
-        "{}://{}{}",
-        url.scheme(),
-        url.host_str().unwrap_or(""),
-        match url.port() {
-            Some(p) => format!(":{p}{}", url.path()),
-            None => url.path().to_string(),
-        }
-    )
 }

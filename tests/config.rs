@@ -1,17 +1,18 @@
 //! Config errors, through the real binary: each broken config makes `check`
-//! (and `run`) exit 2 with a message naming file, line, column and key path,
-//! and `run` writes nothing. A valid config prints its plan with secrets
-//! redacted.
+//! and `run` exit 2 with a message naming file, line, column and key path,
+//! `run` writes nothing, and a SIGHUP with it keeps the running config. A
+//! valid config prints its plan with secrets redacted.
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// A valid config; each case below replaces one of its lines.
 const BASE: &[&str] = &[
-    "interval: 5s",                      // 1
-    "timeout: 2s",                       // 2
+    "interval: 1s",                      // 1
+    "timeout: 500ms",                    // 2
     "limit: 10",                         // 3
     "limit_per_host: 5",                 // 4
     "output:",                           // 5
@@ -31,13 +32,19 @@ const BASE: &[&str] = &[
     "        value: temp{sensor=\"a\"}", // 19
 ];
 
-fn write_config(dir: &Path, replace: &[(usize, &str)]) -> std::path::PathBuf {
+/// Write BASE with `replace`d lines as `dir/test.yaml`; its sensors are on
+/// `site` (`http://127.0.0.1:9` in BASE, where nothing listens).
+fn write_config(dir: &Path, replace: &[(usize, &str)], site: &str) -> PathBuf {
     let mut lines: Vec<String> = BASE.iter().map(|l| l.to_string()).collect();
     for (line, text) in replace {
         lines[line - 1] = text.to_string();
     }
     let out = dir.join("out");
-    let text = lines.join("\n").replace("OUT", out.to_str().unwrap()) + "\n";
+    let text = lines
+        .join("\n")
+        .replace("OUT", out.to_str().unwrap())
+        .replace("http://127.0.0.1:9/", &format!("{site}/"))
+        + "\n";
     let path = dir.join("test.yaml");
     std::fs::write(&path, text).unwrap();
     path
@@ -59,15 +66,12 @@ fn edge_agent(dir: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 /// (name, lines replaced, expected start of the first message line).
-type Case<'a> = (&'a str, Vec<(usize, &'a str)>, &'a str);
+type Case<'a> = (&'static str, Vec<(usize, &'a str)>, &'static str);
 
-#[test]
-fn broken_configs_are_refused_with_file_line_and_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("notadir");
-    std::fs::write(&file, "x").unwrap();
-    let file_dir = format!("  dir: {}", file.display());
-    let cases: Vec<Case> = vec![
+/// Broken configs, each BASE with some lines replaced. `file_dir` is an
+/// `output.dir` line naming a plain file.
+fn cases(file_dir: &str) -> Vec<Case<'_>> {
+    vec![
         (
             "interval 0",
             vec![(1, "interval: 0s")],
@@ -85,8 +89,8 @@ fn broken_configs_are_refused_with_file_line_and_key() {
         ),
         (
             "timeout >= interval",
-            vec![(2, "timeout: 5s")],
-            "test.yaml:2:1: timeout: must be shorter than interval (5s)",
+            vec![(2, "timeout: 1s")],
+            "test.yaml:2:1: timeout: must be shorter than interval (1s)",
         ),
         (
             "limit 0",
@@ -125,8 +129,35 @@ fn broken_configs_are_refused_with_file_line_and_key() {
         ),
         (
             "dir is a file",
-            vec![(6, file_dir.as_str())],
+            vec![(6, file_dir)],
             "test.yaml:6:3: output.dir: ",
+        ),
+        (
+            "dir not writable",
+            // Not even root may create files in /sys.
+            vec![(6, "  dir: /sys/edge-agent-test-out")],
+            "test.yaml:6:3: output.dir: cannot write in /sys: ",
+        ),
+        (
+            "duplicate group",
+            vec![(
+                16,
+                "  - name: greenhouse\n    unit: celsius\n    sensors:\n      - id: gh-2",
+            )],
+            "test.yaml:16:5: groups[1].name: group `greenhouse` is defined twice",
+        ),
+        (
+            "unknown sensor unit",
+            vec![(15, "        value: /t\n        unit: reaumur")],
+            "test.yaml:16:15: groups[0].sensors[0].unit: unknown variant `reaumur`",
+        ),
+        (
+            "header from a missing variable",
+            vec![(
+                15,
+                "        value: /t\n        headers: { X-Key: \"${EDGE_TEST_MISSING}\" }",
+            )],
+            "test.yaml:16:20: groups[0].sensors[0].headers.X-Key: environment variable EDGE_TEST_MISSING is not set",
         ),
         (
             "unknown group unit",
@@ -140,8 +171,8 @@ fn broken_configs_are_refused_with_file_line_and_key() {
         ),
         (
             "window not a multiple",
-            vec![(10, "    unit: celsius\n    window: 7s")],
-            "test.yaml:11:5: groups[0].window: must be a whole multiple of interval (5s), got 7s",
+            vec![(10, "    unit: celsius\n    window: 1500ms")],
+            "test.yaml:11:5: groups[0].window: must be a whole multiple of interval (1s), got 1s 500ms",
         ),
         (
             "duplicate sensor id",
@@ -236,45 +267,104 @@ fn broken_configs_are_refused_with_file_line_and_key() {
         ),
         ("missing key", vec![(1, "")], "missing field `interval`"),
         ("not yaml", vec![(9, "  - name: [greenhouse")], "test.yaml:"),
-    ];
-    let mut failures = Vec::new();
-    for (name, replace, want) in &cases {
-        let path = write_config(dir.path(), replace);
-        let (code, _, err) = edge_agent(dir.path(), &["check", "--config", path.to_str().unwrap()]);
-        let first = err
-            .lines()
-            .find(|l| l.contains("test.yaml"))
-            .unwrap_or("")
-            .trim_start_matches(dir.path().to_str().unwrap())
-            .trim_start_matches('/');
-        if code != 2 || !first.contains(want) {
-            failures.push(format!("{name}: exit {code}, wanted `{want}`, got:\n{err}"));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(cases.len() >= 25);
+    ]
+}
+
+/// The first message line naming the config file, without the temp dir.
+fn first_problem(log: &str) -> &str {
+    log.lines()
+        .find(|l| l.contains("test.yaml:"))
+        .map(|l| &l[l.find("test.yaml:").unwrap()..])
+        .unwrap_or("")
 }
 
 #[test]
-fn run_with_a_broken_config_writes_nothing() {
+fn broken_configs_are_refused_by_check_and_run_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &[(2, "timeout: 9s")]);
-    let (code, _, err) = edge_agent(dir.path(), &["run", "--config", path.to_str().unwrap()]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("timeout: must be shorter than interval"),
-        "{err}"
-    );
-    assert!(
-        !dir.path().join("out").exists(),
-        "run must not create the output dir"
-    );
+    let file = dir.path().join("notadir");
+    std::fs::write(&file, "x").unwrap();
+    let file_dir = format!("  dir: {}", file.display());
+    let cases = cases(&file_dir);
+    assert!(cases.len() >= 25);
+    let mut failures = Vec::new();
+    for (name, replace, want) in &cases {
+        let path = write_config(dir.path(), replace, "http://127.0.0.1:9");
+        for command in ["check", "run"] {
+            let (code, _, err) =
+                edge_agent(dir.path(), &[command, "--config", path.to_str().unwrap()]);
+            let first = first_problem(&err);
+            if code != 2 || !first.contains(want) {
+                failures.push(format!(
+                    "{command} {name}: exit {code}, wanted `{want}`, got:\n{err}"
+                ));
+            }
+            if dir.path().join("out").exists() {
+                failures.push(format!("{command} {name}: created the output dir"));
+                std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// One agent runs the valid BASE; each broken config in turn is written over
+/// it and announced with SIGHUP. Each is refused with its reason, and the
+/// agent goes on writing the original group's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_broken_config_keeps_the_running_one() {
+    let server = support::TestServer::start(&["127.0.0.1"]).await;
+    server.route("/j", support::Reply::ok(r#"{"t": 20.5}"#));
+    server.route("/p", support::Reply::ok("temp{sensor=\"a\"} 21.5\n"));
+    let site = server.url(0, "");
+    let site = site.trim_end_matches('/');
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notadir");
+    std::fs::write(&file, "x").unwrap();
+    let file_dir = format!("  dir: {}", file.display());
+    let config = write_config(dir.path(), &[], site);
+    let agent = support::Agent::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let csv = dir.path().join("out/readings.csv");
+    let limit = Duration::from_secs(20);
+    support::wait_rows(&csv, 1, limit, |_| true).await;
+
+    let mut failures = Vec::new();
+    for (i, (name, replace, want)) in cases(&file_dir).iter().enumerate() {
+        write_config(dir.path(), replace, site);
+        agent.signal(libc::SIGHUP);
+        agent
+            .wait_log(limit, |log| log.matches("reload refused").count() > i)
+            .await;
+        let log = agent.log_text();
+        let refusal = log.split("reload refused").nth(i + 1).unwrap_or("");
+        if !first_problem(refusal).contains(want) {
+            failures.push(format!("{name}: wanted `{want}`, got:\n{refusal}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Still the original config: new rows of greenhouse, averaged as before.
+    let before = support::rows(&csv).len();
+    let rows = support::wait_rows(&csv, before + 2, limit, |_| true).await;
+    for row in &rows[before..] {
+        let f = support::fields(row);
+        assert_eq!(
+            (f[1].as_str(), f[2].as_str()),
+            ("greenhouse", "21.000"),
+            "{row}"
+        );
+    }
+    assert!(!agent.log_text().contains("new configuration applied"));
+    assert!(!agent.log_text().contains("panicked"));
 }
 
 #[test]
 fn all_problems_are_reported_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &[(3, "limit: 0"), (15, "        value: t")]);
+    let path = write_config(
+        dir.path(),
+        &[(3, "limit: 0"), (15, "        value: t")],
+        "http://127.0.0.1:9",
+    );
     let (code, _, err) = edge_agent(dir.path(), &["check", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains(":3:1: limit: must be at least 1"), "{err}");
@@ -302,6 +392,7 @@ fn check_prints_the_plan_with_secrets_redacted() {
                 "        url: http://127.0.0.1:9/j?token=${EDGE_TEST_KEY}",
             ),
         ],
+        "http://127.0.0.1:9",
     );
     let (code, out, err) = edge_agent(dir.path(), &["check", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");

@@ -44,6 +44,9 @@ pub struct Config {
     pub groups: Vec<Group>,
     /// Loopback address of the `/metrics` and `/healthz` listener, if on.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Things that work but deserve a word when the config is loaded (a
+    /// world-readable file holding secrets, say).
+    pub warnings: Vec<String>,
 }
 
 /// Where and how rows are stored.
@@ -88,11 +91,15 @@ pub struct Group {
     pub sensors: Vec<Sensor>,
 }
 
-/// One HTTP sensor.
-#[derive(Debug, Clone, PartialEq)]
+/// One HTTP sensor. Its `Debug` shows [`Sensor::shown_url`], never `url`,
+/// which may carry a token from `${VAR}`.
+#[derive(Clone, PartialEq)]
 pub struct Sensor {
     pub id: String,
+    /// What is requested; only the HTTP client reads it.
     pub url: url::Url,
+    /// The URL for people: password and query redacted, `${VAR}` unexpanded.
+    pub shown_url: String,
     /// `scheme://host:port`, the unit `limit_per_host` counts in.
     pub host: String,
     pub format: Format,
@@ -104,6 +111,23 @@ pub struct Sensor {
     pub basic_auth: Option<BasicAuth>,
     pub tls: Tls,
     pub timeout: Duration,
+}
+
+impl fmt::Debug for Sensor {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_struct("Sensor")
+            .field("id", &self.id)
+            .field("url", &self.shown_url)
+            .field("host", &self.host)
+            .field("format", &self.format)
+            .field("selector", &self.selector)
+            .field("unit", &self.unit)
+            .field("headers", &self.headers)
+            .field("basic_auth", &self.basic_auth)
+            .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -21,6 +21,11 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 struct Checker<'a> {
     problems: Vec<Problem>,
     env: Env<'a>,
+    /// Key paths of secrets written into the config file itself (not taken
+    /// from `${VAR}` or a file), for the world-readable warning.
+    literal_secrets: Vec<String>,
+    /// Things that work but deserve a word at start.
+    warnings: Vec<String>,
 }
 
 impl Checker<'_> {
@@ -81,6 +86,8 @@ pub fn resolve(raw: RawConfig, path: &Path, env: Env) -> Result<Config, Vec<Prob
     let mut c = Checker {
         problems: Vec::new(),
         env,
+        literal_secrets: Vec::new(),
+        warnings: Vec::new(),
     };
     let interval = c.duration("interval", &raw.interval);
     let timeout = c.duration("timeout", &raw.timeout);
@@ -160,6 +167,14 @@ pub fn resolve(raw: RawConfig, path: &Path, env: Env) -> Result<Config, Vec<Prob
     let (Some(interval), Some(timeout), true) = (interval, timeout, c.problems.is_empty()) else {
         return Err(c.problems);
     };
+    if !c.literal_secrets.is_empty() && readable_by_all(path) {
+        c.warnings.push(format!(
+            "{} is readable by every user and holds secrets written in it ({}); \
+             `chmod o-r` it, or take them from ${{VAR}} or a password_file",
+            path.display(),
+            c.literal_secrets.join(", ")
+        ));
+    }
     Ok(Config {
         source: path.to_path_buf(),
         interval,
@@ -170,7 +185,83 @@ pub fn resolve(raw: RawConfig, path: &Path, env: Env) -> Result<Config, Vec<Prob
         output,
         groups,
         metrics,
+        warnings: c.warnings,
     })
+}
+
+/// Whether the agent can create files in `dir`, or create `dir` itself: a
+/// file is made and removed in the nearest directory that exists. Asking the
+/// file system is the only sure way (root, read-only mounts, ACLs).
+fn can_write_in(dir: &Path) -> Result<(), String> {
+    let mut at = dir;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                at = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !at.is_dir() {
+        return Err(format!("{} is not a directory", at.display()));
+    }
+    let probe = at.join(format!(".edge-agent-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        // A leftover of a killed run with the same pid proves it as well.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "cannot write in {}: {e}; the user the agent runs as needs write access there",
+            at.display()
+        )),
+    }
+}
+
+/// Whether users other than the owner and group may read `path`.
+fn readable_by_all(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+/// The URL as logs, errors, `Debug` and `check` show it: no password, the
+/// query (which may carry a token) as `?<redacted>`, and a `${VAR}` in the
+/// rest left as written, so no value from the environment is ever printed.
+fn shown_url(raw: &str, url: &url::Url) -> String {
+    let expanded = url.to_string();
+    let written = if raw.split('?').next().unwrap_or("").contains("${") {
+        raw.trim()
+    } else {
+        &expanded
+    };
+    let (base, query) = match written.find(['?', '#']) {
+        Some(i) => (&written[..i], true),
+        None => (written, false),
+    };
+    let mut shown = base.to_string();
+    // scheme://user:password@host/...: keep the user, hide the password.
+    if let Some(start) = shown.find("://").map(|i| i + 3) {
+        let end = shown[start..].find('/').map_or(shown.len(), |i| start + i);
+        if let Some(at) = shown[start..end].rfind('@').map(|i| start + i) {
+            if let Some(colon) = shown[start..at].find(':').map(|i| start + i) {
+                shown.replace_range(colon + 1..at, "<redacted>");
+            }
+        }
+    }
+    if query {
+        shown.push_str("?<redacted>");
+    }
+    shown
 }
 
 fn is_name(s: &str) -> bool {
@@ -187,6 +278,8 @@ fn output(c: &mut Checker, o: RawOutput) -> Output {
             "output.dir",
             format!("{} exists and is not a directory", o.dir.display()),
         );
+    } else if let Err(message) = can_write_in(&o.dir) {
+        c.fail("output.dir", message);
     }
     if !is_name(&o.prefix) || o.prefix.starts_with('.') {
         c.fail(
@@ -356,6 +449,9 @@ fn sensor(
             c.fail(&hkey, format!("`{name}` is not a valid HTTP header name"));
             continue;
         }
+        if !value.expose().contains("${") {
+            c.literal_secrets.push(hkey.clone());
+        }
         if let Some(v) = c.expand(&hkey, value.expose()) {
             if reqwest::header::HeaderValue::from_str(&v).is_err() {
                 c.fail(
@@ -375,11 +471,23 @@ fn sensor(
                 c.fail(&bkey, "give either password or password_file, not both");
                 return None;
             }
-            (Some(p), None) => Some(Secret::new(
-                c.expand(&format!("{bkey}.password"), p.expose())?,
-            )),
+            (Some(p), None) => {
+                let pkey = format!("{bkey}.password");
+                if !p.expose().contains("${") {
+                    c.literal_secrets.push(pkey.clone());
+                }
+                Some(Secret::new(c.expand(&pkey, p.expose())?))
+            }
             (None, Some(file)) => match std::fs::read_to_string(&file) {
-                Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())),
+                Ok(text) => {
+                    if readable_by_all(&file) {
+                        c.warnings.push(format!(
+                            "{bkey}.password_file: {} is readable by every user; `chmod o-r` it",
+                            file.display()
+                        ));
+                    }
+                    Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string()))
+                }
                 Err(e) => {
                     c.fail(
                         format!("{bkey}.password_file"),
@@ -426,6 +534,10 @@ fn sensor(
         }
     }
     let url = url?;
+    if url.password().is_some() && !s.url.contains("${") {
+        c.literal_secrets.push(format!("{key}.url"));
+    }
+    let shown_url = shown_url(&s.url, &url);
     let host = format!(
         "{}://{}:{}",
         url.scheme(),
@@ -435,6 +547,7 @@ fn sensor(
     Some(Sensor {
         id: s.id,
         url,
+        shown_url,
         host,
         format: s.format,
         selector: selector?,
@@ -586,6 +699,50 @@ mod tests {
         assert!(parse_prom_selector("1temp").is_err());
         assert!(parse_prom_selector("temp{a=b}").is_err());
         assert!(parse_prom_selector("temp{a=\"b\"").is_err());
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let text = r#"
+interval: 1s
+timeout: 500ms
+output: { dir: /tmp/edge-agent-debug-test }
+groups:
+  - name: g
+    unit: celsius
+    sensors:
+      - id: a
+        url: "http://u:${PW}@127.0.0.1:9/${TOKEN}/t?key=${TOKEN}&x=1"
+        format: text
+        headers: { Authorization: "Bearer ${TOKEN}", X-Literal: lit-secret }
+        basic_auth: { username: u, password: "${PW}" }
+"#;
+        let raw: RawConfig = serde_yaml_ng::from_str(text).unwrap();
+        let env = |name: &str| match name {
+            "TOKEN" => Some("tok-secret".to_string()),
+            "PW" => Some("pw-secret".to_string()),
+            _ => None,
+        };
+        let config = resolve(raw, Path::new("t.yaml"), &env).unwrap();
+        let sensor = &config.groups[0].sensors[0];
+        assert_eq!(sensor.url.password(), Some("pw-secret"));
+        assert_eq!(
+            sensor.shown_url,
+            "http://u:<redacted>@127.0.0.1:9/${TOKEN}/t?<redacted>"
+        );
+        let debug = format!("{config:?} {config:#?} {sensor:?}");
+        for secret in ["tok-secret", "pw-secret", "lit-secret"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains("<redacted>"));
+        assert_eq!(
+            shown_url("http://h/a?b", &url::Url::parse("http://h/a?b").unwrap()),
+            "http://h/a?<redacted>"
+        );
+        assert_eq!(
+            shown_url("http://h:1/a", &url::Url::parse("http://h:1/a").unwrap()),
+            "http://h:1/a"
+        );
     }
 
     #[test]

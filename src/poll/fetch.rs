@@ -90,13 +90,14 @@ async fn fetch_body(
 /// Turn a reqwest error into a reason a person can act on: the innermost
 /// cause (connection refused, certificate unknown) is the useful part.
 fn describe(e: reqwest::Error) -> Failure {
+    // Never echo the URL: it may carry a token from ${VAR}.
+    let e = e.without_url();
     let mut cause = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         cause = s.to_string();
         source = s.source();
     }
-    // Never echo the URL: it may carry a token from ${VAR}.
     if e.is_connect() {
         Failure::Connect(cause)
     } else if e.is_redirect() {

@@ -55,6 +55,8 @@ pub struct Counters {
     pub requests: AtomicUsize,
     /// Per listening address: (in flight, max in flight).
     pub per_host: Mutex<HashMap<SocketAddr, (usize, usize)>>,
+    /// Each request's path with query and its Authorization header.
+    pub seen: Mutex<Vec<(String, Option<String>)>>,
 }
 
 impl Counters {
@@ -178,6 +180,12 @@ async fn handle(
         addr,
     };
     let path = req.uri().path().to_string();
+    counters.seen.lock().unwrap().push((
+        req.uri().to_string(),
+        req.headers()
+            .get("authorization")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+    ));
     let reply = routes.lock().unwrap().get(&path).cloned();
     let reply = reply.unwrap_or(Reply {
         status: 404,
@@ -205,12 +213,18 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(args: &[&str], dir: &Path) -> Agent {
+        Agent::start_with(args, dir, &[])
+    }
+
+    /// Start with extra environment variables.
+    pub fn start_with(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Agent {
         let log = dir.join(format!("agent-{}.log", std::process::id()));
         let err = std::fs::File::create(&log).unwrap();
         let child = Command::new(binary())
             .args(args)
             .current_dir(dir)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
