@@ -34,26 +34,55 @@ impl Format {
             Format::Influx => "text/plain; charset=utf-8",
         }
     }
+}
+
+/// Encodes rows in one format. What is the same for every row (the escaped
+/// measurement name) is prepared once: this runs for every replayed row.
+pub struct Encoder {
+    format: Format,
+    /// Line protocol's `MEASUREMENT,group=`.
+    influx_prefix: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new(format: Format, measurement: &str) -> Encoder {
+        let mut influx_prefix = Vec::new();
+        escape(measurement.as_bytes(), b", ", &mut influx_prefix);
+        influx_prefix.extend_from_slice(b",group=");
+        Encoder {
+            format,
+            influx_prefix,
+        }
+    }
 
     /// Append `record` as one line to `out`.
-    pub fn encode(self, record: &Record, measurement: &str, out: &mut Vec<u8>) {
-        match self {
+    pub fn encode(&self, record: &Record, out: &mut Vec<u8>) {
+        match self.format {
             Format::Csv => csv_line(record, out),
             Format::Jsonl => json_line(record, out),
-            Format::Influx => influx_line(record, measurement, out),
+            Format::Influx => influx_line(record, &self.influx_prefix, out),
         }
     }
 }
 
-fn csv_line(r: &Record, out: &mut Vec<u8>) {
+/// `r` as a CSV line: the recorded line, byte for byte.
+pub(crate) fn csv_line(r: &Record, out: &mut Vec<u8>) {
+    // The common case, checked in one pass: no field needs quoting, so the
+    // fields joined by commas are the line as recorded.
+    let all = r.raw.as_slice();
+    let plain =
+        memchr::memchr3(b',', b'"', b'\n', all).is_none() && memchr::memchr(b'\r', all).is_none();
     for (i, field) in r.raw.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        if field
-            .iter()
-            .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+        if plain
+            || !field
+                .iter()
+                .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
         {
+            out.extend_from_slice(field);
+        } else {
             out.push(b'"');
             for b in field {
                 if *b == b'"' {
@@ -62,36 +91,51 @@ fn csv_line(r: &Record, out: &mut Vec<u8>) {
                 out.push(*b);
             }
             out.push(b'"');
-        } else {
-            out.extend_from_slice(field);
         }
     }
     out.push(b'\n');
 }
 
 fn json_line(r: &Record, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"time\":");
+    json_string(&r.raw[0], out);
+    out.extend_from_slice(b",\"group\":");
+    json_string(r.row.group.as_bytes(), out);
     // Numbers are written as recorded (already checked to be finite), so
     // the decimals the agent chose survive.
     let values = [r.row.mean, r.row.min, r.row.max];
-    let raw = |i: usize| match values[i - 2] {
-        None => "null".to_string(),
-        Some(_) if is_json_number(r.field(i)) => r.field(i).to_string(),
-        Some(v) => v.to_string(),
-    };
-    let _ = write!(out, "{{\"time\":");
-    let _ = serde_json::to_writer(&mut *out, r.field(0));
-    let _ = write!(out, ",\"group\":");
-    let _ = serde_json::to_writer(&mut *out, &r.row.group);
-    let _ = writeln!(
-        out,
-        ",\"mean\":{},\"min\":{},\"max\":{},\"unit\":\"{}\",\"ok\":{},\"failed\":{}}}",
-        raw(2),
-        raw(3),
-        raw(4),
-        r.row.unit.as_str(),
-        r.row.ok,
-        r.row.failed
-    );
+    for (i, value) in values.iter().enumerate() {
+        out.extend_from_slice(match i {
+            0 => b",\"mean\":".as_slice(),
+            1 => b",\"min\":",
+            _ => b",\"max\":",
+        });
+        match value {
+            None => out.extend_from_slice(b"null"),
+            Some(_) if is_json_number(r.field(i + 2)) => out.extend_from_slice(&r.raw[i + 2]),
+            Some(v) => {
+                let _ = write!(out, "{v}");
+            }
+        }
+    }
+    out.extend_from_slice(b",\"unit\":\"");
+    out.extend_from_slice(r.row.unit.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"ok\":");
+    out.extend_from_slice(itoa::Buffer::new().format(r.row.ok).as_bytes());
+    out.extend_from_slice(b",\"failed\":");
+    out.extend_from_slice(itoa::Buffer::new().format(r.row.failed).as_bytes());
+    out.extend_from_slice(b"}\n");
+}
+
+/// `text` (UTF-8) as a JSON string.
+fn json_string(text: &[u8], out: &mut Vec<u8>) {
+    if text.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text);
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(text));
+    }
 }
 
 /// JSON's number grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
@@ -125,10 +169,9 @@ fn is_json_number(s: &str) -> bool {
     rest.is_empty()
 }
 
-fn influx_line(r: &Record, measurement: &str, out: &mut Vec<u8>) {
-    escape(measurement, &[',', ' '], out);
-    out.extend_from_slice(b",group=");
-    escape(&r.row.group, &[',', ' ', '='], out);
+fn influx_line(r: &Record, prefix: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(prefix);
+    escape(r.row.group.as_bytes(), b", =", out);
     let mut first = true;
     for (name, value) in COLUMNS.iter().zip(r.raw.iter()).take(5).skip(2) {
         if value.is_empty() {
@@ -140,29 +183,28 @@ fn influx_line(r: &Record, measurement: &str, out: &mut Vec<u8>) {
         out.push(b'=');
         out.extend_from_slice(value);
     }
-    let _ = write!(
-        out,
-        "{}ok={}i,failed={}i ",
-        if first { " " } else { "," },
-        r.row.ok,
-        r.row.failed
-    );
+    out.extend_from_slice(if first { b" ok=" } else { b",ok=" });
+    out.extend_from_slice(itoa::Buffer::new().format(r.row.ok).as_bytes());
+    out.extend_from_slice(b"i,failed=");
+    out.extend_from_slice(itoa::Buffer::new().format(r.row.failed).as_bytes());
+    out.extend_from_slice(b"i ");
     let ns = r
         .row
         .time
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let _ = writeln!(out, "{ns}");
+    out.extend_from_slice(itoa::Buffer::new().format(ns).as_bytes());
+    out.push(b'\n');
 }
 
-/// Backslash-escape `chars` (and backslashes) as line protocol wants.
-fn escape(text: &str, chars: &[char], out: &mut Vec<u8>) {
-    for c in text.chars() {
-        if c == '\\' || chars.contains(&c) {
+/// Backslash-escape `special` bytes (and backslashes) as line protocol
+/// wants; all of them are ASCII, so UTF-8 passes through whole.
+fn escape(text: &[u8], special: &[u8], out: &mut Vec<u8>) {
+    for &b in text {
+        if b == b'\\' || special.contains(&b) {
             out.push(b'\\');
         }
-        let mut buf = [0u8; 4];
-        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        out.push(b);
     }
 }
 
@@ -190,7 +232,7 @@ mod tests {
         let empty = record("2026-11-24T10:00:05.000Z,cold,,,,celsius,0,2");
         let enc = |f: Format, r: &Record| {
             let mut out = Vec::new();
-            f.encode(r, "temperature", &mut out);
+            Encoder::new(f, "temperature").encode(r, &mut out);
             String::from_utf8(out).unwrap()
         };
         assert_eq!(

@@ -21,7 +21,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 pub use discover::{Source, sources};
-pub use format::Format;
+pub use format::{Encoder, Format};
 pub use read::{FileReader, Next, Record, Skip};
 
 /// What to replay and how.
@@ -147,6 +147,7 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
     let per_row = pacer.is_some() || matches!(sink, Sink::Http(_));
     let mut block = Vec::with_capacity(BLOCK + 512);
     let mut block_rows = 0;
+    let encoder = Encoder::new(opts.format, &opts.measurement);
     if let Some(h) = opts.format.header() {
         block.extend_from_slice(h.as_bytes());
     }
@@ -181,7 +182,7 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
             if let Some(p) = pacer.as_mut() {
                 p.wait(record.row.time).await;
             }
-            opts.format.encode(record, &opts.measurement, &mut block);
+            encoder.encode(record, &mut block);
             block_rows += 1;
             summary.rows += 1;
             if per_row || block.len() >= BLOCK {

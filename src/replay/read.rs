@@ -1,10 +1,10 @@
 //! Reading one recorded file, row by row, in bounded memory.
 //!
 //! The file is read in chunks of `--chunk-size` with async I/O: a
-//! tokio-stream of chunks (`ReaderStream`), turned back into a reader for
-//! the gzip decoder (rotated `.csv.gz`) and for csv-async on top. Nothing
-//! holds more than a chunk and csv-async's own buffer, whatever the size of
-//! the history.
+//! tokio-stream of chunks (`ReaderStream`), read a few chunks ahead by a
+//! task of its own, turned back into a reader for the gzip decoder (rotated
+//! `.csv.gz`) and for csv-async on top. Nothing holds more than those few
+//! chunks and csv-async's own buffer, whatever the size of the history.
 //!
 //! Damage never stops the replay: a line with the wrong number of fields,
 //! a bad time or a bad number is skipped with a [`Skip`] naming file and
@@ -22,10 +22,15 @@ use std::time::SystemTime;
 use async_compression::tokio::bufread::GzipDecoder;
 use csv_async::ByteRecord;
 use tokio::io::{AsyncRead, BufReader, ReadBuf};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::aggregate::Row;
 use crate::config::Unit;
+
+/// Chunks read ahead of the one being parsed.
+const READ_AHEAD: usize = 4;
 
 /// The column names, in order.
 pub const COLUMNS: [&str; 8] = [
@@ -130,8 +135,19 @@ pub struct FileReader {
 impl FileReader {
     pub async fn open(path: &Path, gzip: bool, chunk_size: usize) -> std::io::Result<FileReader> {
         let file = tokio::fs::File::open(path).await?;
-        let chunks = ReaderStream::with_capacity(file, chunk_size.max(512));
-        let raw = StreamReader::new(chunks);
+        let mut chunks = ReaderStream::with_capacity(file, chunk_size.max(512));
+        // A task reads a few chunks ahead, so the disk works while the rows
+        // of the chunk before are parsed; it stops when the reader is gone.
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        tokio::spawn(async move {
+            while let Some(chunk) = chunks.next().await {
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let raw = StreamReader::new(ReceiverStream::new(rx));
         let source: Source = if gzip {
             let mut decoder = GzipDecoder::new(BufReader::with_capacity(chunk_size.max(512), raw));
             decoder.multiple_members(true);
@@ -250,29 +266,41 @@ impl FileReader {
 }
 
 /// Check and convert `record.raw` into the record's fields.
+///
+/// This runs for every replayed row, so the shapes the agent writes (a
+/// millisecond UTC time, plain decimals, counts) are read straight from the
+/// bytes; anything else goes through the general parsers, which decide.
 pub fn parse(record: &mut Record) -> Result<(), String> {
     let r = &record.raw;
     if r.len() != COLUMNS.len() {
         return Err(format!("{} field(s), expected {}", r.len(), COLUMNS.len()));
     }
-    let text = |i: usize| {
-        std::str::from_utf8(&r[i]).map_err(|_| format!("{} is not valid UTF-8", COLUMNS[i]))
+    let lossy = |i: usize| short(&String::from_utf8_lossy(&r[i]));
+    record.row.time = match fast_time(&r[0]) {
+        Some(t) => t,
+        None => std::str::from_utf8(&r[0])
+            .ok()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .ok_or_else(|| format!("time `{}` is not RFC 3339", lossy(0)))?,
     };
-    let time = text(0)?;
-    record.row.time = humantime::parse_rfc3339(time)
-        .map_err(|_| format!("time `{}` is not RFC 3339", short(time)))?;
-    let group = text(1)?;
+    let group = std::str::from_utf8(&r[1]).map_err(|_| "group is not valid UTF-8".to_string())?;
     if group.is_empty() {
         return Err("empty group".into());
     }
     let num = |i: usize| -> Result<Option<f64>, String> {
-        if r[i].is_empty() {
+        let b = &r[i];
+        if b.is_empty() {
             return Ok(None);
         }
-        let t = text(i)?;
-        match t.parse::<f64>() {
-            Ok(v) if v.is_finite() => Ok(Some(v)),
-            _ => Err(format!("{} `{}` is not a number", COLUMNS[i], short(t))),
+        let v = fast_decimal(b).or_else(|| {
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|t| t.parse::<f64>().ok())
+                .filter(|v| v.is_finite())
+        });
+        match v {
+            Some(v) => Ok(Some(v)),
+            None => Err(format!("{} `{}` is not a number", COLUMNS[i], lossy(i))),
         }
     };
     let (mean, min, max) = (num(2)?, num(3)?, num(4)?);
@@ -280,17 +308,10 @@ pub fn parse(record: &mut Record) -> Result<(), String> {
         b"celsius" => Unit::Celsius,
         b"fahrenheit" => Unit::Fahrenheit,
         b"kelvin" => Unit::Kelvin,
-        other => {
-            return Err(format!(
-                "unit `{}` is not known",
-                short(&String::from_utf8_lossy(other))
-            ));
-        }
+        _ => return Err(format!("unit `{}` is not known", lossy(5))),
     };
     let count = |i: usize| -> Result<u64, String> {
-        let t = text(i)?;
-        t.parse::<u64>()
-            .map_err(|_| format!("{} `{}` is not a count", COLUMNS[i], short(t)))
+        digits(&r[i]).ok_or_else(|| format!("{} `{}` is not a count", COLUMNS[i], lossy(i)))
     };
     let (ok, failed) = (count(6)?, count(7)?);
     let row = &mut record.row;
@@ -299,6 +320,91 @@ pub fn parse(record: &mut Record) -> Result<(), String> {
     (row.mean, row.min, row.max) = (mean, min, max);
     (row.unit, row.ok, row.failed) = (unit, ok, failed);
     Ok(())
+}
+
+/// An unsigned decimal integer (1 to 19 digits, so it fits a u64).
+fn digits(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 19 {
+        return None;
+    }
+    b.iter().try_fold(0u64, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0'))
+    })
+}
+
+/// `-?DIGITS(.DIGITS)?` with at most 15 digits in all: the mantissa is
+/// exact in an f64 and one division by an exact power of ten rounds
+/// correctly, so this equals `str::parse` for what it accepts.
+fn fast_decimal(b: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, b) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    let (int, frac) = match b.iter().position(|&c| c == b'.') {
+        Some(dot) => (&b[..dot], &b[dot + 1..]),
+        None => (b, &b[b.len()..]),
+    };
+    let has_dot = int.len() < b.len();
+    if int.is_empty() || (has_dot && frac.is_empty()) || int.len() + frac.len() > 15 {
+        return None;
+    }
+    let mantissa = digits(int)? * 10u64.pow(frac.len() as u32)
+        + if frac.is_empty() { 0 } else { digits(frac)? };
+    let v = mantissa as f64 / POW10[frac.len()];
+    Some(if negative { -v } else { v })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, the agent's own time format (years 1970 to
+/// 9999, real calendar dates); `None` sends anything else to humantime.
+fn fast_time(b: &[u8]) -> Option<SystemTime> {
+    let b: &[u8; 24] = b.try_into().ok()?;
+    let sep = |i: usize, c: u8| b[i] == c;
+    if !(sep(4, b'-') && sep(7, b'-') && sep(10, b'T') && sep(13, b':') && sep(16, b':'))
+        || !(sep(19, b'.') && sep(23, b'Z'))
+    {
+        return None;
+    }
+    let n = |from: usize, to: usize| digits(&b[from..to]);
+    let (year, month, day) = (n(0, 4)?, n(5, 7)?, n(8, 10)?);
+    let (hour, minute, second, milli) = (n(11, 13)?, n(14, 16)?, n(17, 19)?, n(20, 23)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if year < 1970
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > month_days[month as usize - 1]
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    // Days since 1970-01-01 (the civil-from-days inverse, March-based year).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era_days = y * 365 + y / 4 - y / 100 + y / 400 + (153 * m + 2) / 5 + day - 1;
+    let days = era_days - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + milli))
 }
 
 fn short(s: &str) -> String {
@@ -330,5 +436,138 @@ impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_time_agrees_with_humantime() {
+        // Every 7 hours 13 minutes and a few ms, 1970 to 2110: all months,
+        // leap days, year ends.
+        let mut t = SystemTime::UNIX_EPOCH;
+        let step = std::time::Duration::from_millis(7 * 3_600_000 + 13 * 60_000 + 7);
+        for _ in 0..170_000 {
+            let text = humantime::format_rfc3339_millis(t).to_string();
+            assert_eq!(fast_time(text.as_bytes()), Some(t), "{text}");
+            t += step;
+        }
+        for bad in [
+            "2026-02-29T00:00:00.000Z",
+            "2026-13-01T00:00:00.000Z",
+            "2026-04-31T00:00:00.000Z",
+            "2026-01-01T24:00:00.000Z",
+            "2026-01-01T00:60:00.000Z",
+            "2026-01-01T00:00:60.000Z",
+            "2026-01-01 00:00:00.000Z",
+            "2026-01-01T00:00:00.000+",
+            "1969-12-31T23:59:59.999Z",
+            "2026-01-01T00:00:0x.000Z",
+        ] {
+            assert_eq!(fast_time(bad.as_bytes()), None, "{bad}");
+        }
+        assert!(fast_time(b"2024-02-29T12:00:00.000Z").is_some());
+    }
+
+    #[test]
+    fn fast_decimal_agrees_with_str_parse() {
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "21.5",
+            "-273.150",
+            "0.001",
+            "999999999999999",
+            "0.000000000000001",
+            "123456.789012345",
+            "1.0",
+            "-1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let decimals = (x % 8) as usize;
+            let v = (x >> 20) as f64 / 1e6 - 5e6;
+            texts.push(format!("{v:.decimals$}"));
+        }
+        // Up to 15 digits the fast path answers, and exactly as parse does;
+        // longer numbers are left to parse.
+        for t in &texts {
+            let want: f64 = t.parse().unwrap();
+            let digits = t.bytes().filter(u8::is_ascii_digit).count();
+            let fast = fast_decimal(t.as_bytes());
+            assert_eq!(fast, (digits <= 15).then_some(want), "{t}");
+            assert_eq!(fast.map(f64::to_bits), fast.map(|_| want.to_bits()), "{t}");
+        }
+        for other in [
+            "",
+            "-",
+            ".5",
+            "5.",
+            "1e3",
+            "nan",
+            "inf",
+            "1,5",
+            "+1",
+            "1234567890123456",
+            "0x10",
+        ] {
+            assert_eq!(fast_decimal(other.as_bytes()), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn rows_are_checked_field_by_field() {
+        let ok = Record::from_line("2026-11-24T10:00:05.000Z,g,21.5,,22,kelvin,3,0").unwrap();
+        assert_eq!(ok.row.mean, Some(21.5));
+        assert_eq!(ok.row.min, None);
+        assert_eq!(ok.row.unit, Unit::Kelvin);
+        // Another valid RFC 3339 spelling goes through humantime.
+        let other = Record::from_line("2026-11-24T10:00:05Z,g,1,1,1,celsius,1,0").unwrap();
+        assert_eq!(other.row.time, ok.row.time);
+        for (line, why) in [
+            (
+                "2026-11-24T10:00:05.000Z,g,1,1,1,celsius,1",
+                "7 field(s), expected 8",
+            ),
+            (
+                "2026-11-31T10:00:05.000Z,g,1,1,1,celsius,1,0",
+                "time `2026-11-31T10:00:05.000Z` is not RFC 3339",
+            ),
+            ("2026-11-24T10:00:05.000Z,,1,1,1,celsius,1,0", "empty group"),
+            (
+                "2026-11-24T10:00:05.000Z,g,1x,1,1,celsius,1,0",
+                "mean `1x` is not a number",
+            ),
+            (
+                "2026-11-24T10:00:05.000Z,g,1,NaN,1,celsius,1,0",
+                "min `NaN` is not a number",
+            ),
+            (
+                "2026-11-24T10:00:05.000Z,g,1,1,1e999,celsius,1,0",
+                "max `1e999` is not a number",
+            ),
+            (
+                "2026-11-24T10:00:05.000Z,g,1,1,1,rankine,1,0",
+                "unit `rankine` is not known",
+            ),
+            (
+                "2026-11-24T10:00:05.000Z,g,1,1,1,celsius,-1,0",
+                "ok `-1` is not a count",
+            ),
+            (
+                "2026-11-24T10:00:05.000Z,g,1,1,1,celsius,1,99999999999999999999",
+                "failed `99999999999999999999` is not a count",
+            ),
+        ] {
+            assert_eq!(Record::from_line(line).unwrap_err(), why, "{line}");
+        }
     }
 }
