@@ -8,8 +8,10 @@ use crate::config::{PromSelector, Selector};
 /// Why no number could be read from a body.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExtractError {
-    #[error("body is not valid JSON: {0}")]
-    Json(String),
+    /// With the start of the body: an HTML login page or an error text
+    /// is recognisable at a glance.
+    #[error("body is not valid JSON ({error}): {start}")]
+    Json { error: String, start: String },
     #[error("JSON pointer {0} not found in body")]
     Missing(String),
     #[error("value at {pointer} is {found}, not a number")]
@@ -74,8 +76,10 @@ fn parse_number(text: &str) -> Option<f64> {
 }
 
 fn json(body: &[u8], pointer: &str) -> Result<f64, ExtractError> {
-    let doc: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ExtractError::Json(e.to_string()))?;
+    let doc: serde_json::Value = serde_json::from_slice(body).map_err(|e| ExtractError::Json {
+        error: e.to_string(),
+        start: snippet(&String::from_utf8_lossy(&body[..body.len().min(160)])),
+    })?;
     let value = doc
         .pointer(pointer)
         .ok_or_else(|| ExtractError::Missing(pointer.to_string()))?;
@@ -208,10 +212,12 @@ mod tests {
             extract(body, &ptr("/x")),
             Err(ExtractError::Missing(_))
         ));
-        assert!(matches!(
-            extract(b"<html>", &ptr("/t")),
-            Err(ExtractError::Json(_))
-        ));
+        assert_eq!(
+            extract(b"<html>\n<body>", &ptr("/t"))
+                .unwrap_err()
+                .to_string(),
+            "body is not valid JSON (expected value at line 1 column 1): `<html> <body>`"
+        );
         assert!(extract(br#"{"t": "NaN"}"#, &ptr("/t")).unwrap().is_nan());
     }
 

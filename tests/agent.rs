@@ -4,32 +4,18 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use support::{Agent, Reply, TestServer, fields, wait_rows};
+use support::{Agent, Reply, TestServer, fields, group, wait_rows, write};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn head(dir: &Path, interval: &str, timeout: &str) -> String {
     format!(
         "interval: {interval}\ntimeout: {timeout}\nlimit: 10\nlimit_per_host: 5\noutput:\n  dir: {}\n  fsync: always\ngroups:\n",
         dir.join("data").display()
     )
-}
-
-fn group(name: &str, unit: &str, sensors: &[String]) -> String {
-    let mut s = format!("  - name: {name}\n    unit: {unit}\n    sensors:\n");
-    for sensor in sensors {
-        s.push_str(&format!("      - {sensor}\n"));
-    }
-    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
