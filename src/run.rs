@@ -23,6 +23,7 @@ use crate::health::{self, GroupCount, Health};
 use crate::poll::{ClientError, Failure, Outcome, Poller};
 use crate::schedule::{Clock, Ticker};
 use crate::shutdown::Control;
+use crate::store::disk::{Disk, RealDisk};
 use crate::store::{Store, StoreError, StoreSender};
 
 /// Why the agent could not run.
@@ -53,11 +54,24 @@ pub struct Summary {
 pub async fn run(
     config: Config,
     path: PathBuf,
-    mut control: mpsc::Receiver<Control>,
+    control: mpsc::Receiver<Control>,
     clock: Clock,
 ) -> Result<Summary, RunError> {
+    run_with(config, path, control, clock, Arc::new(RealDisk)).await
+}
+
+/// [`run`] with the store's active files going through `disk` (tests inject
+/// disk faults this way).
+#[doc(hidden)]
+pub async fn run_with(
+    config: Config,
+    path: PathBuf,
+    mut control: mpsc::Receiver<Control>,
+    clock: Clock,
+    disk: Arc<dyn Disk>,
+) -> Result<Summary, RunError> {
     let mut config = Arc::new(config);
-    let mut store = Store::open(&config.output).await?;
+    let mut store = Store::open_with(&config.output, disk.clone()).await?;
     let mut poller = Poller::new(config.clone())?;
     let health = Health::new(
         store.sender().stats().clone(),
@@ -86,7 +100,7 @@ pub async fn run(
             clock.clone(),
             health.clone(),
         );
-        let stop = engine.cycles(&mut control, &path, &store).await;
+        let stop = engine.cycles(&mut control, &path, &store, &disk).await;
         summary.cycles += engine.cycles;
         summary.skipped_ticks += engine.skipped;
         drop(engine);
@@ -187,6 +201,7 @@ impl<'a> Engine<'a> {
         control: &mut mpsc::Receiver<Control>,
         path: &std::path::Path,
         store: &Store,
+        disk: &Arc<dyn Disk>,
     ) -> Stop {
         let mut ticker = Ticker::new(
             self.clock.clone(),
@@ -199,7 +214,7 @@ impl<'a> Engine<'a> {
         loop {
             if reload_asked {
                 reload_asked = false;
-                if let Some(next) = prepare_reload(path, store).await {
+                if let Some(next) = prepare_reload(path, store, disk).await {
                     self.store.send(aggregator.flush());
                     return Stop::Reload(Box::new(next));
                 }
@@ -308,7 +323,11 @@ async fn sleep_opt(d: Option<std::time::Duration>) {
 
 /// Load and set up the config at `path`; `None` (after logging why) when
 /// anything about it fails, so the caller keeps the running config.
-async fn prepare_reload(path: &std::path::Path, store: &Store) -> Option<Next> {
+async fn prepare_reload(
+    path: &std::path::Path,
+    store: &Store,
+    disk: &Arc<dyn Disk>,
+) -> Option<Next> {
     let config = match Config::load(path) {
         Ok(c) => {
             for warning in &c.warnings {
@@ -329,7 +348,7 @@ async fn prepare_reload(path: &std::path::Path, store: &Store) -> Option<Next> {
         }
     };
     let new_store = if !store.same_files(&config.output) {
-        match Store::open(&config.output).await {
+        match Store::open_with(&config.output, disk.clone()).await {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::error!("reload refused, keeping the running configuration: {e}");

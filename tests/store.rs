@@ -7,22 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edge_agent::aggregate::Row;
-use edge_agent::config::{Compress, Fsync, Output, Unit};
+use edge_agent::config::{Compress, Unit};
 use edge_agent::store::{HEADER, Store, StoreError, names};
-
-fn output(dir: &Path) -> Output {
-    Output {
-        dir: dir.to_path_buf(),
-        prefix: "readings".into(),
-        max_size: None,
-        every: None,
-        keep: 100,
-        compress: Compress::None,
-        fsync: Fsync::Rotate,
-        decimals: 3,
-        queue: 1024,
-    }
-}
 
 /// 2026-11-24T10:00:00Z plus `secs`.
 fn at(secs: u64) -> SystemTime {
@@ -52,6 +38,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+use support::output;
 use support::read_text as read;
 
 /// All rows of the rotated files (oldest first) then the active file,

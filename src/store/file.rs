@@ -10,16 +10,14 @@
 //! Appends keep track of the length the file had after the last complete
 //! write. If a write fails part-way (disk full), the file is truncated back
 //! to that length before the next attempt, so a retry never leaves a torn or
-//! doubled row.
+//! doubled row. All file access goes through [`super::disk`], so tests can
+//! make any of it fail.
 
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use tokio::fs::{File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-
 use super::StoreError;
+use super::disk::{Disk, DiskFile};
 
 /// Line 1 of every file.
 pub const HEADER: &str = "time,group,mean,min,max,unit,ok,failed\n";
@@ -30,9 +28,12 @@ pub const FILE_MODE: u32 = 0o640;
 
 pub struct ActiveFile {
     path: PathBuf,
-    file: File,
+    file: Box<dyn DiskFile>,
     /// Length after the last complete write.
     len: u64,
+    /// A failed write left bytes after `len` that could not be cut yet:
+    /// they are cut before the next write.
+    torn: bool,
     /// Time of the first row, if the file has rows.
     first_row: Option<SystemTime>,
     /// Written since the last fsync.
@@ -41,22 +42,15 @@ pub struct ActiveFile {
 
 impl ActiveFile {
     /// Open (or create) the active file at `path`, repairing a torn tail.
-    pub async fn open(path: &Path) -> Result<ActiveFile, StoreError> {
+    pub async fn open(disk: &dyn Disk, path: &Path) -> Result<ActiveFile, StoreError> {
         let io = |source| StoreError::Io {
             path: path.to_path_buf(),
             action: "open",
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(FILE_MODE)
-            .open(path)
-            .await
-            .map_err(io)?;
-        let mut len = file.metadata().await.map_err(io)?.len();
-        let keep = complete_length(&mut file, len).await.map_err(io)?;
+        let mut file = disk.open(path).await.map_err(io)?;
+        let mut len = file.size().await.map_err(io)?;
+        let keep = complete_length(file.as_mut(), len).await.map_err(io)?;
         if keep < len {
             tracing::warn!(
                 "{}: cut {} byte(s) of a partial last line left by an interrupted write",
@@ -64,13 +58,14 @@ impl ActiveFile {
                 len - keep
             );
             file.set_len(keep).await.map_err(io)?;
-            file.sync_all().await.map_err(io)?;
+            file.sync().await.map_err(io)?;
             len = keep;
         }
         let mut active = ActiveFile {
             path: path.to_path_buf(),
             file,
             len,
+            torn: false,
             first_row: None,
             dirty: false,
         };
@@ -96,6 +91,11 @@ impl ActiveFile {
         &self.path
     }
 
+    /// The file was renamed (or a rename back failed): it now lives at `path`.
+    pub fn set_path(&mut self, path: PathBuf) {
+        self.path = path;
+    }
+
     /// Bytes in the file after the last complete write.
     pub fn size(&self) -> u64 {
         self.len
@@ -118,39 +118,47 @@ impl ActiveFile {
     }
 
     /// Append `bytes` (whole rows). On error the file is cut back to its
-    /// length before the call, so nothing partial stays behind.
+    /// length before the call, so nothing partial stays behind; if even
+    /// that fails, the cut is retried before the next append.
     pub async fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let result = async {
-            self.file.write_all(bytes).await?;
-            // tokio's File reports a failed write only on the next operation.
-            self.file.flush().await
+        if self.torn {
+            self.file.set_len(self.len).await?;
+            self.torn = false;
         }
-        .await;
-        match result {
+        match self.file.append(bytes).await {
             Ok(()) => {
                 self.len += bytes.len() as u64;
                 self.dirty = true;
                 Ok(())
             }
             Err(e) => {
-                // Best effort: if even this fails, open() repairs the tail.
-                let _ = self.file.set_len(self.len).await;
+                let len = self.len;
+                self.cut_back(len).await;
                 Err(e)
             }
         }
     }
 
+    /// Forget everything after `len` (rows whose fsync failed, to be
+    /// written again). A failed cut is retried before the next append.
+    pub async fn cut_back(&mut self, len: u64) {
+        self.len = len;
+        self.torn = self.file.set_len(len).await.is_err();
+    }
+
     /// Force written rows to stable storage.
     pub async fn sync(&mut self) -> Result<(), StoreError> {
+        self.sync_io().await.map_err(|source| StoreError::Io {
+            path: self.path.clone(),
+            action: "fsync",
+            source,
+        })
+    }
+
+    /// [`Self::sync`] with the bare I/O error.
+    pub async fn sync_io(&mut self) -> std::io::Result<()> {
         if self.dirty || self.len == HEADER.len() as u64 {
-            self.file
-                .sync_data()
-                .await
-                .map_err(|source| StoreError::Io {
-                    path: self.path.clone(),
-                    action: "fsync",
-                    source,
-                })?;
+            self.file.sync().await?;
             self.dirty = false;
         }
         Ok(())
@@ -163,10 +171,12 @@ impl ActiveFile {
     /// The first bytes of the file: the header and the first row.
     async fn read_head(&mut self) -> std::io::Result<Vec<u8>> {
         let mut head = vec![0u8; 512];
-        self.file.seek(SeekFrom::Start(0)).await?;
         let mut filled = 0;
         while filled < head.len() {
-            let n = self.file.read(&mut head[filled..]).await?;
+            let n = self
+                .file
+                .read_at(filled as u64, &mut head[filled..])
+                .await?;
             if n == 0 {
                 break;
             }
@@ -178,15 +188,23 @@ impl ActiveFile {
 }
 
 /// The length of the file up to and including its last newline.
-async fn complete_length(file: &mut File, len: u64) -> std::io::Result<u64> {
+async fn complete_length(file: &mut dyn DiskFile, len: u64) -> std::io::Result<u64> {
     const STEP: u64 = 64 * 1024;
     let mut end = len;
     let mut buf = vec![0u8; STEP as usize];
     while end > 0 {
         let start = end.saturating_sub(STEP);
         let chunk = &mut buf[..(end - start) as usize];
-        file.seek(SeekFrom::Start(start)).await?;
-        file.read_exact(chunk).await?;
+        let mut filled = 0;
+        while filled < chunk.len() {
+            let n = file
+                .read_at(start + filled as u64, &mut chunk[filled..])
+                .await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            filled += n;
+        }
         if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
             return Ok(start + i as u64 + 1);
         }

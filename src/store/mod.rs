@@ -4,21 +4,31 @@
 //! Polling never waits for the disk. The engine hands each cycle's rows to
 //! [`StoreSender::send`], which puts them on a bounded queue without
 //! blocking; if the writer has fallen that far behind (a stalled SD card),
-//! the batch is dropped, counted and logged. The writer task alone touches
-//! the files, so there is no locking and rows are appended whole, in order.
+//! the batch is dropped and counted (`rows_dropped`); the first drop is
+//! logged, then a count every few minutes and a summary once the queue has
+//! emptied. The writer task alone touches the files, so there is no locking
+//! and rows are appended whole, in order.
+//!
+//! A failing disk (ENOSPC, EIO) is retried with backoff while the batch in
+//! hand and the queue hold the rows; each kind of failure (write, fsync,
+//! rotation) is logged when it starts and when it ends, not per attempt.
+//! With `fsync: always` a failed fsync cuts the batch off and writes it
+//! again (after a failed fsync the kernel may have dropped the pages).
 //!
 //! Rotation (by size, by UTC-aligned time, or both): flush, fsync, rename the
 //! active file to its time-stamped name, fsync the directory, open a fresh
 //! active file with its header, then compress (in the background) and apply
 //! retention.
 
+#[doc(hidden)]
+pub mod disk;
 mod file;
 pub mod names;
 mod rotate;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -29,7 +39,17 @@ use crate::aggregate::Row;
 use crate::config::{Compress, Fsync, Output};
 use crate::schedule::align_down;
 
+use disk::{Disk, RealDisk};
 pub use file::{ActiveFile, HEADER};
+
+/// While the queue stays full, how often the count of dropped rows is
+/// logged again.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(300);
+/// Longest wait between two attempts of a failing write.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// At shutdown, rows still failing this long after the disk started failing
+/// are given up (and counted as dropped).
+const GIVE_UP_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +94,14 @@ enum Message {
 pub struct StoreSender {
     tx: mpsc::Sender<Message>,
     stats: Arc<StoreStats>,
+    drops: Arc<Mutex<DropLog>>,
 }
 
 impl StoreSender {
     /// Queue rows for writing. Never waits: a full queue drops the batch and
-    /// counts it.
+    /// counts it. The first drop is logged; while the queue stays full, a
+    /// count every [`DROP_REPORT_EVERY`]; and a summary once the writer has
+    /// caught up.
     pub fn send(&self, rows: Vec<Row>) {
         if rows.is_empty() {
             return;
@@ -86,24 +109,79 @@ impl StoreSender {
         let n = rows.len() as u64;
         if let Err(e) = self.tx.try_send(Message::Rows(rows)) {
             let total = self.stats.rows_dropped.fetch_add(n, Ordering::Relaxed) + n;
-            match e {
+            let why = match e {
                 mpsc::error::TrySendError::Full(_) => {
-                    tracing::error!(
-                        "write queue full: dropped {n} row(s) ({total} dropped so far); the disk is not keeping up"
-                    )
+                    "write queue full: the disk is not keeping up or keeps failing"
                 }
-                mpsc::error::TrySendError::Closed(_) => {
-                    tracing::error!(
-                        "writer has stopped: dropped {n} row(s) ({total} dropped so far)"
-                    )
-                }
-            }
+                mpsc::error::TrySendError::Closed(_) => "the writer has stopped",
+            };
+            lock(&self.drops).dropped(n, total, why);
         }
     }
 
     pub fn stats(&self) -> &Arc<StoreStats> {
         &self.stats
     }
+}
+
+/// Logging of dropped rows: once when drops start, then rate-limited.
+#[derive(Default)]
+struct DropLog {
+    episode: Option<DropEpisode>,
+}
+
+struct DropEpisode {
+    rows: u64,
+    last_report: Instant,
+    since_report: u64,
+}
+
+impl DropLog {
+    fn dropped(&mut self, n: u64, total: u64, why: &str) {
+        let now = Instant::now();
+        match &mut self.episode {
+            None => {
+                tracing::error!(
+                    "{why}: dropped {n} row(s) ({total} dropped so far); further drops are \
+                     counted (rows_dropped) and summed up in the log every {} and once the \
+                     writer has caught up",
+                    humantime::format_duration(DROP_REPORT_EVERY)
+                );
+                self.episode = Some(DropEpisode {
+                    rows: n,
+                    last_report: now,
+                    since_report: 0,
+                });
+            }
+            Some(ep) => {
+                ep.rows += n;
+                ep.since_report += n;
+                if now.duration_since(ep.last_report) >= DROP_REPORT_EVERY {
+                    tracing::error!(
+                        "{why}: {} more row(s) dropped in the last {} ({total} dropped so far)",
+                        ep.since_report,
+                        humantime::format_duration(DROP_REPORT_EVERY)
+                    );
+                    ep.last_report = now;
+                    ep.since_report = 0;
+                }
+            }
+        }
+    }
+
+    /// The queue is empty again: close the episode with a summary.
+    fn drained(&mut self, total: u64) {
+        if let Some(ep) = self.episode.take() {
+            tracing::warn!(
+                "write queue has room again; {} row(s) were dropped while it was full ({total} dropped so far)",
+                ep.rows
+            );
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running store.
@@ -118,9 +196,16 @@ impl Store {
     /// Open the output directory and active file (repairing and checking
     /// it), finish interrupted compression, and start the writer task.
     pub async fn open(output: &Output) -> Result<Store, StoreError> {
+        Store::open_with(output, Arc::new(RealDisk)).await
+    }
+
+    /// [`Store::open`] with the active file's operations going through
+    /// `disk` (tests inject faults this way).
+    #[doc(hidden)]
+    pub async fn open_with(output: &Output, disk: Arc<dyn Disk>) -> Result<Store, StoreError> {
         let dir = &output.dir;
         create_dir(dir).await?;
-        let active = ActiveFile::open(&names::active(dir, &output.prefix)).await?;
+        let active = ActiveFile::open(disk.as_ref(), &names::active(dir, &output.prefix)).await?;
         let dir_err = |action, source| StoreError::Io {
             path: dir.clone(),
             action,
@@ -132,14 +217,20 @@ impl Store {
         stats.writable.store(true, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(output.queue);
         let closing = Arc::new(AtomicBool::new(false));
+        let drops = Arc::new(Mutex::new(DropLog::default()));
         let mut writer = Writer {
             output: output.clone(),
+            disk,
             active,
             rx,
             stats: stats.clone(),
+            drops: drops.clone(),
             closing: closing.clone(),
             background: JoinSet::new(),
             last_sync: Instant::now(),
+            failing: [None; 3],
+            rotate_retry: None,
+            given_up: 0,
         };
         for path in pending {
             writer.compress(path);
@@ -148,7 +239,7 @@ impl Store {
         let task = tokio::spawn(writer.run());
         Ok(Store {
             output: output.clone(),
-            sender: StoreSender { tx, stats },
+            sender: StoreSender { tx, stats, drops },
             closing,
             task,
         })
@@ -214,17 +305,34 @@ async fn create_dir(dir: &Path) -> Result<(), StoreError> {
     })
 }
 
+/// What the writer does to the disk, for failure tracking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Write,
+    Sync,
+    Rotate,
+}
+
 /// The writer task's state.
 struct Writer {
     output: Output,
+    disk: Arc<dyn Disk>,
     active: ActiveFile,
     rx: mpsc::Receiver<Message>,
     stats: Arc<StoreStats>,
+    drops: Arc<Mutex<DropLog>>,
     /// Set by [`Store::close`]: stop retrying a failing disk soon.
     closing: Arc<AtomicBool>,
     /// Compression jobs.
     background: JoinSet<(PathBuf, std::io::Result<()>)>,
     last_sync: Instant,
+    /// Since when each [`Op`] has been failing, so each failure and each
+    /// recovery is logged once, not on every attempt.
+    failing: [Option<Instant>; 3],
+    /// After a failed rotation: not before this, and the next wait.
+    rotate_retry: Option<(Instant, Duration)>,
+    /// Rows given up at shutdown because the disk kept failing.
+    given_up: u64,
 }
 
 impl Writer {
@@ -244,6 +352,15 @@ impl Writer {
                 Some(done) = self.background.join_next(), if !self.background.is_empty() => report_compression(done),
             }
         }
+        if self.given_up > 0 {
+            tracing::error!(
+                "gave up on {} row(s) at shutdown: {} still cannot be written",
+                self.given_up,
+                self.active.path().display()
+            );
+        }
+        let total = self.stats.rows_dropped.load(Ordering::Relaxed);
+        lock(&self.drops).drained(total);
         let result = self.active.sync().await;
         while let Some(done) = self.background.join_next().await {
             report_compression(done);
@@ -251,17 +368,60 @@ impl Writer {
         result
     }
 
-    async fn sync(&mut self) {
-        match self.active.sync().await {
-            Ok(()) => self.last_sync = Instant::now(),
-            Err(e) => {
-                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("{e}");
+    /// Record a failure of `op`; logged only when `op` starts failing.
+    fn failed(&mut self, op: Op, e: &dyn std::fmt::Display) {
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        if op != Op::Rotate {
+            self.stats.writable.store(false, Ordering::Relaxed);
+        }
+        let since = &mut self.failing[op as usize];
+        if since.is_some() {
+            tracing::debug!("{op:?} still failing: {e}");
+            return;
+        }
+        *since = Some(Instant::now());
+        let path = self.active.path().display();
+        match op {
+            Op::Write => tracing::error!(
+                "cannot write to {path}: {e}; holding rows (up to {} batch(es) queued) and retrying",
+                self.output.queue
+            ),
+            Op::Sync => tracing::error!("cannot fsync {path}: {e}; retrying"),
+            Op::Rotate => {
+                tracing::error!("rotation failed, still writing to the active file: {e}")
             }
         }
     }
 
-    /// Append one batch, rotating first if it is due.
+    /// `op` succeeded: log the recovery if it had been failing.
+    fn worked(&mut self, op: Op) {
+        if let Some(since) = self.failing[op as usize].take() {
+            let after = humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()));
+            let path = self.active.path().display();
+            match op {
+                Op::Write => tracing::info!("writing to {path} works again after {after}"),
+                Op::Sync => tracing::info!("fsync of {path} works again after {after}"),
+                Op::Rotate => tracing::info!("rotation works again after {after}"),
+            }
+        }
+        if self.failing[Op::Write as usize].is_none() && self.failing[Op::Sync as usize].is_none() {
+            self.stats.writable.store(true, Ordering::Relaxed);
+        }
+    }
+
+    async fn sync(&mut self) {
+        match self.active.sync_io().await {
+            Ok(()) => self.worked(Op::Sync),
+            Err(e) => self.failed(Op::Sync, &e),
+        }
+        // After a failure too: the next attempt comes one period later.
+        self.last_sync = Instant::now();
+    }
+
+    /// Append one batch, rotating first if it is due. A failing disk is
+    /// retried with backoff while the batch waits here and later ones wait
+    /// in the queue; with `fsync: always` a failed fsync cuts the batch off
+    /// again and writes it anew, so it is on disk exactly once.
     async fn write(&mut self, rows: Vec<Row>) {
         let bytes = match encode(&rows, self.output.decimals).await {
             Ok(b) => b,
@@ -275,45 +435,46 @@ impl Writer {
             .map(|r| r.time)
             .min()
             .expect("batches are never empty");
-        if self.rotation_due(first, bytes.len() as u64) {
+        if self.rotation_due(first, bytes.len() as u64)
+            && self.rotate_retry.is_none_or(|(at, _)| Instant::now() >= at)
+        {
             self.rotate().await;
         }
+        let always = self.output.fsync == Fsync::Always;
         let mut backoff = Duration::from_millis(100);
-        let mut failing_since: Option<Instant> = None;
         loop {
-            match self.active.append(&bytes).await {
-                Ok(()) => break,
-                Err(e) => {
-                    self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                    self.stats.writable.store(false, Ordering::Relaxed);
-                    if failing_since.is_none() {
-                        tracing::error!(
-                            "cannot write to {}: {e}; holding rows and retrying",
-                            self.active.path().display()
-                        );
-                        failing_since = Some(Instant::now());
+            let before = self.active.size();
+            let result = match self.active.append(&bytes).await {
+                Err(e) => Err((Op::Write, e)),
+                Ok(()) if always => match self.active.sync_io().await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        // The kernel may have dropped the pages: write them again.
+                        self.active.cut_back(before).await;
+                        Err((Op::Sync, e))
                     }
-                    let closing = self.closing.load(Ordering::Relaxed);
-                    if closing
-                        && failing_since.is_some_and(|t| t.elapsed() > Duration::from_secs(5))
-                    {
-                        let n = rows.len() as u64;
-                        self.stats.rows_dropped.fetch_add(n, Ordering::Relaxed);
-                        tracing::error!("giving up on {n} row(s) at shutdown: {e}");
-                        return;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                },
+                Ok(()) => Ok(()),
+            };
+            let Err((op, e)) = result else { break };
+            self.failed(op, &e);
+            if self.closing.load(Ordering::Relaxed) {
+                let since = self.failing[op as usize].unwrap_or_else(Instant::now);
+                if since.elapsed() >= GIVE_UP_AT_SHUTDOWN {
+                    let n = rows.len() as u64;
+                    self.stats.rows_dropped.fetch_add(n, Ordering::Relaxed);
+                    self.given_up += n;
+                    return;
                 }
+                backoff = backoff.min(Duration::from_secs(1));
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        self.stats.writable.store(true, Ordering::Relaxed);
-        if let Some(since) = failing_since {
-            tracing::info!(
-                "writing to {} works again after {}",
-                self.active.path().display(),
-                humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
-            );
+        self.worked(Op::Write);
+        if always {
+            self.worked(Op::Sync);
+            self.last_sync = Instant::now();
         }
         self.active.set_first_row(first);
         self.stats
@@ -322,8 +483,9 @@ impl Writer {
         self.stats
             .bytes_written
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        if self.output.fsync == Fsync::Always {
-            self.sync().await;
+        if self.rx.is_empty() {
+            let total = self.stats.rows_dropped.load(Ordering::Relaxed);
+            lock(&self.drops).drained(total);
         }
     }
 
@@ -343,14 +505,19 @@ impl Writer {
     }
 
     /// Close the active file under its rotated name and open a fresh one.
-    /// A failure leaves the agent appending to the current file: rows are
-    /// worth more than the size limit.
+    /// A failure leaves the agent appending to the current file (rows are
+    /// worth more than the size limit) and is retried with backoff.
     async fn rotate(&mut self) {
         if let Err(e) = self.try_rotate().await {
-            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("rotation failed, still writing to the active file: {e}");
+            self.failed(Op::Rotate, &e);
+            let wait = self.rotate_retry.map_or(Duration::from_secs(1), |(_, w)| {
+                (w * 2).min(MAX_BACKOFF * 6)
+            });
+            self.rotate_retry = Some((Instant::now() + wait, wait));
             return;
         }
+        self.rotate_retry = None;
+        self.worked(Op::Rotate);
         self.stats.rotations.fetch_add(1, Ordering::Relaxed);
         self.retain().await;
     }
@@ -359,44 +526,63 @@ impl Writer {
         let dir = self.output.dir.clone();
         let prefix = &self.output.prefix;
         self.active.sync().await?;
-        let start = self
-            .active
-            .first_row()
-            .unwrap_or_else(std::time::SystemTime::now);
-        let mut seq = 0;
-        let target = loop {
-            let name = names::rotated(prefix, start, seq);
-            let plain = dir.join(&name);
-            let gz = dir.join(format!("{name}.gz"));
-            if !tokio::fs::try_exists(&plain).await.unwrap_or(true)
-                && !tokio::fs::try_exists(&gz).await.unwrap_or(true)
-            {
-                break plain;
-            }
-            seq += 1;
-        };
         let io = |path: &Path, action, source| StoreError::Io {
             path: path.to_path_buf(),
             action,
             source,
         };
-        let active_path = self.active.path().to_path_buf();
-        tokio::fs::rename(&active_path, &target)
-            .await
-            .map_err(|e| io(&target, "rename to", e))?;
+        let active_path = names::active(&dir, prefix);
+        // Normally the active file still has the active name; after a
+        // failed rotation whose rename back failed too, it already has its
+        // rotated name.
+        let target = if self.active.path() == active_path {
+            let start = self
+                .active
+                .first_row()
+                .unwrap_or_else(std::time::SystemTime::now);
+            let mut seq = 0;
+            let target = loop {
+                let name = names::rotated(prefix, start, seq);
+                let plain = dir.join(&name);
+                let gz = dir.join(format!("{name}.gz"));
+                if !tokio::fs::try_exists(&plain).await.unwrap_or(true)
+                    && !tokio::fs::try_exists(&gz).await.unwrap_or(true)
+                {
+                    break plain;
+                }
+                seq += 1;
+            };
+            tokio::fs::rename(&active_path, &target)
+                .await
+                .map_err(|e| io(&target, "rename to", e))?;
+            self.active.set_path(target.clone());
+            target
+        } else {
+            self.active.path().to_path_buf()
+        };
         // From here on a crash leaves no active file; the next start makes one.
-        let fresh = ActiveFile::open(&active_path).await?;
+        let fresh = match ActiveFile::open(self.disk.as_ref(), &active_path).await {
+            Ok(f) => f,
+            Err(e) => {
+                // Disk full while writing the header: keep appending to the
+                // old file under the active name (the rename replaces the
+                // partial new one).
+                if tokio::fs::rename(&target, &active_path).await.is_ok() {
+                    self.active.set_path(active_path);
+                }
+                return Err(e);
+            }
+        };
         let _ = std::mem::replace(&mut self.active, fresh);
-        let sync_dir = dir.clone();
-        tokio::task::spawn_blocking(move || rotate::sync_dir(&sync_dir))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            .map_err(|e| io(&dir, "fsync directory", e))?;
         tracing::info!("rotated {} to {}", active_path.display(), target.display());
         if self.output.compress == Compress::Gzip {
             self.compress(target);
         }
-        Ok(())
+        let sync_dir = dir.clone();
+        tokio::task::spawn_blocking(move || rotate::sync_dir(&sync_dir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| io(&dir, "fsync directory", e))
     }
 
     fn compress(&mut self, path: PathBuf) {

@@ -523,3 +523,20 @@ pub fn client() -> reqwest::Client {
     edge_agent::poll::install_crypto_provider();
     reqwest::Client::new()
 }
+
+/// Store settings for tests: `readings` files in `dir`, no rotation, no
+/// compression, fsync on rotation.
+pub fn output(dir: &Path) -> edge_agent::config::Output {
+    use edge_agent::config::{Compress, Fsync, Output};
+    Output {
+        dir: dir.to_path_buf(),
+        prefix: "readings".into(),
+        max_size: None,
+        every: None,
+        keep: 100,
+        compress: Compress::None,
+        fsync: Fsync::Rotate,
+        decimals: 3,
+        queue: 1024,
+    }
+}
