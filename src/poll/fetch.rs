@@ -40,14 +40,6 @@ pub enum Failure {
     Unit(#[from] UnitError),
 }
 
-impl Failure {
-    /// A coarse kind, so a sensor whose reason changes only in detail (one
-    /// byte count or another) is not logged as a new failure.
-    pub fn kind(&self) -> std::mem::Discriminant<Failure> {
-        std::mem::discriminant(self)
-    }
-}
-
 /// Fetch one reading from `sensor`, in `target` units. The sensor's
 /// `timeout` bounds the whole exchange, headers and body.
 pub async fn fetch(
