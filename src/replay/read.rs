@@ -8,7 +8,8 @@
 //!
 //! Damage never stops the replay: a line with the wrong number of fields,
 //! a bad time or a bad number is skipped with a [`Skip`] naming file and
-//! line; a truncated gzip stream is read up to the damage; a last line with
+//! line (quotes mean nothing, so a stray `"` costs one line, not the rest
+//! of the file); a truncated gzip stream is read up to the damage; a last line with
 //! no newline (a write in progress, or a torn one) is skipped.
 
 use std::collections::VecDeque;
@@ -149,6 +150,10 @@ impl FileReader {
         let csv = csv_async::AsyncReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
+            // Our files never quote (group names are plain words), so a
+            // stray `"` is damage to one line, not the start of a field
+            // that swallows every line after it.
+            .quoting(false)
             .buffer_capacity(chunk_size.clamp(512, 64 * 1024))
             .create_reader(tracked);
         Ok(FileReader {
