@@ -23,19 +23,20 @@
 //! `cargo test --all-targets`) it does nothing, so test runs stay fast.
 
 mod common;
-use common::print_table;
+use common::{
+    BIN, Cycle, Guard, Res, median, mib, parse_cycle, print_table, proc_status_kib, start_agent,
+    wait_listening, write_checked_config,
+};
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
 
 const HOSTS: usize = 10;
 const SENSORS: usize = 10_000;
@@ -53,8 +54,6 @@ const GOAL_DEMO_RSS_MIB: f64 = 8.0;
 const DEMO_SECONDS: u64 = 12;
 const DEMO_PORTS: [u16; 2] = [18321, 18322];
 
-type Res<T> = Result<T, String>;
-
 fn main() -> ExitCode {
     if !std::env::args().any(|a| a == "--bench") {
         println!("cycle: run with `cargo bench --bench cycle`; nothing to do in test mode");
@@ -65,80 +64,6 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("cycle bench FAILED: {e}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// A child process that is killed (SIGKILL) and reaped when dropped, unless
-/// it was already waited for.
-struct Guard {
-    name: &'static str,
-    child: Option<Child>,
-}
-
-impl Guard {
-    fn spawn(name: &'static str, cmd: &mut Command) -> Res<Guard> {
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {name} ({BIN}): {e}"))?;
-        Ok(Guard {
-            name,
-            child: Some(child),
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().expect("child is present until stopped")
-    }
-
-    /// `Some(status)` once the child has exited.
-    fn exited(&mut self) -> Res<Option<ExitStatus>> {
-        let name = self.name;
-        self.child()
-            .try_wait()
-            .map_err(|e| format!("cannot wait for {name}: {e}"))
-    }
-
-    /// SIGTERM, then wait up to `timeout` for the exit status.
-    fn terminate(&mut self, timeout: Duration) -> Res<ExitStatus> {
-        let pid = self.pid().to_string();
-        if self.exited()?.is_none() {
-            let st = Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .map_err(|e| format!("cannot run kill: {e}"))?;
-            if !st.success() {
-                return Err(format!("kill -TERM {pid} ({}) failed: {st}", self.name));
-            }
-        }
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited()? {
-                self.child = None;
-                return Ok(status);
-            }
-            if Instant::now() >= until {
-                return Err(format!(
-                    "{} (pid {pid}) did not exit within {timeout:?} of SIGTERM",
-                    self.name
-                ));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            if let Ok(None) = c.try_wait() {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
         }
     }
 }
@@ -160,13 +85,7 @@ fn cpu_ticks(pid: u32) -> Res<u64> {
 
 /// Peak resident set size (VmHWM) of `pid`, in KiB.
 fn vm_hwm_kib(pid: u32) -> Res<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("no VmHWM in /proc/{pid}/status"))
+    proc_status_kib(pid, "VmHWM")
 }
 
 fn clock_ticks_per_second() -> (f64, &'static str) {
@@ -180,71 +99,8 @@ fn clock_ticks_per_second() -> (f64, &'static str) {
     }
 }
 
-/// One `cycle at ... done ok=N failed=N ms=N` debug line.
-#[derive(Debug, Clone, Copy)]
-struct Cycle {
-    ok: u64,
-    failed: u64,
-    ms: u64,
-}
-
-fn parse_cycle(line: &str) -> Option<Cycle> {
-    if !line.contains("cycle at") || !line.contains(" done") {
-        return None;
-    }
-    let field = |key: &str| -> Option<u64> {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .and_then(|v| v.parse().ok())
-    };
-    Some(Cycle {
-        ok: field("ok=")?,
-        failed: field("failed=")?,
-        ms: field("ms=")?,
-    })
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
 fn host_ip(h: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 1 + h as u8)
-}
-
-/// Wait until `addr` accepts TCP connections, or fail when `sim` exits.
-fn wait_listening(addr: SocketAddr, sim: &mut Guard, log: &Path, timeout: Duration) -> Res<()> {
-    let until = Instant::now() + timeout;
-    loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        if let Some(st) = sim.exited()? {
-            let text = fs::read_to_string(log).unwrap_or_default();
-            return Err(format!(
-                "simulator exited ({st}) before {addr} was up:\n{text}"
-            ));
-        }
-        if Instant::now() >= until {
-            return Err(format!(
-                "{addr} did not accept connections within {timeout:?}"
-            ));
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Time `n` sequential GETs on one keep-alive connection to the simulator:
@@ -352,21 +208,7 @@ fn write_config(dir: &Path, port: u16) -> Res<PathBuf> {
         }
     }
     let path = dir.join("bench.yaml");
-    fs::write(&path, y).map_err(|e| format!("{}: {e}", path.display()))?;
-    let check = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run check: {e}"))?;
-    if !check.status.success() {
-        return Err(format!(
-            "edge-agent check rejected the bench config ({}):\n{}",
-            check.status,
-            String::from_utf8_lossy(&check.stderr)
-        ));
-    }
+    write_checked_config(&path, &y)?;
     Ok(path)
 }
 
@@ -437,30 +279,8 @@ fn bench_10k(dir: &Path) -> Res<Measured> {
         config.display()
     );
 
-    let mut agent = Guard::spawn(
-        "agent",
-        Command::new(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .args(["--log-level", "debug"])
-            .env_remove("RUST_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    )?;
+    let (mut agent, rx, reader) = start_agent(&config)?;
     let pid = agent.pid();
-    let stderr = agent.child().stderr.take().ok_or("no stderr pipe")?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
 
     let wanted = WARMUP_CYCLES + MEASURED_CYCLES;
     let timeout = Duration::from_secs(INTERVAL_S * (wanted as u64 + 2) + 20);

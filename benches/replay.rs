@@ -33,7 +33,7 @@
 //! `cargo test --all-targets`) it does nothing, so test runs stay fast.
 
 mod common;
-use common::print_table;
+use common::{BIN, median, mib, print_table};
 
 use std::collections::HashSet;
 use std::fs;
@@ -47,7 +47,6 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
 const TIME_BIN: &str = "/usr/bin/time";
 const VM_BIN: &str = "/usr/bin/victoria-metrics";
 
@@ -605,19 +604,6 @@ fn replay(work: &Path, dir: &Path, args: &[&str], want_rows: u64) -> Res<Replaye
 
 // ------------------------------------------------------------ statistics
 
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn spread(values: &[f64]) -> (f64, f64) {
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -626,10 +612,6 @@ fn spread(values: &[f64]) -> (f64, f64) {
 
 fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
 }
 
 /// Timings of one kind of replay.

@@ -9,7 +9,9 @@
 //!
 //! Query parameters shape a sensor's behaviour, overriding the server's
 //! defaults: `latency=20ms` delays the answer, `fail=0.1` answers 10% of
-//! requests with HTTP 500, `unit=fahrenheit` changes the unit of `text`.
+//! requests with HTTP 500, `garbage=0.1` answers 10% with HTTP 200 and an
+//! HTML page instead of a reading, `unit=fahrenheit` changes the unit of
+//! `text`.
 //!
 //! ```text
 //! GET /json/gh-1        {"id":"gh-1","temperature_c":21.31,"temperature_f":70.36,...}
@@ -93,6 +95,7 @@ async fn answer(
     let arrived = tokio::time::Instant::now();
     let mut behaviour = defaults;
     let mut unit = "celsius".to_string();
+    let mut garbage_rate = 0.0;
     for pair in req.uri().query().unwrap_or("").split('&') {
         match pair.split_once('=') {
             Some(("latency", v)) => {
@@ -103,6 +106,11 @@ async fn answer(
             Some(("fail", v)) => {
                 if let Ok(r) = v.parse::<f64>() {
                     behaviour.fail_rate = r.clamp(0.0, 1.0);
+                }
+            }
+            Some(("garbage", v)) => {
+                if let Ok(r) = v.parse::<f64>() {
+                    garbage_rate = r.clamp(0.0, 1.0);
                 }
             }
             Some(("unit", v)) => unit = v.to_string(),
@@ -133,6 +141,13 @@ async fn answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             "text/plain",
             "simulated failure\n".into(),
+        ));
+    }
+    if garbage_rate > 0.0 && unit_interval(hash(id.as_bytes(), second ^ 0x6a5b)) < garbage_rate {
+        return Ok(reply(
+            StatusCode::OK,
+            "text/html",
+            "<html><body>502 Bad Gateway</body></html>\n".into(),
         ));
     }
     let c = celsius(id, now);

@@ -1,4 +1,19 @@
 //! Helpers shared by the benchmarks.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub type Res<T> = Result<T, String>;
+
+/// The release binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
 
 /// A Markdown table with padded columns.
 pub fn print_table(head: &[&str; 4], rows: &[[String; 4]]) {
@@ -21,4 +36,202 @@ pub fn print_table(head: &[&str; 4], rows: &[[String; 4]]) {
     for r in rows {
         line([&r[0], &r[1], &r[2], &r[3]].map(String::as_str));
     }
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, unless
+/// it was already waited for.
+pub struct Guard {
+    name: &'static str,
+    child: Option<Child>,
+}
+
+impl Guard {
+    pub fn spawn(name: &'static str, cmd: &mut Command) -> Res<Guard> {
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({BIN}): {e}"))?;
+        Ok(Guard {
+            name,
+            child: Some(child),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("child is present until stopped")
+    }
+
+    /// `Some(status)` once the child has exited.
+    pub fn exited(&mut self) -> Res<Option<ExitStatus>> {
+        let name = self.name;
+        self.child()
+            .try_wait()
+            .map_err(|e| format!("cannot wait for {name}: {e}"))
+    }
+
+    /// SIGTERM, then wait up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Res<ExitStatus> {
+        let pid = self.pid().to_string();
+        if self.exited()?.is_none() {
+            let st = Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .map_err(|e| format!("cannot run kill: {e}"))?;
+            if !st.success() {
+                return Err(format!("kill -TERM {pid} ({}) failed: {st}", self.name));
+            }
+        }
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= until {
+                return Err(format!(
+                    "{} (pid {pid}) did not exit within {timeout:?} of SIGTERM",
+                    self.name
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One `cycle at ... done ok=N failed=N ms=N` debug line.
+#[derive(Debug, Clone, Copy)]
+pub struct Cycle {
+    pub ok: u64,
+    pub failed: u64,
+    pub ms: u64,
+}
+
+pub fn parse_cycle(line: &str) -> Option<Cycle> {
+    if !line.contains("cycle at") || !line.contains(" done") {
+        return None;
+    }
+    let field = |key: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+    };
+    Some(Cycle {
+        ok: field("ok=")?,
+        failed: field("failed=")?,
+        ms: field("ms=")?,
+    })
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Wait until `addr` accepts TCP connections, or fail when `sim` exits.
+pub fn wait_listening(addr: SocketAddr, sim: &mut Guard, log: &Path, timeout: Duration) -> Res<()> {
+    let until = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Some(st) = sim.exited()? {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            return Err(format!(
+                "simulator exited ({st}) before {addr} was up:\n{text}"
+            ));
+        }
+        if Instant::now() >= until {
+            return Err(format!(
+                "{addr} did not accept connections within {timeout:?}"
+            ));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `edge-agent run --config CONFIG --log-level debug`, with its stderr
+/// lines sent to the returned channel by a reader thread (joined by the
+/// caller once the agent has exited).
+pub fn start_agent(config: &Path) -> Res<(Guard, mpsc::Receiver<String>, thread::JoinHandle<()>)> {
+    let mut agent = Guard::spawn(
+        "agent",
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--log-level", "debug"])
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )?;
+    let stderr = agent.child().stderr.take().ok_or("no stderr pipe")?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((agent, rx, reader))
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> Res<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// Write `yaml` to `path` and have `edge-agent check` accept it.
+pub fn write_checked_config(path: &Path, yaml: &str) -> Res<()> {
+    fs::write(path, yaml).map_err(|e| format!("{}: {e}", path.display()))?;
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run check: {e}"))?;
+    if !check.status.success() {
+        return Err(format!(
+            "edge-agent check rejected {} ({}):\n{}",
+            path.display(),
+            check.status,
+            String::from_utf8_lossy(&check.stderr)
+        ));
+    }
+    Ok(())
 }

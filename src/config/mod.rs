@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use raw::{Compress, Format, Unit};
+pub(crate) use validate::is_name;
 pub(crate) use validate::parse_prom_selector as validate_prom_selector;
 pub use values::{HumanSize, Secret};
 

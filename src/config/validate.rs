@@ -264,7 +264,8 @@ fn shown_url(raw: &str, url: &url::Url) -> String {
     shown
 }
 
-fn is_name(s: &str) -> bool {
+/// Letters, digits, `_`, `-`, `.`: group names and sensor ids.
+pub(crate) fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))

@@ -65,33 +65,16 @@ impl Encoder {
     }
 }
 
-/// `r` as a CSV line: the recorded line, byte for byte.
+/// `r` as a CSV line: the recorded line, byte for byte. The reader splits
+/// on every comma (quotes mean nothing in our files) and [`super::read`]
+/// admits no field with a quote or line break, so joining the fields with
+/// commas gives the line back.
 pub(crate) fn csv_line(r: &Record, out: &mut Vec<u8>) {
-    // The common case, checked in one pass: no field needs quoting, so the
-    // fields joined by commas are the line as recorded.
-    let all = r.raw.as_slice();
-    let plain =
-        memchr::memchr3(b',', b'"', b'\n', all).is_none() && memchr::memchr(b'\r', all).is_none();
     for (i, field) in r.raw.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        if plain
-            || !field
-                .iter()
-                .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
-        {
-            out.extend_from_slice(field);
-        } else {
-            out.push(b'"');
-            for b in field {
-                if *b == b'"' {
-                    out.push(b'"');
-                }
-                out.push(*b);
-            }
-            out.push(b'"');
-        }
+        out.extend_from_slice(field);
     }
     out.push(b'\n');
 }

@@ -8,7 +8,8 @@
 //!
 //! Damage never stops the replay: a line with the wrong number of fields,
 //! a bad time or a bad number is skipped with a [`Skip`] naming file and
-//! line; a truncated gzip stream is read up to the damage; a last line with
+//! line (quotes mean nothing, so a stray `"` costs one line, not the rest
+//! of the file); a truncated gzip stream is read up to the damage; a last line with
 //! no newline (a write in progress, or a torn one) is skipped.
 
 use std::collections::VecDeque;
@@ -165,6 +166,10 @@ impl FileReader {
         let csv = csv_async::AsyncReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
+            // Our files never quote (group names are plain words), so a
+            // stray `"` is damage to one line, not the start of a field
+            // that swallows every line after it.
+            .quoting(false)
             .buffer_capacity(chunk_size.clamp(512, 64 * 1024))
             .create_reader(tracked);
         Ok(FileReader {
@@ -286,6 +291,9 @@ pub fn parse(record: &mut Record) -> Result<(), String> {
     let group = std::str::from_utf8(&r[1]).map_err(|_| "group is not valid UTF-8".to_string())?;
     if group.is_empty() {
         return Err("empty group".into());
+    }
+    if !crate::config::is_name(group) {
+        return Err(format!("group `{}` is not a group name", short(group)));
     }
     let num = |i: usize| -> Result<Option<f64>, String> {
         let b = &r[i];
@@ -542,6 +550,10 @@ mod tests {
                 "time `2026-11-31T10:00:05.000Z` is not RFC 3339",
             ),
             ("2026-11-24T10:00:05.000Z,,1,1,1,celsius,1,0", "empty group"),
+            (
+                "2026-11-24T10:00:05.000Z,g\"h,1,1,1,celsius,1,0",
+                "group `g\"h` is not a group name",
+            ),
             (
                 "2026-11-24T10:00:05.000Z,g,1x,1,1,celsius,1,0",
                 "mean `1x` is not a number",

@@ -2,8 +2,10 @@
 //!
 //! Opening is where damage from a previous run is dealt with:
 //! - a partial last line (power cut mid-write) is cut back to the last
-//!   newline, and the number of bytes cut is logged;
-//! - an empty file gets the header;
+//!   newline, and so are complete lines after the last row that parses;
+//!   the number of bytes cut is logged;
+//! - an empty file, or one holding only a start of the header, gets the
+//!   header;
 //! - a file whose first line is not our header belongs to someone else and
 //!   is never appended to.
 //!
@@ -50,10 +52,41 @@ impl ActiveFile {
         };
         let mut file = disk.open(path).await.map_err(io)?;
         let mut len = file.size().await.map_err(io)?;
-        let keep = complete_length(file.as_mut(), len).await.map_err(io)?;
+        // Whose file is it? Decided before anything is cut: a file of
+        // someone else's is never touched.
+        let head = read_head(file.as_mut()).await.map_err(io)?;
+        let first_row = match head.iter().position(|b| *b == b'\n') {
+            Some(i) if head[..i] == *HEADER.trim_end().as_bytes() => head[i + 1..]
+                .split(|b| *b == b'\n')
+                .next()
+                .and_then(row_time),
+            // Only the header was being written: a start of it, then
+            // perhaps zeros (blocks the crash left unwritten). Without a
+            // header no line is readable: start the file again.
+            None if is_torn_header(&head) => {
+                if len > 0 {
+                    tracing::warn!(
+                        "{}: cut {len} byte(s): the header was never completely written",
+                        path.display()
+                    );
+                    file.set_len(0).await.map_err(io)?;
+                    file.sync().await.map_err(io)?;
+                    len = 0;
+                }
+                None
+            }
+            _ => {
+                let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
+                return Err(StoreError::ForeignFile {
+                    path: path.to_path_buf(),
+                    found: String::from_utf8_lossy(&first[..first.len().min(80)]).into_owned(),
+                });
+            }
+        };
+        let keep = valid_length(file.as_mut(), len).await.map_err(io)?;
         if keep < len {
             tracing::warn!(
-                "{}: cut {} byte(s) of a partial last line left by an interrupted write",
+                "{}: cut {} byte(s) of a partial or damaged tail left by an interrupted write",
                 path.display(),
                 len - keep
             );
@@ -66,23 +99,13 @@ impl ActiveFile {
             file,
             len,
             torn: false,
-            first_row: None,
+            // The first row itself may have been the damage.
+            first_row: first_row.filter(|_| len > HEADER.len() as u64),
             dirty: false,
         };
         if len == 0 {
             active.append(HEADER.as_bytes()).await.map_err(io)?;
             active.sync().await?;
-        } else {
-            let head = active.read_head().await.map_err(io)?;
-            let mut lines = head.split(|b| *b == b'\n');
-            let first = lines.next().unwrap_or_default();
-            if first != HEADER.trim_end().as_bytes() {
-                return Err(StoreError::ForeignFile {
-                    path: path.to_path_buf(),
-                    found: String::from_utf8_lossy(&first[..first.len().min(80)]).into_owned(),
-                });
-            }
-            active.first_row = lines.next().and_then(row_time);
         }
         Ok(active)
     }
@@ -167,50 +190,92 @@ impl ActiveFile {
     pub fn is_dirty(&self) -> bool {
         self.dirty
     }
-
-    /// The first bytes of the file: the header and the first row.
-    async fn read_head(&mut self) -> std::io::Result<Vec<u8>> {
-        let mut head = vec![0u8; 512];
-        let mut filled = 0;
-        while filled < head.len() {
-            let n = self
-                .file
-                .read_at(filled as u64, &mut head[filled..])
-                .await?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        head.truncate(filled);
-        Ok(head)
-    }
 }
 
-/// The length of the file up to and including its last newline.
-async fn complete_length(file: &mut dyn DiskFile, len: u64) -> std::io::Result<u64> {
+/// Fill `buf` from `pos`; an early end of file is an error.
+async fn read_exact_at(file: &mut dyn DiskFile, pos: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = file
+            .read_at(pos + filled as u64, &mut buf[filled..])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n;
+    }
+    Ok(())
+}
+
+/// The first bytes of the file: the header and the first row.
+async fn read_head(file: &mut dyn DiskFile) -> std::io::Result<Vec<u8>> {
+    let mut head = vec![0u8; 512];
+    let mut filled = 0;
+    while filled < head.len() {
+        let n = file.read_at(filled as u64, &mut head[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    head.truncate(filled);
+    Ok(head)
+}
+
+/// A start of the header, then only zeros: what a crash while writing the
+/// header of a new file leaves.
+fn is_torn_header(head: &[u8]) -> bool {
+    let text = head.iter().position(|b| *b == 0).unwrap_or(head.len());
+    HEADER.as_bytes().starts_with(&head[..text]) && head[text..].iter().all(|b| *b == 0)
+}
+
+/// The length of the file up to the end of its last good line: a partial
+/// last line (no newline) is cut, and so are complete lines after the last
+/// row that parses (or the header), as long as they lie in the last 64 KiB;
+/// damage from an interrupted write is never that large.
+async fn valid_length(file: &mut dyn DiskFile, len: u64) -> std::io::Result<u64> {
     const STEP: u64 = 64 * 1024;
-    let mut end = len;
     let mut buf = vec![0u8; STEP as usize];
-    while end > 0 {
+    // Up to the last newline.
+    let mut end = len;
+    let keep = loop {
+        if end == 0 {
+            return Ok(0);
+        }
         let start = end.saturating_sub(STEP);
         let chunk = &mut buf[..(end - start) as usize];
-        let mut filled = 0;
-        while filled < chunk.len() {
-            let n = file
-                .read_at(start + filled as u64, &mut chunk[filled..])
-                .await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            filled += n;
-        }
+        read_exact_at(file, start, chunk).await?;
         if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
-            return Ok(start + i as u64 + 1);
+            break start + i as u64 + 1;
         }
         end = start;
+    };
+    // Back over complete lines that are neither a row nor the header.
+    let start = keep.saturating_sub(STEP);
+    let window = &mut buf[..(keep - start) as usize];
+    read_exact_at(file, start, window).await?;
+    let mut end = window.len();
+    while end > 0 {
+        let line_start = window[..end - 1]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        if line_start == 0 && start > 0 {
+            // The line goes on before the window: not looked at, kept.
+            break;
+        }
+        let line = &window[line_start..end - 1];
+        if (start == 0 && line_start == 0) || is_row(line) {
+            break;
+        }
+        end = line_start;
     }
-    Ok(0)
+    Ok(start + end as u64)
+}
+
+/// A line that replay would read as a row.
+fn is_row(line: &[u8]) -> bool {
+    std::str::from_utf8(line).is_ok_and(|l| crate::replay::Record::from_line(l).is_ok())
 }
 
 /// The time in the first field of a CSV row.
