@@ -608,13 +608,13 @@ fn run_all() -> Res<()> {
         }
     };
     table.push([
-        "release binary (stripped)".into(),
+        "binary under test (as `cargo bench` builds it, dev-dep features too)".into(),
         format!("{:.2} MiB", size as f64 / 1024.0 / 1024.0),
         none.clone(),
         none.clone(),
     ]);
     table.push([
-        "Cargo.lock packages (incl. edge-agent)".into(),
+        "Cargo.lock packages (incl. edge-agent and dev-deps)".into(),
         packages.to_string(),
         none.clone(),
         none,
