@@ -231,6 +231,14 @@ fn cases(file_dir: &str) -> Vec<Case<'_>> {
             "groups[0].sensors[0].basic_auth.password_file: cannot read /nonexistent/pw",
         ),
         (
+            "password file that never ends",
+            vec![(
+                15,
+                "        value: /t\n        basic_auth: { username: u, password_file: /dev/zero }",
+            )],
+            "test.yaml:16:36: groups[0].sensors[0].basic_auth.password_file: /dev/zero is not a regular file",
+        ),
+        (
             "max_size 0",
             vec![(7, "  prefix: readings\n  rotate: { max_size: 0 }")],
             "test.yaml:8:13: output.rotate.max_size: must be at least 256 bytes",

@@ -228,6 +228,29 @@ fn can_write_in(dir: &Path) -> Result<(), String> {
     }
 }
 
+/// A small file the config names (a password, CA certificates): a regular
+/// file of at most `limit` bytes, so a path such as /dev/zero or a FIFO can
+/// never hang `check` or a reload.
+fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "{} is larger than {}; is it the right file?",
+            path.display(),
+            super::HumanSize(limit)
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Whether users other than the owner and group may read `path`.
 fn readable_by_all(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
@@ -479,7 +502,9 @@ fn sensor(
                 }
                 Some(Secret::new(c.expand(&pkey, p.expose())?))
             }
-            (None, Some(file)) => match std::fs::read_to_string(&file) {
+            (None, Some(file)) => match read_small(&file, 64 * 1024).and_then(|b| {
+                String::from_utf8(b).map_err(|_| format!("{} is not UTF-8 text", file.display()))
+            }) {
                 Ok(text) => {
                     if readable_by_all(&file) {
                         c.warnings.push(format!(
@@ -490,10 +515,7 @@ fn sensor(
                     Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string()))
                 }
                 Err(e) => {
-                    c.fail(
-                        format!("{bkey}.password_file"),
-                        format!("cannot read {}: {e}", file.display()),
-                    );
+                    c.fail(format!("{bkey}.password_file"), e);
                     return None;
                 }
             },
@@ -502,7 +524,7 @@ fn sensor(
         Some(BasicAuth { username, password })
     });
     if let Some(ca) = &s.tls.ca_file {
-        match std::fs::read(ca) {
+        match read_small(ca, 1024 * 1024) {
             Ok(pem) => {
                 if reqwest::Certificate::from_pem_bundle(&pem)
                     .map_or(true, |certs| certs.is_empty())
@@ -513,10 +535,7 @@ fn sensor(
                     );
                 }
             }
-            Err(e) => c.fail(
-                format!("{key}.tls.ca_file"),
-                format!("cannot read {}: {e}", ca.display()),
-            ),
+            Err(e) => c.fail(format!("{key}.tls.ca_file"), e),
         }
     }
     let timeout = s
