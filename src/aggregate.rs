@@ -37,7 +37,9 @@ pub struct Row {
 #[derive(Debug)]
 struct Window {
     start: SystemTime,
-    sum: f64,
+    /// Running mean: `sum / n` would overflow to infinity for readings
+    /// near f64::MAX, which units accept as finite.
+    mean: f64,
     min: f64,
     max: f64,
     ok: u64,
@@ -48,7 +50,7 @@ impl Window {
     fn new(start: SystemTime) -> Window {
         Window {
             start,
-            sum: 0.0,
+            mean: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             ok: 0,
@@ -59,10 +61,10 @@ impl Window {
     fn add(&mut self, outcome: &Outcome) {
         match outcome {
             Ok(v) => {
-                self.sum += v;
+                self.ok += 1;
+                self.mean += (v - self.mean) / self.ok as f64;
                 self.min = self.min.min(*v);
                 self.max = self.max.max(*v);
-                self.ok += 1;
             }
             Err(_) => self.failed += 1,
         }
@@ -73,7 +75,7 @@ impl Window {
         Row {
             time: self.start,
             group: group.name.clone(),
-            mean: any.then(|| self.sum / self.ok as f64),
+            mean: any.then_some(self.mean),
             min: any.then_some(self.min),
             max: any.then_some(self.max),
             unit: group.unit,
@@ -197,6 +199,16 @@ mod tests {
 
     fn t(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn huge_readings_average_to_a_finite_mean() {
+        let cfg = config("5s");
+        let mut agg = Aggregator::new(&cfg, t(100));
+        let outs = [Ok(f64::MAX), Ok(f64::MAX), Ok(-273.15)];
+        let rows = agg.add_cycle(t(100), outs.iter().map(|o| (0, o)));
+        let mean = rows[0].mean.unwrap();
+        assert!(mean.is_finite() && mean > f64::MAX / 2.0, "{mean}");
     }
 
     #[test]
