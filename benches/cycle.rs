@@ -24,8 +24,8 @@
 
 mod common;
 use common::{
-    BIN, Cycle, Guard, Res, median, mib, parse_cycle, print_table, proc_status_kib, start_agent,
-    wait_listening, write_checked_config,
+    BIN, Cycle, Guard, Res, free_port, median, mib, parse_cycle, print_table, proc_status_kib,
+    start_agent, wait_listening, write_checked_config,
 };
 
 use std::collections::VecDeque;
@@ -156,10 +156,7 @@ fn start_simulator(dir: &Path) -> Res<(Guard, u16)> {
     let log = dir.join("simulate.log");
     let mut last = String::new();
     for _attempt in 0..3 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("cannot find a free port: {e}"))?
-            .port();
+        let port = free_port()?;
         let mut cmd = Command::new(BIN);
         cmd.arg("simulate");
         for h in 0..HOSTS {

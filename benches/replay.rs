@@ -33,12 +33,12 @@
 //! `cargo test --all-targets`) it does nothing, so test runs stay fast.
 
 mod common;
-use common::{BIN, median, mib, print_table};
+use common::{BIN, free_port, median, mib, print_table};
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
@@ -823,10 +823,7 @@ fn start_vm(work: &Path) -> Res<Vm> {
     let log = work.join("victoria-metrics.log");
     let mut last = String::new();
     for _attempt in 0..3 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("cannot find a free port: {e}"))?
-            .port();
+        let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let out = fs::File::create(&log).map_err(io_err(&log))?;
         let err = out.try_clone().map_err(io_err(&log))?;

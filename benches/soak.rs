@@ -31,12 +31,12 @@
 
 mod common;
 use common::{
-    BIN, Guard, Res, mib, parse_cycle, print_table, proc_status_kib, start_agent, wait_listening,
-    write_checked_config,
+    BIN, Guard, Res, free_port, mib, parse_cycle, print_table, proc_status_kib, start_agent,
+    wait_listening, write_checked_config,
 };
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -71,13 +71,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn free_port() -> Res<u16> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot find a free port: {e}"))
 }
 
 /// Open descriptors of `pid`, and what they are (`socket`, `anon_inode`, a

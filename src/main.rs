@@ -232,11 +232,21 @@ fn init_logging(level: tracing::Level) {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         // The HTTP libraries log request URLs at debug level, and a URL may
-        // carry a token: they stay at info unless RUST_LOG names them.
-        Ok(spec) if !spec.contains("reqwest") && !spec.contains("hyper") => {
-            EnvFilter::new(format!("{spec},reqwest=info,hyper=info,hyper_util=info"))
+        // carry a token: each stays at info unless RUST_LOG names it.
+        Ok(mut spec) => {
+            let named: Vec<String> = spec
+                .split(',')
+                .filter_map(|d| d.split(['=', '[']).next())
+                .map(|t| t.trim().to_string())
+                .collect();
+            for lib in ["reqwest", "hyper", "hyper_util"] {
+                let own = |t: &String| t == lib || t.starts_with(&format!("{lib}::"));
+                if !named.iter().any(own) {
+                    spec.push_str(&format!(",{lib}=info"));
+                }
+            }
+            EnvFilter::new(spec)
         }
-        Ok(spec) => EnvFilter::new(spec),
         Err(_) => EnvFilter::new(format!("warn,edge_agent={level}")),
     };
     let builder = tracing_subscriber::fmt()
@@ -253,7 +263,7 @@ fn init_logging(level: tracing::Level) {
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
-    let config = Config::load(path).map_err(|e| {
+    let config = Config::load_to_run(path).map_err(|e| {
         eprintln!("{e}");
         if path == Path::new(DEFAULT_CONFIG) && !path.exists() {
             eprintln!(
@@ -262,9 +272,7 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
         }
         ExitCode::from(2)
     })?;
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
+    config.log_warnings();
     Ok(config)
 }
 

@@ -328,11 +328,9 @@ async fn prepare_reload(
     store: &Store,
     disk: &Arc<dyn Disk>,
 ) -> Option<Next> {
-    let config = match Config::load(path) {
+    let config = match Config::load_to_run(path) {
         Ok(c) => {
-            for warning in &c.warnings {
-                tracing::warn!("{warning}");
-            }
+            c.log_warnings();
             Arc::new(c)
         }
         Err(e) => {

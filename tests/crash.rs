@@ -29,7 +29,7 @@ const GROUPS: usize = 5;
 /// Start-up clean-ups the agent logs, counted to show the kills hit
 /// interesting moments.
 const LEFTOVERS: [(&str, &str); 3] = [
-    ("torn tail cut", "partial last line"),
+    ("torn tail cut", "left by an interrupted write"),
     (".gz.tmp removed", "removing unfinished compression"),
     (
         "plain copy of a .gz removed",

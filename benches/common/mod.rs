@@ -15,6 +15,14 @@ pub type Res<T> = Result<T, String>;
 /// The release binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
 
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Res<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
 /// A Markdown table with padded columns.
 pub fn print_table(head: &[&str; 4], rows: &[[String; 4]]) {
     let mut width = head.map(str::len);

@@ -261,18 +261,27 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Read and validate the config at `path`.
+    /// Read and validate the config at `path` (for commands that only read
+    /// the recorded files: `replay`, `tail`).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::parse(&text, path)
+        Config::resolve(&read(path)?, path, false)
+    }
+
+    /// [`Config::load`] for the agent that will run it (`run`, `check`, a
+    /// reload): `output.dir` is also tried for write access.
+    pub fn load_to_run(path: &Path) -> Result<Config, ConfigError> {
+        Config::resolve(&read(path)?, path, true)
     }
 
     /// Validate config `text`; `path` names it in messages and anchors
     /// relative paths (`password_file`, `ca_file`) nowhere but as written.
+    /// Nothing is created anywhere (the output dir's write access is tried
+    /// by [`Config::load_to_run`] only).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::resolve(text, path, false)
+    }
+
+    fn resolve(text: &str, path: &Path, try_output_dir: bool) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let invalid = |problems| ConfigError::Invalid {
             file: file.clone(),
@@ -280,7 +289,8 @@ impl Config {
         };
         let raw: raw::RawConfig =
             serde_yaml_ng::from_str(text).map_err(|e| invalid(vec![serde_problem(&e)]))?;
-        validate::resolve(raw, path, &|name| std::env::var(name).ok()).map_err(|mut problems| {
+        let env = |name: &str| std::env::var(name).ok();
+        validate::resolve(raw, path, &env, try_output_dir).map_err(|mut problems| {
             // Built only for errors: with 10,000 sensors the index is large.
             let locations = locate::Locations::index(text);
             for p in &mut problems {
@@ -293,6 +303,13 @@ impl Config {
         })
     }
 
+    /// Log [`Config::warnings`], at start and at each reload.
+    pub fn log_warnings(&self) {
+        for warning in &self.warnings {
+            tracing::warn!("{warning}");
+        }
+    }
+
     /// All sensors, with the group each belongs to.
     pub fn sensors(&self) -> impl Iterator<Item = (usize, &Sensor)> {
         self.groups
@@ -300,6 +317,13 @@ impl Config {
             .enumerate()
             .flat_map(|(g, group)| group.sensors.iter().map(move |s| (g, s)))
     }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Turn a serde_yaml error into a [`Problem`]: its message starts with the

@@ -82,7 +82,14 @@ impl Checker<'_> {
     }
 }
 
-pub fn resolve(raw: RawConfig, path: &Path, env: Env) -> Result<Config, Vec<Problem>> {
+/// Resolve `raw`; with `try_output_dir`, `output.dir` is also tried for
+/// write access (a probe file made and removed).
+pub fn resolve(
+    raw: RawConfig,
+    path: &Path,
+    env: Env,
+    try_output_dir: bool,
+) -> Result<Config, Vec<Problem>> {
     let mut c = Checker {
         problems: Vec::new(),
         env,
@@ -126,7 +133,7 @@ pub fn resolve(raw: RawConfig, path: &Path, env: Env) -> Result<Config, Vec<Prob
     if max_body == 0 {
         c.fail("max_body", "must be greater than 0");
     }
-    let output = output(&mut c, raw.output);
+    let output = output(&mut c, raw.output, try_output_dir);
     let metrics = raw.metrics.and_then(|m| match m.listen.parse::<std::net::SocketAddr>() {
         Ok(addr) if addr.ip().is_loopback() => Some(addr),
         Ok(addr) => {
@@ -206,18 +213,16 @@ fn can_write_in(dir: &Path) -> Result<(), String> {
     if !at.is_dir() {
         return Err(format!("{} is not a directory", at.display()));
     }
-    let probe = at.join(format!(".edge-agent-probe-{}", std::process::id()));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let probe = at.join(format!(".edge-agent-probe-{}-{nanos}", std::process::id()));
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&probe)
     {
         Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        // A leftover of a killed run with the same pid proves it as well.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
@@ -272,19 +277,25 @@ fn shown_url(raw: &str, url: &url::Url) -> String {
         None => (written, false),
     };
     let mut shown = base.to_string();
-    // scheme://user:password@host/...: keep the user, hide the password.
-    if let Some(start) = shown.find("://").map(|i| i + 3) {
-        let end = shown[start..].find('/').map_or(shown.len(), |i| start + i);
-        if let Some(at) = shown[start..end].rfind('@').map(|i| start + i) {
-            if let Some(colon) = shown[start..at].find(':').map(|i| start + i) {
-                shown.replace_range(colon + 1..at, "<redacted>");
-            }
-        }
+    // Keep the user, hide the password.
+    if let Some(range) = url_password(&shown) {
+        shown.replace_range(range, "<redacted>");
     }
     if query {
         shown.push_str("?<redacted>");
     }
     shown
+}
+
+/// Where the password of `scheme://user:password@host/...` is in `text`.
+fn url_password(text: &str) -> Option<std::ops::Range<usize>> {
+    let start = text.find("://")? + 3;
+    let end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| start + i);
+    let at = start + text[start..end].rfind('@')?;
+    let colon = start + text[start..at].find(':')?;
+    Some(colon + 1..at)
 }
 
 /// Letters, digits, `_`, `-`, `.`: group names and sensor ids.
@@ -294,7 +305,7 @@ pub(crate) fn is_name(s: &str) -> bool {
             .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))
 }
 
-fn output(c: &mut Checker, o: RawOutput) -> Output {
+fn output(c: &mut Checker, o: RawOutput, try_dir: bool) -> Output {
     if o.dir.as_os_str().is_empty() {
         c.fail("output.dir", "must not be empty");
     } else if o.dir.exists() && !o.dir.is_dir() {
@@ -302,7 +313,7 @@ fn output(c: &mut Checker, o: RawOutput) -> Output {
             "output.dir",
             format!("{} exists and is not a directory", o.dir.display()),
         );
-    } else if let Err(message) = can_write_in(&o.dir) {
+    } else if let Some(Err(message)) = try_dir.then(|| can_write_in(&o.dir)) {
         c.fail("output.dir", message);
     }
     if !is_name(&o.prefix) || o.prefix.starts_with('.') {
@@ -554,7 +565,7 @@ fn sensor(
         }
     }
     let url = url?;
-    if url.password().is_some() && !s.url.contains("${") {
+    if url_password(&s.url).is_some_and(|r| !r.is_empty() && !s.url[r].contains("${")) {
         c.literal_secrets.push(format!("{key}.url"));
     }
     let shown_url = shown_url(&s.url, &url);
@@ -743,7 +754,7 @@ groups:
             "PW" => Some("pw-secret".to_string()),
             _ => None,
         };
-        let config = resolve(raw, Path::new("t.yaml"), &env).unwrap();
+        let config = resolve(raw, Path::new("t.yaml"), &env, false).unwrap();
         let sensor = &config.groups[0].sensors[0];
         assert_eq!(sensor.url.password(), Some("pw-secret"));
         assert_eq!(
@@ -763,6 +774,9 @@ groups:
             shown_url("http://h:1/a", &url::Url::parse("http://h:1/a").unwrap()),
             "http://h:1/a"
         );
+        assert_eq!(url_password("http://u:p@h/x@y"), Some(9..10));
+        assert_eq!(url_password("http://u@h/a:b@c"), None);
+        assert_eq!(url_password("http://h/?a=b:c@d"), None);
     }
 
     #[test]

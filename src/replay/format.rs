@@ -80,10 +80,13 @@ pub(crate) fn csv_line(r: &Record, out: &mut Vec<u8>) {
 }
 
 fn json_line(r: &Record, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"time\":");
-    json_string(&r.raw[0], out);
-    out.extend_from_slice(b",\"group\":");
-    json_string(r.row.group.as_bytes(), out);
+    // The time (RFC 3339) and the group (a group name) were checked by the
+    // reader: neither holds anything a JSON string must escape.
+    out.extend_from_slice(b"{\"time\":\"");
+    out.extend_from_slice(&r.raw[0]);
+    out.extend_from_slice(b"\",\"group\":\"");
+    out.extend_from_slice(r.row.group.as_bytes());
+    out.push(b'"');
     // Numbers are written as recorded (already checked to be finite), so
     // the decimals the agent chose survive.
     let values = [r.row.mean, r.row.min, r.row.max];
@@ -108,17 +111,6 @@ fn json_line(r: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"failed\":");
     out.extend_from_slice(itoa::Buffer::new().format(r.row.failed).as_bytes());
     out.extend_from_slice(b"}\n");
-}
-
-/// `text` (UTF-8) as a JSON string.
-fn json_string(text: &[u8], out: &mut Vec<u8>) {
-    if text.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(text);
-        out.push(b'"');
-    } else {
-        let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(text));
-    }
 }
 
 /// JSON's number grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
@@ -154,7 +146,8 @@ fn is_json_number(s: &str) -> bool {
 
 fn influx_line(r: &Record, prefix: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(prefix);
-    escape(r.row.group.as_bytes(), b", =", out);
+    // A group name (checked by the reader) needs no escaping.
+    out.extend_from_slice(r.row.group.as_bytes());
     let mut first = true;
     for (name, value) in COLUMNS.iter().zip(r.raw.iter()).take(5).skip(2) {
         if value.is_empty() {

@@ -192,17 +192,25 @@ impl ActiveFile {
     }
 }
 
-/// Fill `buf` from `pos`; an early end of file is an error.
-async fn read_exact_at(file: &mut dyn DiskFile, pos: u64, buf: &mut [u8]) -> std::io::Result<()> {
+/// Read from `pos` until `buf` is full or the file ends; the bytes read.
+async fn read_up_to(file: &mut dyn DiskFile, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         let n = file
             .read_at(pos + filled as u64, &mut buf[filled..])
             .await?;
         if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+            break;
         }
         filled += n;
+    }
+    Ok(filled)
+}
+
+/// Fill `buf` from `pos`; an early end of file is an error.
+async fn read_exact_at(file: &mut dyn DiskFile, pos: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    if read_up_to(file, pos, buf).await? < buf.len() {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok(())
 }
@@ -210,15 +218,8 @@ async fn read_exact_at(file: &mut dyn DiskFile, pos: u64, buf: &mut [u8]) -> std
 /// The first bytes of the file: the header and the first row.
 async fn read_head(file: &mut dyn DiskFile) -> std::io::Result<Vec<u8>> {
     let mut head = vec![0u8; 512];
-    let mut filled = 0;
-    while filled < head.len() {
-        let n = file.read_at(filled as u64, &mut head[filled..]).await?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    head.truncate(filled);
+    let n = read_up_to(file, 0, &mut head).await?;
+    head.truncate(n);
     Ok(head)
 }
 

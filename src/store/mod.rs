@@ -578,11 +578,16 @@ impl Writer {
         if self.output.compress == Compress::Gzip {
             self.compress(target);
         }
+        // The rotation has happened; a failed directory fsync is an fsync
+        // failure (logged once, like the file's), not a failed rotation.
         let sync_dir = dir.clone();
-        tokio::task::spawn_blocking(move || rotate::sync_dir(&sync_dir))
+        let synced = tokio::task::spawn_blocking(move || rotate::sync_dir(&sync_dir))
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            .map_err(|e| io(&dir, "fsync directory", e))
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = synced {
+            self.failed(Op::Sync, &io(&dir, "fsync directory", e));
+        }
+        Ok(())
     }
 
     fn compress(&mut self, path: PathBuf) {
