@@ -575,6 +575,11 @@ fn sensor(
         url.host_str().unwrap_or_default(),
         url.port_or_known_default().unwrap_or_default()
     );
+    if s.tls.insecure {
+        c.warnings.push(format!(
+            "{key}.tls.insecure is set: certificates of {host} are not verified"
+        ));
+    }
     Some(Sensor {
         id: s.id,
         url,

@@ -3,7 +3,8 @@
 //! One `reqwest::Client` serves every sensor with the same TLS settings, so
 //! connections are pooled and reused across cycles. Most sites have a single
 //! TLS setting and so a single client; a sensor with its own `ca_file` or
-//! `insecure: true` gets the client for that setting.
+//! `insecure: true` gets the client for that setting (the config warns about
+//! each insecure sensor when it is loaded).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -48,13 +49,6 @@ impl Clients {
         for (_, sensor) in config.sensors() {
             if by_tls.contains_key(&sensor.tls) {
                 continue;
-            }
-            if sensor.tls.insecure {
-                tracing::warn!(
-                    sensor = %sensor.id,
-                    "tls.insecure is set: certificates of {} are not verified",
-                    sensor.host
-                );
             }
             let client = build_one(&sensor.tls, config)?;
             by_tls.insert(sensor.tls.clone(), client);
