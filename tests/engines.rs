@@ -275,50 +275,28 @@ async fn victoria_points(url: &str) -> Points {
 /// Forwards POSTs to `upstream`, failing the `fail`-th one with 503.
 async fn flaky_proxy(upstream: String, fail: usize) -> (String, Arc<AtomicUsize>) {
     use http_body_util::BodyExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    tokio::spawn(async move {
-        let client = client();
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (client, upstream, seen) = (client.clone(), upstream.clone(), seen.clone());
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (client, upstream, seen) =
-                            (client.clone(), upstream.clone(), seen.clone());
-                        async move {
-                            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
-                            let target = format!("{upstream}{}", req.uri());
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let status = if n == fail {
-                                503
-                            } else {
-                                client
-                                    .post(target)
-                                    .body(body)
-                                    .send()
-                                    .await
-                                    .unwrap()
-                                    .status()
-                                    .as_u16()
-                            };
-                            let mut r = hyper::Response::new(http_body_util::Full::new(
-                                bytes::Bytes::new(),
-                            ));
-                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, std::convert::Infallible>(r)
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+    let (seen, client) = (count.clone(), client());
+    let addr = support::serve_status(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (client, upstream, seen) = (client.clone(), upstream.clone(), seen.clone());
+        async move {
+            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            let target = format!("{upstream}{}", req.uri());
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            if n == fail {
+                return 503;
+            }
+            client
+                .post(target)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }
-    });
+    })
+    .await;
     (format!("http://{addr}"), count)
 }
 

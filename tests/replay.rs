@@ -414,49 +414,29 @@ struct Target {
 
 async fn target(fail: &'static [usize]) -> Target {
     use http_body_util::BodyExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
     let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (acc, reqs) = (accepted.clone(), requests.clone());
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (acc, reqs) = (acc.clone(), reqs.clone());
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (acc, reqs) = (acc.clone(), reqs.clone());
-                        async move {
-                            let n = reqs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                            let chunked = req
-                                .headers()
-                                .get("transfer-encoding")
-                                .is_some_and(|v| v == "chunked");
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let status = if fail.contains(&n) {
-                                500
-                            } else {
-                                assert!(chunked, "bodies are streamed");
-                                acc.lock()
-                                    .unwrap()
-                                    .push(String::from_utf8(body.to_vec()).unwrap());
-                                204
-                            };
-                            let mut r = hyper::Response::new(http_body_util::Full::new(
-                                bytes::Bytes::new(),
-                            ));
-                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, std::convert::Infallible>(r)
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+    let addr = support::serve_status(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (acc, reqs) = (acc.clone(), reqs.clone());
+        async move {
+            let n = reqs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let chunked = req
+                .headers()
+                .get("transfer-encoding")
+                .is_some_and(|v| v == "chunked");
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            if fail.contains(&n) {
+                return 500;
+            }
+            assert!(chunked, "bodies are streamed");
+            acc.lock()
+                .unwrap()
+                .push(String::from_utf8(body.to_vec()).unwrap());
+            204
         }
-    });
+    })
+    .await;
     Target {
         addr,
         accepted,

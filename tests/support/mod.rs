@@ -352,6 +352,38 @@ impl hyper::body::Body for ScriptedBody {
     }
 }
 
+/// An HTTP/1 server on 127.0.0.1 (a free port) that answers every request
+/// with the status `handle` returns and an empty body; for sinks that only
+/// need a yes or no (replay's HTTP targets).
+pub async fn serve_status<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = u16> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let answer = handle(req);
+                    async move {
+                        let mut r = Response::new(http_body_util::Full::new(Bytes::new()));
+                        *r.status_mut() = hyper::StatusCode::from_u16(answer.await).unwrap();
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// The built `edge-agent` binary.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_edge-agent")
