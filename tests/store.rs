@@ -278,7 +278,7 @@ async fn a_file_that_is_not_ours_is_never_appended_to() {
 }
 
 #[tokio::test]
-async fn crash_leftovers_of_compression_are_cleaned_up_and_finished() {
+async fn crash_leftovers_of_compression_and_write_probes_are_cleaned_up_and_finished() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let body = format!("{HEADER}2026-11-24T10:00:00.000Z,a,1.000,1.000,1.000,celsius,1,0\n");
@@ -298,6 +298,10 @@ async fn crash_leftovers_of_compression_are_cleaned_up_and_finished() {
         gz.finish().unwrap(),
     )
     .unwrap();
+
+    // A start killed while trying the dir for write access.
+    let probe = format!("{}4242-17", edge_agent::config::WRITE_PROBE_PREFIX);
+    std::fs::write(d.join(&probe), b"").unwrap();
 
     let mut out = output(d);
     out.compress = Compress::Gzip;

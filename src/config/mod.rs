@@ -26,6 +26,10 @@ pub(crate) use validate::is_name;
 pub(crate) use validate::parse_prom_selector as validate_prom_selector;
 pub use values::{HumanSize, Secret};
 
+/// Name prefix of the file made and removed to try `output.dir` for write
+/// access; the store removes one a killed start left behind.
+pub const WRITE_PROBE_PREFIX: &str = ".edge-agent-probe-";
+
 /// The resolved, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

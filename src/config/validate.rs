@@ -216,7 +216,11 @@ fn can_write_in(dir: &Path) -> Result<(), String> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let probe = at.join(format!(".edge-agent-probe-{}-{nanos}", std::process::id()));
+    let probe = at.join(format!(
+        "{}{}-{nanos}",
+        super::WRITE_PROBE_PREFIX,
+        std::process::id()
+    ));
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

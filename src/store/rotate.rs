@@ -26,14 +26,23 @@ pub fn list(dir: &Path, prefix: &str) -> std::io::Result<Vec<(Rotated, PathBuf)>
     Ok(found)
 }
 
-/// Finish what a crash interrupted: drop half-written `.gz.tmp` files and
-/// plain copies whose `.gz` is complete. Returns the plain rotated files that
+/// Finish what a crash interrupted: drop half-written `.gz.tmp` files, write
+/// probes of a killed start (see `config::WRITE_PROBE_PREFIX`) and plain
+/// copies whose `.gz` is complete. Returns the plain rotated files that
 /// still want compressing (when `gzip` is on).
 pub fn recover(dir: &Path, prefix: &str, gzip: bool) -> std::io::Result<Vec<PathBuf>> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
+        if name.starts_with(crate::config::WRITE_PROBE_PREFIX) {
+            tracing::info!(
+                "removing {}, left by a start that was killed",
+                entry.path().display()
+            );
+            std::fs::remove_file(entry.path())?;
+            continue;
+        }
         if let Some(base) = name.strip_suffix(".gz.tmp") {
             if parse_rotated(prefix, base).is_some() {
                 tracing::info!("removing unfinished compression {}", entry.path().display());
