@@ -300,6 +300,17 @@ async fn flaky_proxy(upstream: String, fail: usize) -> (String, Arc<AtomicUsize>
     (format!("http://{addr}"), count)
 }
 
+/// Every recorded point came back once, with its value: no gap, no duplicate.
+fn assert_same_points(got: &Points, want: &Points) {
+    assert_eq!(got.len(), want.len(), "no gap, no duplicate");
+    for (key, value) in want {
+        let g = got
+            .get(key)
+            .unwrap_or_else(|| panic!("missing point {key:?}"));
+        assert!((g - value).abs() < 1e-9, "{key:?}: {g} != {value}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_into_victoriametrics_through_a_failing_hop() {
     let Some(binary) = require("victoria-metrics", "victoria-metrics") else {
@@ -318,13 +329,7 @@ async fn replay_into_victoriametrics_through_a_failing_hop() {
     );
     assert_eq!(posts.load(Ordering::SeqCst), 16);
     let got = victoria_points(&vm.url).await;
-    assert_eq!(got.len(), want.len(), "no gap, no duplicate");
-    for (key, value) in &want {
-        let g = got
-            .get(key)
-            .unwrap_or_else(|| panic!("missing point {key:?}"));
-        assert!((g - value).abs() < 1e-9, "{key:?}: {g} != {value}");
-    }
+    assert_same_points(&got, &want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,11 +386,5 @@ async fn replay_into_influxdb() {
             }
         }
     }
-    assert_eq!(got.len(), want.len());
-    for (key, value) in &want {
-        let g = got
-            .get(key)
-            .unwrap_or_else(|| panic!("missing point {key:?}"));
-        assert!((g - value).abs() < 1e-9, "{key:?}: {g} != {value}");
-    }
+    assert_same_points(&got, &want);
 }
