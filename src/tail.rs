@@ -162,7 +162,7 @@ async fn older_rows(opts: &TailOptions, n: usize) -> std::io::Result<Vec<Vec<u8>
 
 fn line_of(record: &Record) -> Vec<u8> {
     let mut line = Vec::with_capacity(80);
-    crate::replay::format::csv_line(record, &mut line);
+    crate::replay::format::csv_line(&record.view(), &mut line);
     line
 }
 

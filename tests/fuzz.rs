@@ -710,6 +710,7 @@ mod replay {
     use super::*;
     use edge_agent::replay::read::COLUMNS;
     use edge_agent::replay::{FileReader, Next, Record};
+    use edge_agent::store::index::{self, Index};
     use std::io::Write;
 
     #[derive(Debug, Clone)]
@@ -780,25 +781,51 @@ mod replay {
         Skip(Option<u64>),
     }
 
-    /// Everything a reader yields: rows as their CSV line, skips by line.
-    fn read_all(path: &Path, gzip: bool, chunk: usize) -> Vec<Out> {
+    /// Everything a reader yields: rows as their CSV line (a verified
+    /// block as its lines), skips by line. With `indexed`, through the
+    /// file's index.
+    fn read_all(path: &Path, gzip: bool, chunk: usize, indexed: bool) -> Vec<Out> {
         block_on(async {
-            let mut reader = FileReader::open(path, gzip, chunk).await.unwrap();
+            let index = indexed.then(|| Index::load(path)).flatten();
+            let mut reader = FileReader::open_indexed(path, gzip, chunk, index).await.unwrap();
             let mut out = Vec::new();
+            let mut lines = 0;
             while let Some(next) = reader.next().await {
-                out.push(match next {
+                match next {
                     Next::Row(r) => {
                         let line = (0..COLUMNS.len()).map(|i| r.field(i)).collect::<Vec<_>>();
                         let line = line.join(",");
                         // The parsed values are those of the line.
                         assert_eq!(Record::from_line(&line).unwrap(), *r);
-                        Out::Row(line)
+                        out.push(Out::Row(line));
                     }
-                    Next::Skip(s) => Out::Skip(s.line),
-                });
+                    Next::Block(b) => {
+                        assert!(indexed);
+                        let text = std::str::from_utf8(b.bytes).unwrap();
+                        let rows: Vec<&str> = text.lines().collect();
+                        assert_eq!(rows.len() as u64, b.rows);
+                        assert!(b.first_line > lines, "blocks come in line order");
+                        lines = b.first_line + b.rows - 1;
+                        for line in rows {
+                            let t = Record::from_line(line).unwrap().row.time;
+                            assert!(b.min <= t && t <= b.max, "{line} outside its block's times");
+                            out.push(Out::Row(line.to_string()));
+                        }
+                    }
+                    Next::Skip(s) => out.push(Out::Skip(s.line)),
+                }
             }
             out
         })
+    }
+
+    /// Index `original` as the store would (blocks of `block` bytes), for
+    /// `path` (`.gz` or not) whose bytes are then damaged.
+    fn index(path: &Path, original: &[u8], block: u64) {
+        let plain = path.with_extension("").with_extension("csv");
+        std::fs::write(&plain, original).unwrap();
+        index::update_with(&plain, true, block).unwrap();
+        std::fs::remove_file(&plain).unwrap();
     }
 
     /// What the reader must yield for `bytes`, worked out line by line:
@@ -884,6 +911,7 @@ mod replay {
             original in file(),
             damage in proptest::collection::vec(damage(), 0..6),
             chunk in 1usize..2048,
+            block in proptest::option::of(1u64..1500),
         ) {
             let mut bytes = original.clone();
             for d in &damage {
@@ -891,8 +919,14 @@ mod replay {
             }
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("r.csv");
+            // With an index made before the damage: blocks that still
+            // match go out whole, the rest row by row, and the result is
+            // the same.
+            if let Some(block) = block {
+                index(&path, &original, block);
+            }
             std::fs::write(&path, &bytes).unwrap();
-            let mut got = read_all(&path, false, chunk);
+            let mut got = read_all(&path, false, chunk, block.is_some());
             let mut want = model(&bytes);
             // csv-async numbers a record after a blank line (or a lone
             // `\r`) one line short; compare line numbers only without them.
@@ -928,13 +962,17 @@ mod replay {
             original in file(),
             cut in any::<prop::sample::Index>(),
             chunk in 1usize..2048,
+            block in proptest::option::of(1u64..1500),
         ) {
             let gz = gzip(&original);
             let cut = cut.index(gz.len() + 1);
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("r.csv.gz");
+            if let Some(block) = block {
+                index(&path, &original, block);
+            }
             std::fs::write(&path, &gz[..cut]).unwrap();
-            let got = read_all(&path, true, chunk);
+            let got = read_all(&path, true, chunk, block.is_some());
             let full = model(&original);
             let rows: Vec<&Out> = got.iter().filter(|o| matches!(o, Out::Row(_))).collect();
             prop_assert!(rows.len() <= full.len());
@@ -1030,6 +1068,7 @@ mod found {
                 match next {
                     Next::Row(r) => rows.push(r.field(0).to_string()),
                     Next::Skip(s) => skips.push(s.line),
+                    Next::Block(_) => unreachable!("a reader without an index"),
                 }
             }
             (rows, skips)

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::UNIX_EPOCH;
 
-use super::read::{COLUMNS, Record};
+use super::read::{COLUMNS, View, digits, fast_decimal};
 
 /// How replayed rows are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,12 +55,12 @@ impl Encoder {
         }
     }
 
-    /// Append `record` as one line to `out`.
-    pub fn encode(&self, record: &Record, out: &mut Vec<u8>) {
+    /// Append `row` as one line to `out`.
+    pub fn encode(&self, row: &View, out: &mut Vec<u8>) {
         match self.format {
-            Format::Csv => csv_line(record, out),
-            Format::Jsonl => json_line(record, out),
-            Format::Influx => influx_line(record, &self.influx_prefix, out),
+            Format::Csv => csv_line(row, out),
+            Format::Jsonl => json_line(row, out),
+            Format::Influx => influx_line(row, &self.influx_prefix, out),
         }
     }
 }
@@ -69,8 +69,8 @@ impl Encoder {
 /// on every comma (quotes mean nothing in our files) and [`super::read`]
 /// admits no field with a quote or line break, so joining the fields with
 /// commas gives the line back.
-pub(crate) fn csv_line(r: &Record, out: &mut Vec<u8>) {
-    for (i, field) in r.raw.iter().enumerate() {
+pub(crate) fn csv_line(r: &View, out: &mut Vec<u8>) {
+    for (i, field) in r.fields.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -79,37 +79,47 @@ pub(crate) fn csv_line(r: &Record, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
-fn json_line(r: &Record, out: &mut Vec<u8>) {
-    // The time (RFC 3339) and the group (a group name) were checked by the
-    // reader: neither holds anything a JSON string must escape.
+/// A count as recorded (checked by [`super::read::parse`]), written anew so
+/// that `007` comes out as `7`.
+fn push_count(field: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(digits(field).unwrap_or(0)).as_bytes());
+}
+
+fn json_line(r: &View, out: &mut Vec<u8>) {
+    // The time (RFC 3339), the group (a group name) and the unit were
+    // checked by the reader: none holds anything a JSON string must escape.
+    let f = &r.fields;
     out.extend_from_slice(b"{\"time\":\"");
-    out.extend_from_slice(&r.raw[0]);
+    out.extend_from_slice(f[0]);
     out.extend_from_slice(b"\",\"group\":\"");
-    out.extend_from_slice(r.row.group.as_bytes());
+    out.extend_from_slice(f[1]);
     out.push(b'"');
     // Numbers are written as recorded (already checked to be finite), so
     // the decimals the agent chose survive.
-    let values = [r.row.mean, r.row.min, r.row.max];
-    for (i, value) in values.iter().enumerate() {
+    for i in 2..5 {
         out.extend_from_slice(match i {
-            0 => b",\"mean\":".as_slice(),
-            1 => b",\"min\":",
+            2 => b",\"mean\":".as_slice(),
+            3 => b",\"min\":",
             _ => b",\"max\":",
         });
-        match value {
-            None => out.extend_from_slice(b"null"),
-            Some(_) if is_json_number(r.field(i + 2)) => out.extend_from_slice(&r.raw[i + 2]),
-            Some(v) => {
-                let _ = write!(out, "{v}");
-            }
+        let text = std::str::from_utf8(f[i]).unwrap_or_default();
+        if text.is_empty() {
+            out.extend_from_slice(b"null");
+        } else if is_json_number(text) {
+            out.extend_from_slice(f[i]);
+        } else {
+            let v = fast_decimal(f[i])
+                .or_else(|| text.parse::<f64>().ok())
+                .unwrap_or_default();
+            let _ = write!(out, "{v}");
         }
     }
     out.extend_from_slice(b",\"unit\":\"");
-    out.extend_from_slice(r.row.unit.as_str().as_bytes());
+    out.extend_from_slice(f[5]);
     out.extend_from_slice(b"\",\"ok\":");
-    out.extend_from_slice(itoa::Buffer::new().format(r.row.ok).as_bytes());
+    push_count(f[6], out);
     out.extend_from_slice(b",\"failed\":");
-    out.extend_from_slice(itoa::Buffer::new().format(r.row.failed).as_bytes());
+    push_count(f[7], out);
     out.extend_from_slice(b"}\n");
 }
 
@@ -144,12 +154,12 @@ fn is_json_number(s: &str) -> bool {
     rest.is_empty()
 }
 
-fn influx_line(r: &Record, prefix: &[u8], out: &mut Vec<u8>) {
+fn influx_line(r: &View, prefix: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(prefix);
     // A group name (checked by the reader) needs no escaping.
-    out.extend_from_slice(r.row.group.as_bytes());
+    out.extend_from_slice(r.fields[1]);
     let mut first = true;
-    for (name, value) in COLUMNS.iter().zip(r.raw.iter()).take(5).skip(2) {
+    for (name, value) in COLUMNS.iter().zip(r.fields).take(5).skip(2) {
         if value.is_empty() {
             continue;
         }
@@ -160,15 +170,11 @@ fn influx_line(r: &Record, prefix: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(value);
     }
     out.extend_from_slice(if first { b" ok=" } else { b",ok=" });
-    out.extend_from_slice(itoa::Buffer::new().format(r.row.ok).as_bytes());
+    push_count(r.fields[6], out);
     out.extend_from_slice(b"i,failed=");
-    out.extend_from_slice(itoa::Buffer::new().format(r.row.failed).as_bytes());
+    push_count(r.fields[7], out);
     out.extend_from_slice(b"i ");
-    let ns = r
-        .row
-        .time
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let ns = r.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     out.extend_from_slice(itoa::Buffer::new().format(ns).as_bytes());
     out.push(b'\n');
 }
@@ -187,6 +193,8 @@ fn escape(text: &[u8], special: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::replay::read::Record;
 
     fn record(line: &str) -> Record {
         Record::from_line(line).unwrap()
@@ -208,7 +216,7 @@ mod tests {
         let empty = record("2026-11-24T10:00:05.000Z,cold,,,,celsius,0,2");
         let enc = |f: Format, r: &Record| {
             let mut out = Vec::new();
-            Encoder::new(f, "temperature").encode(r, &mut out);
+            Encoder::new(f, "temperature").encode(&r.view(), &mut out);
             String::from_utf8(out).unwrap()
         };
         assert_eq!(

@@ -9,12 +9,13 @@
 //! batches ([`http`]). Damaged lines are skipped with a warning naming file
 //! and line and counted; `--strict` turns any skip into an error at the end.
 
+mod chunks;
 mod discover;
 pub mod format;
 pub mod http;
 pub mod read;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -22,7 +23,9 @@ use tokio::time::Instant;
 
 pub use discover::{Source, sources};
 pub use format::{Encoder, Format};
-pub use read::{FileReader, Next, Record, Skip};
+pub use read::{Block, BlockRows, FileReader, Next, Record, Skip, View};
+
+use crate::store::index::Index;
 
 /// What to replay and how.
 #[derive(Debug, Clone)]
@@ -124,6 +127,88 @@ impl Pacer {
 /// Bytes of output gathered before one write to a file or stdout.
 const BLOCK: usize = 64 * 1024;
 
+/// Where selected rows go: filtered, paced, encoded, gathered into blocks.
+struct Emit<'a> {
+    opts: &'a Options,
+    encoder: Encoder,
+    pacer: Option<Pacer>,
+    /// Lines go out one by one (pacing; an HTTP sink counts rows).
+    per_row: bool,
+    block: Vec<u8>,
+    block_rows: u64,
+    summary: Summary,
+}
+
+impl Emit<'_> {
+    fn wanted(&self, row: &View) -> bool {
+        let o = self.opts;
+        o.since.is_none_or(|s| row.time >= s)
+            && o.until.is_none_or(|u| row.time < u)
+            && (o.groups.is_empty() || o.groups.iter().any(|g| g.as_bytes() == row.fields[1]))
+    }
+
+    async fn row(&mut self, row: &View<'_>, sink: &mut Sink) -> Result<(), ReplayError> {
+        if !self.wanted(row) {
+            return Ok(());
+        }
+        if let Some(p) = self.pacer.as_mut() {
+            p.wait(row.time).await;
+        }
+        self.encoder.encode(row, &mut self.block);
+        self.block_rows += 1;
+        self.summary.rows += 1;
+        if self.per_row || self.block.len() >= BLOCK {
+            self.flush(sink).await?;
+        }
+        Ok(())
+    }
+
+    /// A verified block: skipped whole when it lies outside the range,
+    /// passed through as it is when every row is wanted as CSV, else row
+    /// by row.
+    async fn block(&mut self, b: &Block<'_>, sink: &mut Sink, path: &Path) -> Result<(), ReplayError> {
+        let o = self.opts;
+        if o.since.is_some_and(|s| b.max < s) || o.until.is_some_and(|u| b.min >= u) {
+            return Ok(());
+        }
+        let all = o.since.is_none_or(|s| b.min >= s)
+            && o.until.is_none_or(|u| b.max < u)
+            && o.groups.is_empty();
+        if all && o.format == Format::Csv && !self.per_row {
+            self.flush(sink).await?;
+            sink.write(b.bytes, b.rows, false).await?;
+            self.summary.rows += b.rows;
+            return Ok(());
+        }
+        let mut rows = BlockRows::default();
+        let lines = b.bytes.strip_suffix(b"\n").unwrap_or(b.bytes);
+        for (i, line) in lines.split(|&c| c == b'\n').enumerate() {
+            match rows.view(line) {
+                Some(view) => self.row(&view, sink).await?,
+                None => {
+                    tracing::warn!(
+                        "{}:{}: not a row, though its index said so; skipped",
+                        path.display(),
+                        b.first_line + i as u64
+                    );
+                    self.summary.skipped += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, sink: &mut Sink) -> Result<(), ReplayError> {
+        if !self.block.is_empty() {
+            sink.write(&self.block, self.block_rows, self.pacer.is_some())
+                .await?;
+            self.block.clear();
+            self.block_rows = 0;
+        }
+        Ok(())
+    }
+}
+
 /// Replay the rows selected by `opts` into `sink`.
 pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayError> {
     let files = sources(&opts.dir, &opts.prefix, opts.since, opts.until).map_err(|source| {
@@ -132,71 +217,60 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
             source,
         }
     })?;
-    let mut summary = Summary::default();
     if files.is_empty() {
         tracing::warn!(
             "no recorded files of `{}` in {} for this range",
             opts.prefix,
             opts.dir.display()
         );
-        return Ok(summary);
+        return Ok(Summary::default());
     }
-    let mut pacer = opts.speed.map(Pacer::new);
+    let pacer = opts.speed.map(Pacer::new);
     // Lines are gathered into blocks for a writer (one write per block, not
     // per row); an HTTP sink counts rows, so it gets them one by one.
     let per_row = pacer.is_some() || matches!(sink, Sink::Http(_));
-    let mut block = Vec::with_capacity(BLOCK + 512);
-    let mut block_rows = 0;
-    let encoder = Encoder::new(opts.format, &opts.measurement);
+    let mut emit = Emit {
+        opts,
+        encoder: Encoder::new(opts.format, &opts.measurement),
+        pacer,
+        per_row,
+        block: Vec::with_capacity(BLOCK + 512),
+        block_rows: 0,
+        summary: Summary::default(),
+    };
     if let Some(h) = opts.format.header() {
-        block.extend_from_slice(h.as_bytes());
+        emit.block.extend_from_slice(h.as_bytes());
     }
     for source in &files {
-        let mut reader = match FileReader::open(&source.path, source.gzip, opts.chunk_size).await {
+        let index = Index::load(&source.path);
+        let opened =
+            FileReader::open_indexed(&source.path, source.gzip, opts.chunk_size, index).await;
+        let mut reader = match opened {
             Ok(r) => r,
             // Rotated away (or compressed) between listing and opening.
             Err(e) => {
                 tracing::warn!("{}: cannot open, skipped: {e}", source.path.display());
-                summary.skipped += 1;
+                emit.summary.skipped += 1;
                 continue;
             }
         };
-        summary.files += 1;
+        emit.summary.files += 1;
         while let Some(next) = reader.next().await {
-            let record = match next {
-                Next::Row(r) => r,
+            match next {
+                Next::Row(record) => emit.row(&record.view(), sink).await?,
+                Next::Block(block) => emit.block(&block, sink, &source.path).await?,
                 Next::Skip(skip) => {
                     tracing::warn!("{skip}");
-                    summary.skipped += 1;
-                    continue;
+                    emit.summary.skipped += 1;
                 }
-            };
-            if opts.since.is_some_and(|s| record.row.time < s)
-                || opts.until.is_some_and(|u| record.row.time >= u)
-            {
-                continue;
-            }
-            if !opts.groups.is_empty() && !opts.groups.contains(&record.row.group) {
-                continue;
-            }
-            if let Some(p) = pacer.as_mut() {
-                p.wait(record.row.time).await;
-            }
-            encoder.encode(record, &mut block);
-            block_rows += 1;
-            summary.rows += 1;
-            if per_row || block.len() >= BLOCK {
-                sink.write(&block, block_rows, pacer.is_some()).await?;
-                block.clear();
-                block_rows = 0;
             }
         }
     }
-    if summary.rows > 0 && !block.is_empty() {
-        sink.write(&block, block_rows, false).await?;
+    if emit.summary.rows > 0 {
+        emit.flush(sink).await?;
     }
     sink.finish().await?;
-    Ok(summary)
+    Ok(emit.summary)
 }
 
 #[cfg(test)]

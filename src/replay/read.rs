@@ -1,10 +1,15 @@
-//! Reading one recorded file, row by row, in bounded memory.
+//! Reading one recorded file in bounded memory: block by block where the
+//! file matches its index, row by row everywhere else.
 //!
-//! The file is read in chunks of `--chunk-size` with async I/O: a
-//! tokio-stream of chunks (`ReaderStream`), read a few chunks ahead by a
-//! task of its own, turned back into a reader for the gzip decoder (rotated
-//! `.csv.gz`) and for csv-async on top. Nothing holds more than those few
-//! chunks and csv-async's own buffer, whatever the size of the history.
+//! The bytes come as a tokio-stream of pieces read in `--chunk-size` reads
+//! by a task of its own ([`super::chunks`]; `.csv.gz` is inflated there).
+//! Where the file has an index ([`crate::store::index`]), each indexed
+//! block arrives whole and goes out as a [`Block`] once its CRC matches:
+//! rows that passed [`parse`] when they were indexed and have not changed
+//! since. From the first block that does not match, and after the last
+//! one, the pieces become a reader again with csv-async on top, and every
+//! row is checked as it comes. Nothing holds more than a few pieces and
+//! csv-async's own buffer, whatever the size of the history.
 //!
 //! Damage never stops the replay: a line with the wrong number of fields,
 //! a bad time or a bad number is skipped with a [`Skip`] naming file and
@@ -18,20 +23,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_compression::tokio::bufread::GzipDecoder;
 use csv_async::ByteRecord;
-use tokio::io::{AsyncRead, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::io::{ReaderStream, StreamReader};
+use tokio_util::io::StreamReader;
 
+use super::chunks::{self, Piece, Pieces};
 use crate::aggregate::Row;
 use crate::config::Unit;
-
-/// Chunks read ahead of the one being parsed.
-const READ_AHEAD: usize = 4;
+use crate::store::HEADER;
+use crate::store::index::{self, Entry, Index};
 
 /// The column names, in order.
 pub const COLUMNS: [&str; 8] = [
@@ -87,6 +91,73 @@ impl Record {
     }
 }
 
+/// A row as the encoders see it: its fields as recorded, and its time.
+pub struct View<'a> {
+    pub fields: [&'a [u8]; 8],
+    pub time: SystemTime,
+}
+
+impl Record {
+    /// This (parsed, so eight-field) row as a [`View`].
+    pub fn view(&self) -> View<'_> {
+        let mut fields = [&b""[..]; 8];
+        for (slot, field) in fields.iter_mut().zip(self.raw.iter()) {
+            *slot = field;
+        }
+        View {
+            fields,
+            time: self.row.time,
+        }
+    }
+}
+
+/// Reads the rows of verified blocks. They passed [`parse`] when indexed,
+/// so only the fields and the time are taken out, and rows of the same
+/// minute (the first 17 bytes of the time) share the work of the date.
+#[derive(Default)]
+pub struct BlockRows {
+    prefix: [u8; 17],
+    minute: Option<SystemTime>,
+}
+
+impl BlockRows {
+    /// `line` (without its newline) as a view; `None` if it is not a row
+    /// after all (an index made by something else than this program).
+    pub fn view<'a>(&mut self, line: &'a [u8]) -> Option<View<'a>> {
+        let mut fields = [&b""[..]; 8];
+        let mut parts = line.split(|&b| b == b',');
+        for slot in fields.iter_mut() {
+            *slot = parts.next()?;
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        let time = self.time(fields[0])?;
+        Some(View { fields, time })
+    }
+
+    fn time(&mut self, b: &[u8]) -> Option<SystemTime> {
+        if b.len() == 24 && b[..17] == self.prefix && b[19] == b'.' && b[23] == b'Z' {
+            if let (Some(minute), Some(s), Some(ms)) =
+                (self.minute, digits(&b[17..19]), digits(&b[20..23]))
+            {
+                if s < 60 {
+                    return Some(minute + Duration::from_millis(s * 1000 + ms));
+                }
+            }
+        }
+        if let Some(t) = fast_time(b) {
+            let into_minute = digits(&b[17..19])? * 1000 + digits(&b[20..23])?;
+            self.prefix.copy_from_slice(&b[..17]);
+            self.minute = Some(t - Duration::from_millis(into_minute));
+            return Some(t);
+        }
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+    }
+}
+
 /// A line that was not replayed, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skip {
@@ -105,20 +176,59 @@ impl std::fmt::Display for Skip {
     }
 }
 
-/// What reading yields: a row, or a skipped line / damaged rest of file.
+/// Rows whose bytes match their block in the file's index: every line is a
+/// row that passed [`parse`] when it was indexed, newline included.
+pub struct Block<'a> {
+    pub bytes: &'a [u8],
+    pub rows: u64,
+    /// Earliest and latest row time in the block.
+    pub min: SystemTime,
+    pub max: SystemTime,
+    /// Line number of the first row.
+    pub first_line: u64,
+}
+
+/// What reading yields: a row, a verified block of rows, or a skipped line
+/// / damaged rest of file.
 pub enum Next<'a> {
     Row(&'a Record),
+    Block(Block<'a>),
     Skip(Skip),
 }
 
 type Source = Pin<Box<dyn AsyncRead + Send>>;
 
+/// Reading block by block while the file matches its index.
+struct Fast {
+    pieces: Pieces,
+    entries: Vec<Entry>,
+    /// The next entry to come.
+    next: usize,
+    header_seen: bool,
+    /// Lines and bytes passed so far.
+    lines: u64,
+    bytes: u64,
+}
+
+/// What one step of block-by-block reading found.
+enum Step {
+    Block(Entry, u64),
+    Go,
+}
+
 /// Rows of one file.
 pub struct FileReader {
     path: PathBuf,
-    csv: csv_async::AsyncReader<Tracked<Source>>,
+    /// While the file's bytes match their index.
+    fast: Option<Fast>,
+    /// The verified block handed out last.
+    block: Option<Piece>,
+    /// The row-by-row reader, once reading goes row by row.
+    csv: Option<csv_async::AsyncReader<Tracked<Source>>>,
     last_byte: Arc<AtomicU8>,
     bytes: Arc<AtomicU64>,
+    /// Lines before the row-by-row reader's first line.
+    line_base: u64,
     /// The record being read.
     cur: ByteRecord,
     /// One row of look-ahead: the last row is only good if a newline ends it.
@@ -129,67 +239,106 @@ pub struct FileReader {
     skips: VecDeque<Skip>,
     /// The row handed out last; its buffers are reused.
     record: Record,
+    chunk_size: usize,
     done: bool,
     header_checked: bool,
 }
 
 impl FileReader {
+    /// Read `path` row by row.
     pub async fn open(path: &Path, gzip: bool, chunk_size: usize) -> std::io::Result<FileReader> {
-        let file = tokio::fs::File::open(path).await?;
-        let mut chunks = ReaderStream::with_capacity(file, chunk_size.max(512));
-        // A task reads a few chunks ahead, so the disk works while the rows
-        // of the chunk before are parsed; it stops when the reader is gone.
-        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-        tokio::spawn(async move {
-            while let Some(chunk) = chunks.next().await {
-                let failed = chunk.is_err();
-                if tx.send(chunk).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        let raw = StreamReader::new(ReceiverStream::new(rx));
-        let source: Source = if gzip {
-            let mut decoder = GzipDecoder::new(BufReader::with_capacity(chunk_size.max(512), raw));
-            decoder.multiple_members(true);
-            Box::pin(decoder)
-        } else {
-            Box::pin(raw)
-        };
-        let last_byte = Arc::new(AtomicU8::new(b'\n'));
-        let bytes = Arc::new(AtomicU64::new(0));
-        let tracked = Tracked {
-            inner: source,
-            last_byte: last_byte.clone(),
-            bytes: bytes.clone(),
-        };
-        let csv = csv_async::AsyncReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            // Our files never quote (group names are plain words), so a
-            // stray `"` is damage to one line, not the start of a field
-            // that swallows every line after it.
-            .quoting(false)
-            .buffer_capacity(chunk_size.clamp(512, 64 * 1024))
-            .create_reader(tracked);
-        Ok(FileReader {
+        Self::open_indexed(path, gzip, chunk_size, None).await
+    }
+
+    /// Read `path`, block by block as far as its bytes match `index`, row by
+    /// row after that (or from the start without an index).
+    pub async fn open_indexed(
+        path: &Path,
+        gzip: bool,
+        chunk_size: usize,
+        index: Option<Index>,
+    ) -> std::io::Result<FileReader> {
+        // Fail here, not in the reading task, when the file is gone.
+        tokio::fs::metadata(path).await?;
+        let entries = index.map(|i| i.entries).unwrap_or_default();
+        let mut plan = Vec::new();
+        if !entries.is_empty() {
+            plan.push(HEADER.len() as u64);
+            plan.extend(entries.iter().map(|e| e.len));
+        }
+        let pieces = chunks::spawn(path, gzip, chunk_size, plan);
+        let mut reader = FileReader {
             path: path.to_path_buf(),
-            csv,
-            last_byte,
-            bytes,
+            fast: None,
+            block: None,
+            csv: None,
+            last_byte: Arc::new(AtomicU8::new(b'\n')),
+            bytes: Arc::new(AtomicU64::new(0)),
+            line_base: 0,
             cur: ByteRecord::new(),
             held: None,
             out: None,
             skips: VecDeque::new(),
             record: Record::default(),
+            chunk_size,
             done: false,
             header_checked: false,
-        })
+        };
+        if entries.is_empty() {
+            reader.row_by_row(pieces, None, 0, 0, None);
+        } else {
+            reader.fast = Some(Fast {
+                pieces,
+                entries,
+                next: 0,
+                header_seen: false,
+                lines: 0,
+                bytes: 0,
+            });
+        }
+        Ok(reader)
+    }
+
+    /// Go on row by row from `first` (a piece already taken) and the rest of
+    /// `pieces`, `lines` lines and `bytes` bytes into the file.
+    fn row_by_row(
+        &mut self,
+        pieces: Pieces,
+        first: Option<Piece>,
+        lines: u64,
+        bytes: u64,
+        error: Option<std::io::Error>,
+    ) {
+        let stream = tokio_stream::iter(first.map(Ok).into_iter().chain(error.map(Err)))
+            .chain(ReceiverStream::new(pieces));
+        let source: Source = Box::pin(StreamReader::new(stream));
+        self.bytes.store(bytes, Ordering::Relaxed);
+        let tracked = Tracked {
+            inner: source,
+            last_byte: self.last_byte.clone(),
+            bytes: self.bytes.clone(),
+        };
+        self.line_base = lines;
+        self.header_checked = lines > 0;
+        self.csv = Some(
+            csv_async::AsyncReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                // Our files never quote (group names are plain words), so a
+                // stray `"` is damage to one line, not the start of a field
+                // that swallows every line after it.
+                .quoting(false)
+                .buffer_capacity(self.chunk_size.clamp(512, 64 * 1024))
+                .create_reader(tracked),
+        );
     }
 
     /// Bytes read so far (after decompression).
     pub fn bytes_read(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        match &self.fast {
+            Some(f) => f.bytes,
+            None => self.bytes.load(Ordering::Relaxed),
+        }
     }
 
     fn skip(&self, line: Option<u64>, reason: impl Into<String>) -> Skip {
@@ -200,7 +349,7 @@ impl FileReader {
         }
     }
 
-    /// The next row or skip; `None` at the end of the file.
+    /// The next row, block or skip; `None` at the end of the file.
     pub async fn next(&mut self) -> Option<Next<'_>> {
         loop {
             if let Some((line, raw)) = self.out.take() {
@@ -217,17 +366,82 @@ impl FileReader {
             if self.done {
                 return None;
             }
-            self.advance().await;
+            if self.fast.is_some() {
+                if let Step::Block(e, first_line) = self.step().await {
+                    let ms = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+                    return Some(Next::Block(Block {
+                        bytes: self.block.as_deref().unwrap_or_default(),
+                        rows: e.rows,
+                        min: ms(e.min_ms),
+                        max: ms(e.max_ms),
+                        first_line,
+                    }));
+                }
+            } else {
+                self.advance().await;
+            }
         }
+    }
+
+    /// Take the next piece while reading block by block: a block whose
+    /// bytes match goes out whole; anything else sends the reading row by
+    /// row from there.
+    async fn step(&mut self) -> Step {
+        self.block = None;
+        let Some(fast) = self.fast.as_mut() else {
+            return Step::Go;
+        };
+        let (piece, error) = match fast.pieces.recv().await {
+            Some(Ok(p)) => (Some(p), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => {
+                // The file ends: where the index said, or earlier (cut
+                // short since it was indexed; what was there went out).
+                self.done = true;
+                return Step::Go;
+            }
+        };
+        if let Some(p) = &piece {
+            if !fast.header_seen {
+                if **p == *HEADER.as_bytes() {
+                    fast.header_seen = true;
+                    fast.lines = 1;
+                    fast.bytes = p.len() as u64;
+                    return Step::Go;
+                }
+            } else if let Some(e) = fast.entries.get(fast.next).copied() {
+                if p.len() as u64 == e.len && crc32fast::hash(p) == e.crc {
+                    let first_line = fast.lines + 1;
+                    fast.next += 1;
+                    fast.lines += e.rows;
+                    fast.bytes += e.len;
+                    self.block = piece;
+                    return Step::Block(e, first_line);
+                }
+                tracing::warn!(
+                    "{}:{}: the rows from here on do not match their checksum in {};                      reading them one by one",
+                    self.path.display(),
+                    fast.lines + 1,
+                    index::path_for(&self.path).display()
+                );
+            }
+        }
+        let fast = self.fast.take().expect("checked");
+        self.row_by_row(fast.pieces, piece, fast.lines, fast.bytes, error);
+        Step::Go
     }
 
     /// Read one more record, deciding what it lets us decide.
     async fn advance(&mut self) {
         let mut record = std::mem::take(&mut self.cur);
-        let read = self.csv.read_byte_record(&mut record).await;
+        let Some(csv) = self.csv.as_mut() else {
+            self.done = true;
+            return;
+        };
+        let read = csv.read_byte_record(&mut record).await;
         match read {
             Ok(true) => {
-                let line = record.position().map_or(0, |p| p.line());
+                let line = self.line_base + record.position().map_or(0, |p| p.line());
                 if !self.header_checked {
                     self.header_checked = true;
                     if !record.iter().eq(COLUMNS.iter().map(|c| c.as_bytes())) {
@@ -331,7 +545,7 @@ pub fn parse(record: &mut Record) -> Result<(), String> {
 }
 
 /// An unsigned decimal integer (1 to 19 digits, so it fits a u64).
-fn digits(b: &[u8]) -> Option<u64> {
+pub(crate) fn digits(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 19 {
         return None;
     }
@@ -343,7 +557,7 @@ fn digits(b: &[u8]) -> Option<u64> {
 /// `-?DIGITS(.DIGITS)?` with at most 15 digits in all: the mantissa is
 /// exact in an f64 and one division by an exact power of ten rounds
 /// correctly, so this equals `str::parse` for what it accepts.
-fn fast_decimal(b: &[u8]) -> Option<f64> {
+pub(crate) fn fast_decimal(b: &[u8]) -> Option<f64> {
     const POW10: [f64; 16] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
     ];

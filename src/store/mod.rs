@@ -23,6 +23,7 @@
 #[doc(hidden)]
 pub mod disk;
 mod file;
+pub mod index;
 pub mod names;
 mod rotate;
 

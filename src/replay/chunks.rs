@@ -1,0 +1,141 @@
+//! The bytes of one file as a stream of pieces, read ahead by a task of
+//! its own.
+//!
+//! A task on tokio's blocking pool opens the file (and inflates a `.gz`),
+//! reads it in `--chunk-size` reads and hands the bytes over as a
+//! tokio-stream of [`Piece`]s, a few pieces ahead of the consumer. The
+//! pieces follow a plan: first the lengths asked for (the header and each
+//! indexed block, so a block arrives whole and its CRC can be checked
+//! before any of it is used), then the rest of the file in pieces of a few
+//! reads each.
+//!
+//! Why a task of our own and not `tokio::fs::File`: tokio's file does every
+//! read on the blocking pool anyway, one hand-off per read; one task per
+//! file reads back to back and hands over a few reads at once (a hand-off
+//! per 64 KiB read cost a third of the throughput here). Why page-aligned
+//! buffers: reading the page cache into a buffer at an odd address ran at
+//! 1.5 GB/s on this machine, into a page-aligned one at 7 GB/s, as fast
+//! as `cat`. Buffers go back to the task when a piece is dropped, so a
+//! replay touches the same few pages over and over.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+
+use tokio::sync::mpsc;
+
+/// Pieces read ahead of the one in use.
+const READ_AHEAD: usize = 4;
+/// Reads per piece after the planned ones.
+const READS_PER_PIECE: usize = 4;
+const PAGE: usize = 4096;
+
+/// A run of bytes of the file; hands its buffer back when dropped.
+pub struct Piece {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    home: std_mpsc::Sender<Vec<u8>>,
+}
+
+impl std::ops::Deref for Piece {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        let _ = self.home.send(std::mem::take(&mut self.buf));
+    }
+}
+
+impl bytes::Buf for Piece {
+    fn remaining(&self) -> usize {
+        self.end - self.start
+    }
+    fn chunk(&self) -> &[u8] {
+        self
+    }
+    fn advance(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+    }
+}
+
+/// The stream of a file's pieces; an error ends it.
+pub type Pieces = mpsc::Receiver<io::Result<Piece>>;
+
+/// Start reading `path` (inflated if `gzip`): pieces of the lengths in
+/// `plan`, then the rest. A file that ends early gives a shorter piece.
+pub fn spawn(path: &Path, gzip: bool, chunk_size: usize, plan: Vec<u64>) -> Pieces {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let path = path.to_path_buf();
+    let chunk = chunk_size.max(512);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = read_all(&path, gzip, chunk, &plan, &tx) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rx
+}
+
+fn read_all(
+    path: &PathBuf,
+    gzip: bool,
+    chunk: usize,
+    plan: &[u64],
+    tx: &mpsc::Sender<io::Result<Piece>>,
+) -> io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let mut source: Box<dyn Read> = if gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(
+            chunk, file,
+        )))
+    } else {
+        Box::new(file)
+    };
+    let rest = chunk * READS_PER_PIECE;
+    let biggest = plan.iter().map(|&l| l as usize).max().unwrap_or(0).max(rest);
+    let (home, pool) = std_mpsc::channel::<Vec<u8>>();
+    let mut planned = plan.iter().map(|&l| l as usize);
+    loop {
+        let want = planned.next().unwrap_or(rest);
+        let mut buf = pool
+            .try_recv()
+            .unwrap_or_else(|_| vec![0; biggest + PAGE]);
+        let start = buf.as_ptr().align_offset(PAGE).min(PAGE);
+        let mut end = start;
+        let mut failed = None;
+        while end < start + want {
+            let to = (end + chunk).min(start + want);
+            match source.read(&mut buf[end..to]) {
+                Ok(0) => break,
+                Ok(n) => end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let short = end < start + want;
+        if end > start {
+            let piece = Piece {
+                buf,
+                start,
+                end,
+                home: home.clone(),
+            };
+            if tx.blocking_send(Ok(piece)).is_err() {
+                return Ok(()); // the reader is gone
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if short {
+            return Ok(());
+        }
+    }
+}

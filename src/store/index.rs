@@ -1,0 +1,427 @@
+//! A checksum index beside each data file, so that replay can pass rows
+//! through without checking each one again.
+//!
+//! Why: a replay of months of history spends nearly all its time splitting
+//! and checking rows that were checked once already, when they were
+//! written. The index lists consecutive blocks of whole rows (about
+//! [`BLOCK`] bytes each) with their byte range, row count, earliest and
+//! latest time and a CRC-32 of their bytes. Every row of a block passed the
+//! same check replay makes (`replay::read::parse`) when the block was
+//! indexed. Replay recomputes the CRC (several GB/s), and a block whose
+//! bytes still match is known to be those rows; a block that does not
+//! match, and whatever comes after the last block, is read row by row as
+//! before. So a wrong, stale or damaged index costs speed, never rows.
+//!
+//! The index of `NAME.csv` is `.NAME.csv.idx` in the same directory (hidden,
+//! so `ls` and `tail -F` users see only data files); it serves `NAME.csv.gz`
+//! too, as offsets count uncompressed bytes. It is text: a first line
+//! [`MAGIC`], then one line per block, `OFFSET LEN ROWS MIN_MS MAX_MS CRC`
+//! (times in ms since 1970, the CRC in hex), and possibly a last line `end`:
+//! a line that is not a row was found there, so no block follows and replay
+//! reads the rest of the file row by row. Blocks are contiguous from the end
+//! of the header on; a line that breaks that (or a torn last line) ends the
+//! index where it stands.
+//!
+//! The store keeps the active file's index current (a block is added once
+//! that many bytes are written), completes it at rotation and renames it
+//! with the file; retention removes it with the file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use super::file::{FILE_MODE, HEADER};
+
+/// Bytes of rows per block: large enough that a replay checks one CRC per
+/// few thousand rows, small enough to hold one block in memory at a time.
+pub const BLOCK: u64 = 256 * 1024;
+
+/// The first line of an index file.
+pub const MAGIC: &str = "edge-agent-index 1";
+
+/// One block of whole rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Where the block starts in the (uncompressed) file.
+    pub offset: u64,
+    pub len: u64,
+    pub rows: u64,
+    /// Earliest and latest row time, ms since 1970.
+    pub min_ms: u64,
+    pub max_ms: u64,
+    /// CRC-32 (as in gzip) of the block's bytes.
+    pub crc: u32,
+}
+
+impl Entry {
+    fn line(&self) -> String {
+        format!(
+            "{} {} {} {} {} {:08x}\n",
+            self.offset, self.len, self.rows, self.min_ms, self.max_ms, self.crc
+        )
+    }
+
+    fn parse(line: &str) -> Option<Entry> {
+        let mut f = line.split(' ');
+        let mut num = || f.next()?.parse::<u64>().ok();
+        let entry = Entry {
+            offset: num()?,
+            len: num()?,
+            rows: num()?,
+            min_ms: num()?,
+            max_ms: num()?,
+            crc: 0,
+        };
+        let crc = u32::from_str_radix(f.next()?, 16).ok()?;
+        (f.next().is_none() && entry.len > 0 && entry.rows > 0 && entry.min_ms <= entry.max_ms)
+            .then_some(Entry { crc, ..entry })
+    }
+
+    fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+}
+
+/// The blocks of one file.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Index {
+    pub entries: Vec<Entry>,
+    /// No block follows the last one (see the module docs).
+    pub ended: bool,
+}
+
+/// `.NAME.csv.idx` for `NAME.csv` and for `NAME.csv.gz`.
+pub fn path_for(data: &Path) -> PathBuf {
+    let name = data.file_name().unwrap_or_default().to_string_lossy();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    data.with_file_name(format!(".{name}.idx"))
+}
+
+impl Index {
+    /// The index of `data`, as far as it is whole and consistent; `None`
+    /// when there is none (or it cannot be read).
+    pub fn load(data: &Path) -> Option<Index> {
+        let text = std::fs::read(path_for(data)).ok()?;
+        let text = String::from_utf8_lossy(&text);
+        let mut lines = text.split_inclusive('\n');
+        if lines.next()? != format!("{MAGIC}\n") {
+            return None;
+        }
+        let mut index = Index::default();
+        let mut end = HEADER.len() as u64;
+        for line in lines {
+            // A torn last line (no newline) is not there yet.
+            let Some(line) = line.strip_suffix('\n') else {
+                break;
+            };
+            if line == "end" {
+                index.ended = true;
+                break;
+            }
+            match Entry::parse(line) {
+                Some(e) if e.offset == end => {
+                    end = e.end();
+                    index.entries.push(e);
+                }
+                _ => break,
+            }
+        }
+        Some(index)
+    }
+
+    /// Where the indexed bytes end (the end of the header if none are).
+    pub fn covered_end(&self) -> u64 {
+        self.entries
+            .last()
+            .map_or(HEADER.len() as u64, Entry::end)
+    }
+}
+
+/// A block being gathered.
+struct Gather {
+    entry: Entry,
+    hasher: crc32fast::Hasher,
+}
+
+impl Gather {
+    fn at(offset: u64) -> Gather {
+        Gather {
+            entry: Entry {
+                offset,
+                len: 0,
+                rows: 0,
+                min_ms: u64::MAX,
+                max_ms: 0,
+                crc: 0,
+            },
+            hasher: crc32fast::Hasher::new(),
+        }
+    }
+
+    fn add(&mut self, line: &[u8], ms: u64) {
+        self.hasher.update(line);
+        let e = &mut self.entry;
+        e.len += line.len() as u64;
+        e.rows += 1;
+        e.min_ms = e.min_ms.min(ms);
+        e.max_ms = e.max_ms.max(ms);
+    }
+
+    fn finish(self) -> Entry {
+        Entry {
+            crc: self.hasher.finalize(),
+            ..self.entry
+        }
+    }
+}
+
+/// The time of `line` (with its newline) in ms, if it is a row replay
+/// would read. Our writer never writes `\r` or an empty line, so those end
+/// an index too: the row-by-row reader decides what they are.
+fn row_ms(line: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(line.strip_suffix(b"\n")?).ok()?;
+    if text.contains('\r') {
+        return None;
+    }
+    let record = crate::replay::Record::from_line(text).ok()?;
+    let ms = record.row.time.duration_since(UNIX_EPOCH).ok()?.as_millis();
+    u64::try_from(ms).ok()
+}
+
+/// Index what of `data` is not indexed yet: whole blocks of complete rows
+/// and, with `last` (the file is closed: rotated), the shorter block at
+/// the end. Returns where the indexed bytes now end. Blocking: run it on
+/// the blocking pool.
+pub fn update(data: &Path, last: bool) -> io::Result<u64> {
+    update_with(data, last, BLOCK)
+}
+
+/// [`update`] with blocks of `block` bytes (tests use small ones).
+#[doc(hidden)]
+pub fn update_with(data: &Path, last: bool, block_size: u64) -> io::Result<u64> {
+    let mut index = Index::load(data).unwrap_or_default();
+    let start = index.covered_end();
+    if index.ended {
+        return Ok(start);
+    }
+    let mut file = File::open(data)?;
+    if index.entries.is_empty() {
+        let mut head = vec![0; HEADER.len()];
+        if file.read_exact(&mut head).is_err() || head != HEADER.as_bytes() {
+            // Not one of ours, or no header yet: nothing to index.
+            return Ok(start);
+        }
+    }
+    file.seek(SeekFrom::Start(start))?;
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut new = Vec::new();
+    let mut block = Gather::at(start);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 || !line.ends_with(b"\n") {
+            break; // the end, or a row still being written
+        }
+        let Some(ms) = row_ms(&line) else {
+            index.ended = true;
+            break;
+        };
+        block.add(&line, ms);
+        if block.entry.len >= block_size {
+            let end = block.entry.end();
+            new.push(std::mem::replace(&mut block, Gather::at(end)).finish());
+        }
+    }
+    if (last || index.ended) && block.entry.rows > 0 {
+        new.push(block.finish());
+    }
+    let end = new.last().map_or(start, Entry::end);
+    if new.is_empty() && !index.ended {
+        return Ok(end);
+    }
+    let path = path_for(data);
+    let fresh = !path.exists() || Index::load(data).is_none();
+    let mut out = OpenOptions::new()
+        .create(true)
+        .append(!fresh)
+        .write(true)
+        .truncate(fresh)
+        .mode(FILE_MODE)
+        .open(&path)?;
+    let mut text = String::new();
+    if fresh {
+        text.push_str(MAGIC);
+        text.push('\n');
+    }
+    for e in &new {
+        text.push_str(&e.line());
+    }
+    if index.ended {
+        text.push_str("end\n");
+    }
+    out.write_all(text.as_bytes())?;
+    Ok(end)
+}
+
+/// At the store's start: keep the active file's index if it still belongs
+/// to the file (its first and last blocks match), otherwise rebuild it; then
+/// index what was written since. A crash can leave an index describing more
+/// than the repaired file holds, or the file rotated before it. Blocking.
+pub fn reopen(data: &Path) -> io::Result<u64> {
+    if let Some(index) = Index::load(data) {
+        let fits = match (index.entries.first(), index.entries.last()) {
+            (Some(first), Some(last)) => matches(data, first)? && matches(data, last)?,
+            _ => true,
+        };
+        if !fits {
+            remove(data)?;
+        }
+    }
+    update(data, false)
+}
+
+/// True when the bytes of `data` at `e` have `e`'s CRC.
+fn matches(data: &Path, e: &Entry) -> io::Result<bool> {
+    let mut file = File::open(data)?;
+    if file.metadata()?.len() < e.end() {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::Start(e.offset))?;
+    let mut bytes = vec![0; e.len as usize];
+    file.read_exact(&mut bytes)?;
+    Ok(crc32fast::hash(&bytes) == e.crc)
+}
+
+/// Remove the index of `data`, if any.
+pub fn remove(data: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path_for(data)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Rename the index of `from` to go with `to`.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    match std::fs::rename(path_for(from), path_for(to)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The data file an index file name belongs to (`.NAME.csv.idx` ->
+/// `NAME.csv`), for clean-up of indexes whose file is gone.
+pub fn data_name(index_name: &str) -> Option<&str> {
+    index_name.strip_prefix('.')?.strip_suffix(".idx")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(t: u64) -> String {
+        format!(
+            "{},g,21.500,20.000,23.000,celsius,3,0\n",
+            humantime::format_rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_secs(t))
+        )
+    }
+
+    #[test]
+    fn blocks_cover_whole_rows_and_match_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("readings.csv");
+        let mut text = HEADER.to_string();
+        for i in 0..12_000 {
+            text.push_str(&row(1_800_000_000 + i));
+        }
+        std::fs::write(&data, &text).unwrap();
+        // While the file is active only whole blocks count.
+        let end = update(&data, false).unwrap();
+        let index = Index::load(&data).unwrap();
+        assert_eq!(index.entries.len(), (text.len() as u64 - 40) as usize / BLOCK as usize);
+        assert_eq!(end, index.covered_end());
+        // Rows appended later go into new blocks; `last` closes the file.
+        text.push_str(&row(1_800_100_000));
+        std::fs::write(&data, &text).unwrap();
+        assert_eq!(update(&data, true).unwrap(), text.len() as u64);
+        let index = Index::load(&data).unwrap();
+        let mut rows = 0;
+        for e in &index.entries {
+            let bytes = &text.as_bytes()[e.offset as usize..e.end() as usize];
+            assert_eq!(crc32fast::hash(bytes), e.crc);
+            assert!(bytes.ends_with(b"\n"));
+            rows += e.rows;
+        }
+        assert_eq!(rows, 12_001);
+        assert_eq!(index.entries[0].min_ms, 1_800_000_000_000);
+        assert_eq!(index.entries.last().unwrap().max_ms, 1_800_100_000_000);
+        assert!(!index.ended);
+    }
+
+    #[test]
+    fn a_line_that_is_not_a_row_ends_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("readings-x.csv");
+        let text = format!("{HEADER}{}{}garbage\n{}", row(1), row(2), row(3));
+        std::fs::write(&data, &text).unwrap();
+        update(&data, true).unwrap();
+        let index = Index::load(&data).unwrap();
+        assert_eq!(index.entries.len(), 1);
+        assert_eq!(index.entries[0].rows, 2);
+        assert!(index.ended);
+        // Nothing more is ever added after `end`.
+        update(&data, true).unwrap();
+        assert_eq!(Index::load(&data).unwrap(), index);
+    }
+
+    #[test]
+    fn a_stale_index_is_rebuilt_at_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("readings.csv");
+        let mut text = HEADER.to_string();
+        for i in 0..6_000 {
+            text.push_str(&row(1_800_000_000 + i));
+        }
+        std::fs::write(&data, &text).unwrap();
+        update(&data, true).unwrap();
+        // The file was replaced (a crash between rotation's renames).
+        let fresh = format!("{HEADER}{}", row(5));
+        std::fs::write(&data, &fresh).unwrap();
+        reopen(&data).unwrap();
+        assert_eq!(Index::load(&data), None);
+        assert_eq!(update(&data, true).unwrap(), fresh.len() as u64);
+        assert_eq!(Index::load(&data).unwrap().entries[0].rows, 1);
+    }
+
+    #[test]
+    fn torn_and_inconsistent_index_lines_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("readings.csv");
+        let good = Entry {
+            offset: HEADER.len() as u64,
+            len: 10,
+            rows: 1,
+            min_ms: 1,
+            max_ms: 1,
+            crc: 0xabc,
+        };
+        let gap = Entry {
+            offset: 100,
+            ..good
+        };
+        std::fs::write(
+            path_for(&data),
+            format!("{MAGIC}\n{}{}", good.line(), gap.line()),
+        )
+        .unwrap();
+        assert_eq!(Index::load(&data).unwrap().entries, vec![good]);
+        std::fs::write(path_for(&data), format!("{MAGIC}\n{}40 1", good.line())).unwrap();
+        assert_eq!(Index::load(&data).unwrap().entries, vec![good]);
+        assert_eq!(
+            path_for(Path::new("/d/readings-x.csv.gz")),
+            Path::new("/d/.readings-x.csv.idx")
+        );
+        assert_eq!(data_name(".readings-x.csv.idx"), Some("readings-x.csv"));
+    }
+}
