@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use edge_agent::store::index::{self, Index};
 use edge_agent::store::{HEADER, names};
 use support::{Agent, Reply, TestServer, read_text};
 
@@ -126,8 +127,11 @@ impl Seen {
 fn check_files(data: &Path) -> Vec<String> {
     let mut rotated = Vec::new();
     let mut has_active = false;
-    for name in support::file_names(data) {
-        if name == "readings.csv" {
+    let mut indexes = Vec::new();
+    for name in support::all_names(data) {
+        if let Some(of) = index::data_name(&name) {
+            indexes.push(of.to_string());
+        } else if name == "readings.csv" {
             has_active = true;
         } else if let Some(r) = names::parse_rotated("readings", &name) {
             rotated.push((r, name));
@@ -146,6 +150,17 @@ fn check_files(data: &Path) -> Vec<String> {
     assert!(has_active, "no active file");
     order.push("readings.csv".into());
 
+    // No index is left without its file.
+    for of in &indexes {
+        let stem = of.strip_suffix(".csv").unwrap_or(of);
+        assert!(
+            order
+                .iter()
+                .any(|n| n.strip_suffix(".gz").unwrap_or(n).strip_suffix(".csv") == Some(stem)),
+            "index of {of} left without its file"
+        );
+    }
+    let mut indexed = 0;
     let mut all = Vec::new();
     let mut last: HashMap<String, SystemTime> = HashMap::new();
     for name in &order {
@@ -156,6 +171,26 @@ fn check_files(data: &Path) -> Vec<String> {
             &text[..text.len().min(60)]
         );
         assert!(text.ends_with('\n'), "{name} ends mid-line");
+        // Whatever the kills interrupted, every block the index lists is
+        // the file's bytes (so replay may pass it through unchecked).
+        let plain = name.strip_suffix(".gz").unwrap_or(name);
+        if let Some(ix) = Index::load(&data.join(name)) {
+            assert!(indexes.iter().any(|i| i == plain));
+            for e in &ix.entries {
+                let bytes = text
+                    .as_bytes()
+                    .get(e.offset as usize..(e.offset + e.len) as usize);
+                let bytes =
+                    bytes.unwrap_or_else(|| panic!("{name}: index block {e:?} past the end"));
+                assert_eq!(
+                    crc32(bytes),
+                    e.crc,
+                    "{name}: index block {e:?} does not match"
+                );
+                assert_eq!(bytes.iter().filter(|b| **b == b'\n').count() as u64, e.rows);
+            }
+            indexed += usize::from(ix.covered_end() == text.len() as u64);
+        }
         for (n, line) in text.lines().enumerate().skip(1) {
             let f: Vec<&str> = line.split(',').collect();
             let at = format!("{name}:{}: {line}", n + 1);
@@ -184,7 +219,15 @@ fn check_files(data: &Path) -> Vec<String> {
             all.push(line.to_string());
         }
     }
+    println!("{indexed} of {} files indexed to their end", order.len());
     all
+}
+
+/// CRC-32 as gzip (and the index) computes it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut h = flate2::Crc::new();
+    h.update(bytes);
+    h.sum()
 }
 
 #[test]

@@ -787,7 +787,9 @@ mod replay {
     fn read_all(path: &Path, gzip: bool, chunk: usize, indexed: bool) -> Vec<Out> {
         block_on(async {
             let index = indexed.then(|| Index::load(path)).flatten();
-            let mut reader = FileReader::open_indexed(path, gzip, chunk, index).await.unwrap();
+            let mut reader = FileReader::open_indexed(path, gzip, chunk, index)
+                .await
+                .unwrap();
             let mut out = Vec::new();
             let mut lines = 0;
             while let Some(next) = reader.next().await {
@@ -824,7 +826,7 @@ mod replay {
     fn index(path: &Path, original: &[u8], block: u64) {
         let plain = path.with_extension("").with_extension("csv");
         std::fs::write(&plain, original).unwrap();
-        index::update_with(&plain, true, block).unwrap();
+        index::update_with(&plain, true, block, u64::MAX).unwrap();
         std::fs::remove_file(&plain).unwrap();
     }
 

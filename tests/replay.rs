@@ -62,9 +62,9 @@ async fn history(dir: &Path) -> Vec<PathBuf> {
     }
     drop(tx);
     store.close().await.unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let mut files: Vec<PathBuf> = support::file_names(dir)
+        .iter()
+        .map(|n| dir.join(n))
         .collect();
     files.sort();
     let active = files.pop().unwrap();

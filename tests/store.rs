@@ -30,9 +30,9 @@ fn row(t: SystemTime, group: &str, v: f64) -> Row {
 
 /// Every file in `dir`, sorted by name.
 fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let mut v: Vec<PathBuf> = support::file_names(dir)
+        .iter()
+        .map(|n| dir.join(n))
         .collect();
     v.sort();
     v

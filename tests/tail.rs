@@ -110,9 +110,9 @@ async fn follow_prints_every_row_once_across_rotations() {
         .unwrap();
     // Let at least three rotations happen while tail follows.
     let rotated = || {
-        std::fs::read_dir(&data)
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name() != "readings.csv")
+        support::file_names(&data)
+            .iter()
+            .filter(|n| *n != "readings.csv")
             .count()
     };
     let before = rotated();
@@ -134,9 +134,9 @@ async fn follow_prints_every_row_once_across_rotations() {
     let printed = String::from_utf8(out.stdout).unwrap();
 
     // Everything the agent wrote, in file order.
-    let mut files: Vec<_> = std::fs::read_dir(&data)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let mut files: Vec<_> = support::file_names(&data)
+        .iter()
+        .map(|n| data.join(n))
         .collect();
     files.sort();
     // `readings-<time>.csv` sorts before `readings.csv`: the active file comes last.

@@ -89,21 +89,24 @@ fn read_all(
 ) -> io::Result<()> {
     let file = std::fs::File::open(path)?;
     let mut source: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(
-            chunk, file,
-        )))
+        Box::new(flate2::read::MultiGzDecoder::new(
+            io::BufReader::with_capacity(chunk, file),
+        ))
     } else {
         Box::new(file)
     };
     let rest = chunk * READS_PER_PIECE;
-    let biggest = plan.iter().map(|&l| l as usize).max().unwrap_or(0).max(rest);
+    let biggest = plan
+        .iter()
+        .map(|&l| l as usize)
+        .max()
+        .unwrap_or(0)
+        .max(rest);
     let (home, pool) = std_mpsc::channel::<Vec<u8>>();
     let mut planned = plan.iter().map(|&l| l as usize);
     loop {
         let want = planned.next().unwrap_or(rest);
-        let mut buf = pool
-            .try_recv()
-            .unwrap_or_else(|_| vec![0; biggest + PAGE]);
+        let mut buf = pool.try_recv().unwrap_or_else(|_| vec![0; biggest + PAGE]);
         let start = buf.as_ptr().align_offset(PAGE).min(PAGE);
         let mut end = start;
         let mut failed = None;

@@ -82,7 +82,11 @@ pub(crate) fn csv_line(r: &View, out: &mut Vec<u8>) {
 /// A count as recorded (checked by [`super::read::parse`]), written anew so
 /// that `007` comes out as `7`.
 fn push_count(field: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(itoa::Buffer::new().format(digits(field).unwrap_or(0)).as_bytes());
+    out.extend_from_slice(
+        itoa::Buffer::new()
+            .format(digits(field).unwrap_or(0))
+            .as_bytes(),
+    );
 }
 
 fn json_line(r: &View, out: &mut Vec<u8>) {
@@ -96,19 +100,16 @@ fn json_line(r: &View, out: &mut Vec<u8>) {
     out.push(b'"');
     // Numbers are written as recorded (already checked to be finite), so
     // the decimals the agent chose survive.
-    for i in 2..5 {
-        out.extend_from_slice(match i {
-            2 => b",\"mean\":".as_slice(),
-            3 => b",\"min\":",
-            _ => b",\"max\":",
-        });
-        let text = std::str::from_utf8(f[i]).unwrap_or_default();
+    let names = [&b",\"mean\":"[..], b",\"min\":", b",\"max\":"];
+    for (name, &field) in names.iter().zip(&f[2..5]) {
+        out.extend_from_slice(name);
+        let text = std::str::from_utf8(field).unwrap_or_default();
         if text.is_empty() {
             out.extend_from_slice(b"null");
         } else if is_json_number(text) {
-            out.extend_from_slice(f[i]);
+            out.extend_from_slice(field);
         } else {
-            let v = fast_decimal(f[i])
+            let v = fast_decimal(field)
                 .or_else(|| text.parse::<f64>().ok())
                 .unwrap_or_default();
             let _ = write!(out, "{v}");
@@ -174,7 +175,10 @@ fn influx_line(r: &View, prefix: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"i,failed=");
     push_count(r.fields[7], out);
     out.extend_from_slice(b"i ");
-    let ns = r.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let ns = r
+        .time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     out.extend_from_slice(itoa::Buffer::new().format(ns).as_bytes());
     out.push(b'\n');
 }

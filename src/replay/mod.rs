@@ -166,7 +166,12 @@ impl Emit<'_> {
     /// A verified block: skipped whole when it lies outside the range,
     /// passed through as it is when every row is wanted as CSV, else row
     /// by row.
-    async fn block(&mut self, b: &Block<'_>, sink: &mut Sink, path: &Path) -> Result<(), ReplayError> {
+    async fn block(
+        &mut self,
+        b: &Block<'_>,
+        sink: &mut Sink,
+        path: &Path,
+    ) -> Result<(), ReplayError> {
         let o = self.opts;
         if o.since.is_some_and(|s| b.max < s) || o.until.is_some_and(|u| b.min >= u) {
             return Ok(());

@@ -133,9 +133,7 @@ impl Index {
 
     /// Where the indexed bytes end (the end of the header if none are).
     pub fn covered_end(&self) -> u64 {
-        self.entries
-            .last()
-            .map_or(HEADER.len() as u64, Entry::end)
+        self.entries.last().map_or(HEADER.len() as u64, Entry::end)
     }
 }
 
@@ -195,12 +193,14 @@ fn row_ms(line: &[u8]) -> Option<u64> {
 /// the end. Returns where the indexed bytes now end. Blocking: run it on
 /// the blocking pool.
 pub fn update(data: &Path, last: bool) -> io::Result<u64> {
-    update_with(data, last, BLOCK)
+    update_with(data, last, BLOCK, u64::MAX)
 }
 
-/// [`update`] with blocks of `block` bytes (tests use small ones).
+/// [`update`] with blocks of `block_size` bytes (tests use small ones),
+/// looking at no byte at or after `limit` (the store passes the length of
+/// its last complete write).
 #[doc(hidden)]
-pub fn update_with(data: &Path, last: bool, block_size: u64) -> io::Result<u64> {
+pub fn update_with(data: &Path, last: bool, block_size: u64, limit: u64) -> io::Result<u64> {
     let mut index = Index::load(data).unwrap_or_default();
     let start = index.covered_end();
     if index.ended {
@@ -215,7 +215,7 @@ pub fn update_with(data: &Path, last: bool, block_size: u64) -> io::Result<u64> 
         }
     }
     file.seek(SeekFrom::Start(start))?;
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut reader = BufReader::with_capacity(64 * 1024, file.take(limit.saturating_sub(start)));
     let mut new = Vec::new();
     let mut block = Gather::at(start);
     let mut line = Vec::with_capacity(256);
@@ -269,7 +269,7 @@ pub fn update_with(data: &Path, last: bool, block_size: u64) -> io::Result<u64> 
 /// to the file (its first and last blocks match), otherwise rebuild it; then
 /// index what was written since. A crash can leave an index describing more
 /// than the repaired file holds, or the file rotated before it. Blocking.
-pub fn reopen(data: &Path) -> io::Result<u64> {
+pub fn reopen(data: &Path, limit: u64) -> io::Result<u64> {
     if let Some(index) = Index::load(data) {
         let fits = match (index.entries.first(), index.entries.last()) {
             (Some(first), Some(last)) => matches(data, first)? && matches(data, last)?,
@@ -279,7 +279,7 @@ pub fn reopen(data: &Path) -> io::Result<u64> {
             remove(data)?;
         }
     }
-    update(data, false)
+    update_with(data, false, BLOCK, limit)
 }
 
 /// True when the bytes of `data` at `e` have `e`'s CRC.
@@ -339,7 +339,10 @@ mod tests {
         // While the file is active only whole blocks count.
         let end = update(&data, false).unwrap();
         let index = Index::load(&data).unwrap();
-        assert_eq!(index.entries.len(), (text.len() as u64 - 40) as usize / BLOCK as usize);
+        assert_eq!(
+            index.entries.len(),
+            (text.len() as u64 - 40) as usize / BLOCK as usize
+        );
         assert_eq!(end, index.covered_end());
         // Rows appended later go into new blocks; `last` closes the file.
         text.push_str(&row(1_800_100_000));
@@ -388,7 +391,7 @@ mod tests {
         // The file was replaced (a crash between rotation's renames).
         let fresh = format!("{HEADER}{}", row(5));
         std::fs::write(&data, &fresh).unwrap();
-        reopen(&data).unwrap();
+        reopen(&data, u64::MAX).unwrap();
         assert_eq!(Index::load(&data), None);
         assert_eq!(update(&data, true).unwrap(), fresh.len() as u64);
         assert_eq!(Index::load(&data).unwrap().entries[0].rows, 1);

@@ -19,6 +19,11 @@
 //! active file to its time-stamped name, fsync the directory, open a fresh
 //! active file with its header, then compress (in the background) and apply
 //! retention.
+//!
+//! The writer also keeps each file's checksum index ([`index`]) current:
+//! a block is added once that many bytes have been written, the last one at
+//! rotation, and the index is renamed and removed with its file. Indexing
+//! never holds up rows: a failure is logged once and costs replay speed.
 
 #[doc(hidden)]
 pub mod disk;
@@ -207,6 +212,10 @@ impl Store {
         let dir = &output.dir;
         create_dir(dir).await?;
         let active = ActiveFile::open(disk.as_ref(), &names::active(dir, &output.prefix)).await?;
+        let indexed_end = {
+            let (path, limit) = (active.path().to_path_buf(), active.size());
+            blocking(move || index::reopen(&path, limit)).await
+        };
         let dir_err = |action, source| StoreError::Io {
             path: dir.clone(),
             action,
@@ -232,7 +241,9 @@ impl Store {
             failing: [None; 3],
             rotate_retry: None,
             given_up: 0,
+            indexed_end: 0,
         };
+        writer.indexed(indexed_end);
         for path in pending {
             writer.compress(path);
         }
@@ -334,6 +345,9 @@ struct Writer {
     rotate_retry: Option<(Instant, Duration)>,
     /// Rows given up at shutdown because the disk kept failing.
     given_up: u64,
+    /// How far the active file's index reaches (`u64::MAX` after a failure:
+    /// no more tries until the next file).
+    indexed_end: u64,
 }
 
 impl Writer {
@@ -478,6 +492,11 @@ impl Writer {
             self.last_sync = Instant::now();
         }
         self.active.set_first_row(first);
+        if self.active.size() >= self.indexed_end.saturating_add(index::BLOCK) {
+            let (path, limit) = (self.active.path().to_path_buf(), self.active.size());
+            let end = blocking(move || index::update_with(&path, false, index::BLOCK, limit)).await;
+            self.indexed(end);
+        }
         self.stats
             .rows_written
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
@@ -488,6 +507,21 @@ impl Writer {
             let total = self.stats.rows_dropped.load(Ordering::Relaxed);
             lock(&self.drops).drained(total);
         }
+    }
+
+    /// Note how far the active file's index now reaches; a failure is
+    /// logged and indexing stops until the next file.
+    fn indexed(&mut self, end: std::io::Result<u64>) {
+        self.indexed_end = match end {
+            Ok(end) => end,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot update the index of {}: {e}; replay reads its rows one by one",
+                    self.active.path().display()
+                );
+                u64::MAX
+            }
+        };
     }
 
     fn rotation_due(&self, first: std::time::SystemTime, incoming: u64) -> bool {
@@ -524,6 +558,12 @@ impl Writer {
     }
 
     async fn try_rotate(&mut self) -> Result<(), StoreError> {
+        if self.indexed_end != u64::MAX {
+            // The last block, however short: the file is complete.
+            let (path, limit) = (self.active.path().to_path_buf(), self.active.size());
+            let end = blocking(move || index::update_with(&path, true, index::BLOCK, limit)).await;
+            self.indexed(end);
+        }
         let dir = self.output.dir.clone();
         let prefix = &self.output.prefix;
         self.active.sync().await?;
@@ -557,6 +597,12 @@ impl Writer {
                 .await
                 .map_err(|e| io(&target, "rename to", e))?;
             self.active.set_path(target.clone());
+            // The index follows its file; a failure leaves the rotated file
+            // without one (replay reads it row by row).
+            if let Err(e) = index::rename(&active_path, &target) {
+                tracing::warn!("cannot rename the index of {}: {e}", target.display());
+                let _ = index::remove(&active_path);
+            }
             target
         } else {
             self.active.path().to_path_buf()
@@ -569,12 +615,14 @@ impl Writer {
                 // old file under the active name (the rename replaces the
                 // partial new one).
                 if tokio::fs::rename(&target, &active_path).await.is_ok() {
+                    let _ = index::rename(&target, &active_path);
                     self.active.set_path(active_path);
                 }
                 return Err(e);
             }
         };
         let _ = std::mem::replace(&mut self.active, fresh);
+        self.indexed_end = 0;
         tracing::info!("rotated {} to {}", active_path.display(), target.display());
         if self.output.compress == Compress::Gzip {
             self.compress(target);
@@ -624,6 +672,15 @@ fn report_compression(done: Result<(PathBuf, std::io::Result<()>), tokio::task::
         }
         Err(e) => tracing::error!("compression task failed: {e}"),
     }
+}
+
+/// Run blocking file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {

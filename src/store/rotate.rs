@@ -26,7 +26,8 @@ pub fn list(dir: &Path, prefix: &str) -> std::io::Result<Vec<(Rotated, PathBuf)>
     Ok(found)
 }
 
-/// Finish what a crash interrupted: drop half-written `.gz.tmp` files, write
+/// Finish what a crash interrupted: drop half-written `.gz.tmp` files, indexes
+/// whose file is gone, write
 /// probes of a killed start (see `config::WRITE_PROBE_PREFIX`) and plain
 /// copies whose `.gz` is complete. Returns the plain rotated files that
 /// still want compressing (when `gzip` is on).
@@ -41,6 +42,18 @@ pub fn recover(dir: &Path, prefix: &str, gzip: bool) -> std::io::Result<Vec<Path
                 entry.path().display()
             );
             std::fs::remove_file(entry.path())?;
+            continue;
+        }
+        // An index whose file is gone (removed by hand, or a crash between
+        // a rotation's two renames).
+        if let Some(data) = super::index::data_name(name) {
+            let ours = data == format!("{prefix}.csv") || parse_rotated(prefix, data).is_some();
+            let plain = dir.join(data);
+            let gz = dir.join(format!("{data}.gz"));
+            if ours && !plain.exists() && !gz.exists() {
+                tracing::info!("removing {}: its file is gone", entry.path().display());
+                std::fs::remove_file(entry.path())?;
+            }
             continue;
         }
         if let Some(base) = name.strip_suffix(".gz.tmp") {
@@ -92,6 +105,7 @@ pub fn retain(dir: &Path, prefix: &str, keep: usize) -> std::io::Result<usize> {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
+            super::index::remove(path)?;
         }
     }
     Ok(excess)

@@ -530,13 +530,20 @@ pub fn read_text(path: &Path) -> String {
     }
 }
 
-/// The names of the files in `dir`, sorted.
-pub fn file_names(dir: &Path) -> Vec<String> {
+/// The names of the files in `dir`, sorted, indexes (`.NAME.idx`) too.
+pub fn all_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
+    names
+}
+
+/// The names of the data files in `dir`, sorted: all but the indexes.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names = all_names(dir);
+    names.retain(|n| edge_agent::store::index::data_name(n).is_none());
     names
 }
 
