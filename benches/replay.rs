@@ -34,6 +34,7 @@
 
 mod common;
 use common::{BIN, free_port, median, mib, print_table};
+use edge_agent::store::index;
 
 use std::collections::HashSet;
 use std::fs;
@@ -229,6 +230,9 @@ struct History {
     label: &'static str,
     plain: PathBuf,
     mixed: PathBuf,
+    /// Layout (c): the files of (a) without their indexes, as an older
+    /// version of the agent left them.
+    bare: PathBuf,
     files: Vec<FileInfo>,
     ticks: u64,
     bytes: u64,
@@ -274,7 +278,8 @@ fn generate(root: &Path, label: &'static str, target: u64) -> Res<History> {
     let started = Instant::now();
     let plain = root.join(format!("{label}-plain"));
     let mixed = root.join(format!("{label}-mixed"));
-    for d in [&plain, &mixed] {
+    let bare = root.join(format!("{label}-bare"));
+    for d in [&plain, &mixed, &bare] {
         fs::create_dir(d).map_err(io_err(d))?;
     }
     let current = plain.join("current.tmp");
@@ -323,16 +328,57 @@ fn generate(root: &Path, label: &'static str, target: u64) -> Res<History> {
             return Err("interrupted".into());
         }
     }
-    // Layout (b): every other rotated file gzipped, the rest hard links.
+    // Layout (c): the data files alone.
+    for f in &files {
+        link(&plain.join(&f.name), &bare.join(&f.name))?;
+    }
+    // Indexes, as the store leaves them: complete for rotated files, whole
+    // blocks for the active one; made by the store's own code.
+    let indexing = Instant::now();
+    let results: Vec<Res<()>> = thread::scope(|s| {
+        let handles: Vec<_> = [0, 1]
+            .map(|half| {
+                let (plain, files) = (&plain, &files);
+                s.spawn(move || -> Res<()> {
+                    for f in files.iter().skip(half).step_by(2) {
+                        let p = plain.join(&f.name);
+                        index::update(&p, f.rotated).map_err(io_err(&p))?;
+                        if stopped() {
+                            return Err("interrupted".into());
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .into_iter()
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("index thread panicked".into()))
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    let indexing = indexing.elapsed().as_secs_f64();
+    // Layout (b): every other rotated file gzipped, the rest hard links;
+    // the indexes of all.
+    for f in &files {
+        let from = index::path_for(&plain.join(&f.name));
+        let to = index::path_for(&mixed.join(&f.name));
+        if from.exists() {
+            link(&from, &to)?;
+        }
+    }
     let mut to_gzip: Vec<&FileInfo> = Vec::new();
     for (i, f) in files.iter().enumerate() {
         if f.rotated && i % 2 == 1 {
             to_gzip.push(f);
         } else {
-            let (from, to) = (plain.join(&f.name), mixed.join(&f.name));
-            if fs::hard_link(&from, &to).is_err() {
-                fs::copy(&from, &to).map_err(io_err(&to))?;
-            }
+            link(&plain.join(&f.name), &mixed.join(&f.name))?;
         }
     }
     let halves: Vec<Vec<&FileInfo>> = vec![
@@ -375,6 +421,7 @@ fn generate(root: &Path, label: &'static str, target: u64) -> Res<History> {
         label,
         plain,
         mixed,
+        bare,
         ticks: tick,
         bytes: total,
         mixed_bytes,
@@ -383,7 +430,7 @@ fn generate(root: &Path, label: &'static str, target: u64) -> Res<History> {
     };
     println!(
         "{label}: {} rows, {} files ({} rotated + active), {:.1} MiB plain; layout (b): {} gzipped, \
-         {:.1} MiB on disk; {} .. {}; generated in {:.1} s",
+         {:.1} MiB on disk; {} .. {}; generated in {:.1} s, of which indexing {indexing:.1} s (2 threads)",
         h.rows(),
         h.files.len(),
         h.files.len() - 1,
@@ -395,6 +442,14 @@ fn generate(root: &Path, label: &'static str, target: u64) -> Res<History> {
         started.elapsed().as_secs_f64()
     );
     Ok(h)
+}
+
+/// A hard link (a copy where links do not work).
+fn link(from: &Path, to: &Path) -> Res<()> {
+    if fs::hard_link(from, to).is_err() {
+        fs::copy(from, to).map_err(io_err(to))?;
+    }
+    Ok(())
 }
 
 fn gzip_file(from: &Path, to: &Path) -> Res<()> {
@@ -645,6 +700,9 @@ struct SizeResult {
     csv: Series,
     influx: Series,
     mixed: Series,
+    /// The same replays of layout (c): row by row, no index.
+    bare_csv: Series,
+    bare_influx: Series,
     /// Every cat run of this size (one before each replay run).
     cat_all: Vec<f64>,
 }
@@ -674,6 +732,7 @@ fn bench_size(work: &Path, h: &History) -> Res<SizeResult> {
     }
     let (mut csv, mut influx, mut mixed) =
         (Series::default(), Series::default(), Series::default());
+    let (mut bare_csv, mut bare_influx) = (Series::default(), Series::default());
     let mut cat_all = Vec::new();
     let csv_args = ["--format", "csv", "--output", "/dev/null"];
     let influx_args = [
@@ -689,6 +748,8 @@ fn bench_size(work: &Path, h: &History) -> Res<SizeResult> {
             (&mut csv, &h.plain, &csv_args[..], h.rows()),
             (&mut influx, &h.plain, &influx_args[..], since_rows),
             (&mut mixed, &h.mixed, &csv_args[..], h.rows()),
+            (&mut bare_csv, &h.bare, &csv_args[..], h.rows()),
+            (&mut bare_influx, &h.bare, &influx_args[..], since_rows),
         ] {
             let cat = time_cat(&h.plain)?;
             let r = replay(work, dir, args, rows)?;
@@ -697,7 +758,13 @@ fn bench_size(work: &Path, h: &History) -> Res<SizeResult> {
                 h.label,
                 rep + 1,
                 cat,
-                if *dir == h.mixed { "(b)" } else { "(a)" },
+                if *dir == h.mixed {
+                    "(b)"
+                } else if *dir == h.bare {
+                    "(c)"
+                } else {
+                    "(a)"
+                },
                 args[..args.len() - 2].join(" "),
                 r.secs,
                 r.rows,
@@ -719,23 +786,45 @@ fn bench_size(work: &Path, h: &History) -> Res<SizeResult> {
         csv,
         influx,
         mixed,
+        bare_csv,
+        bare_influx,
         cat_all,
     })
 }
 
-/// Replay layout (b) (plain and gzip files mixed) to a file and compare it
-/// with the header and the rows of layout (a), in order.
-fn check_identical(work: &Path, h: &History) -> Res<()> {
-    let out = work.join("check.csv");
+/// Replay `dir` with `args` into a file; its bytes.
+fn replay_to_file(work: &Path, dir: &Path, args: &[&str], rows: u64) -> Res<Vec<u8>> {
+    let out = work.join("check.out");
     let out_s = out.to_str().ok_or("temp path is not UTF-8")?;
-    replay(
-        work,
-        &h.mixed,
-        &["--format", "csv", "--output", out_s],
-        h.rows(),
-    )?;
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--output", out_s]);
+    replay(work, dir, &all, rows)?;
     let got = fs::read(&out).map_err(io_err(&out))?;
     let _ = fs::remove_file(&out);
+    Ok(got)
+}
+
+fn first_difference(what: &str, got: &[u8], want: &[u8]) -> Res<()> {
+    if got == want {
+        return Ok(());
+    }
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    Err(format!(
+        "{what} differ at byte {at} (got {} bytes, want {})",
+        got.len(),
+        want.len()
+    ))
+}
+
+/// Replay layout (b) (plain and gzip files mixed, indexed) and layout (c)
+/// (no index, row by row) to files and compare them with the header and
+/// the rows of layout (a), in order; then the same for influx `--since`
+/// and jsonl: indexed and row-by-row replays must give the same bytes.
+fn check_identical(work: &Path, h: &History) -> Res<()> {
     let mut want = Vec::with_capacity(h.bytes as usize);
     want.extend_from_slice(HEADER);
     for f in &h.files {
@@ -743,23 +832,41 @@ fn check_identical(work: &Path, h: &History) -> Res<()> {
         let bytes = fs::read(&p).map_err(io_err(&p))?;
         want.extend_from_slice(&bytes[HEADER.len()..]);
     }
-    if got != want {
-        let at = got
-            .iter()
-            .zip(&want)
-            .position(|(a, b)| a != b)
-            .unwrap_or(got.len().min(want.len()));
-        return Err(format!(
-            "replay of {} differs from the recorded rows at byte {at} (got {} bytes, want {})",
-            h.mixed.display(),
-            got.len(),
-            want.len()
-        ));
+    for dir in [&h.mixed, &h.bare] {
+        let got = replay_to_file(work, dir, &["--format", "csv"], h.rows())?;
+        first_difference(
+            &format!("replay of {} and the recorded rows", dir.display()),
+            &got,
+            &want,
+        )?;
+    }
+    let since_tick = h.ticks / 4 + 7;
+    let since = rfc3339(tick_secs(since_tick));
+    let rows = (h.ticks - since_tick) * GROUPS;
+    for args in [
+        &["--format", "influx", "--since", &since][..],
+        &[
+            "--format", "jsonl", "--group", "group-3", "--group", "group-7",
+        ][..],
+    ] {
+        let rows = if args[1] == "jsonl" {
+            h.rows() / 5
+        } else {
+            rows
+        };
+        let indexed = replay_to_file(work, &h.mixed, args, rows)?;
+        let bare = replay_to_file(work, &h.bare, args, rows)?;
+        first_difference(
+            &format!("replay {} of layouts (b) and (c)", args.join(" ")),
+            &indexed,
+            &bare,
+        )?;
     }
     println!(
-        "{}: replay of layout (b) is byte-identical to header + rows of layout (a) ({} bytes)",
+        "{}: replays of layout (b) (indexed, gzip) and (c) (no index) are byte-identical to header + \
+         rows of layout (a) ({} bytes); influx --since and jsonl --group: indexed = row by row",
         h.label,
-        got.len()
+        want.len()
     );
     Ok(())
 }
@@ -1095,10 +1202,25 @@ fn size_rows(s: &SizeResult, table: &mut Vec<[String; 4]>) {
         "-",
         "-".into(),
     ));
+    for (what, series) in [("csv", &s.bare_csv), ("influx --since", &s.bare_influx)] {
+        table.push(row(
+            format!("{l}: replay --format {what}, layout (c) without indexes / cat"),
+            format!(
+                "{:.3} ({:.0} MB/s, {:.2} s)",
+                series.ratio(cat),
+                mbps(s.bytes, series.secs()),
+                series.secs()
+            ),
+            "-",
+            "-".into(),
+        ));
+    }
     for (what, series) in [
         ("csv", &s.csv),
         ("influx --since", &s.influx),
         ("csv, gzip layout", &s.mixed),
+        ("csv, no index", &s.bare_csv),
+        ("influx --since, no index", &s.bare_influx),
     ] {
         let r = series.rss_mib();
         table.push(row(
@@ -1211,7 +1333,7 @@ fn run_all() -> Res<()> {
          csv_mbps_1g={:.1} influx_s_1g={:.2} gz_mbps_1g={:.1} rss_csv_1g={:.2} rss_influx_1g={:.2} \
          rss_gz_1g={:.2} cat_mbps_100m={:.0} csv_ratio_100m={:.4} influx_ratio_100m={:.4} csv_mbps_100m={:.1} \
          gz_mbps_100m={:.1} rss_csv_100m={:.2} rss_influx_100m={:.2} rss_gz_100m={:.2} vm_pps={pps:.0} \
-         elapsed_s={:.0}",
+         bare_csv_ratio_1g={:.4} bare_influx_ratio_1g={:.4} rss_bare_1g={:.2} elapsed_s={:.0}",
         mbps(l.bytes, l.cat_secs()),
         l.csv.ratio(l.cat_secs()),
         l.influx.ratio(l.cat_secs()),
@@ -1230,6 +1352,9 @@ fn run_all() -> Res<()> {
         s.csv.rss_mib(),
         s.influx.rss_mib(),
         s.mixed.rss_mib(),
+        l.bare_csv.ratio(l.cat_secs()),
+        l.bare_influx.ratio(l.cat_secs()),
+        l.bare_csv.rss_mib().max(l.bare_influx.rss_mib()),
         started.elapsed().as_secs_f64()
     );
     drop(dir);

@@ -450,8 +450,8 @@ async fn open_sink(
     format: replay::Format,
 ) -> Result<replay::Sink, String> {
     if output == "-" {
-        let out = tokio::io::BufWriter::with_capacity(64 * 1024, tokio::io::stdout());
-        return Ok(replay::Sink::Writer(Box::new(out)));
+        let out = Box::new(std::io::stdout());
+        return Ok(replay::Sink::File(replay::FileWriter::new(out)));
     }
     if output.starts_with("http://") || output.starts_with("https://") {
         let url = output
@@ -467,12 +467,8 @@ async fn open_sink(
             .map(|p| replay::Sink::Http(Box::new(p)))
             .map_err(|e| e.to_string());
     }
-    let file = tokio::fs::File::create(output)
-        .await
-        .map_err(|e| format!("cannot create {output}: {e}"))?;
-    Ok(replay::Sink::Writer(Box::new(
-        tokio::io::BufWriter::with_capacity(64 * 1024, file),
-    )))
+    let file = std::fs::File::create(output).map_err(|e| format!("cannot create {output}: {e}"))?;
+    Ok(replay::Sink::File(replay::FileWriter::new(Box::new(file))))
 }
 
 async fn tail_files(args: TailArgs) -> ExitCode {

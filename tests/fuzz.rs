@@ -803,7 +803,7 @@ mod replay {
                     }
                     Next::Block(b) => {
                         assert!(indexed);
-                        let text = std::str::from_utf8(b.bytes).unwrap();
+                        let text = std::str::from_utf8(&b.piece).unwrap();
                         let rows: Vec<&str> = text.lines().collect();
                         assert_eq!(rows.len() as u64, b.rows);
                         assert!(b.first_line > lines, "blocks come in line order");

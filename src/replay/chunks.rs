@@ -15,27 +15,43 @@
 //! per 64 KiB read cost a third of the throughput here). Why page-aligned
 //! buffers: reading the page cache into a buffer at an odd address ran at
 //! 1.5 GB/s on this machine, into a page-aligned one at 7 GB/s, as fast
-//! as `cat`. Buffers go back to the task when a piece is dropped, so a
+//! as `cat`. Buffers go back to a pool when a piece is dropped, so a
 //! replay touches the same few pages over and over.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc as std_mpsc;
+use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
 /// Pieces read ahead of the one in use.
-const READ_AHEAD: usize = 4;
+const READ_AHEAD: usize = 2;
+/// Buffers kept for the next pieces, across files: more than are ever in
+/// flight at once, so none is freed (freed and allocated again, buffers
+/// this size scatter over malloc's per-thread arenas and RSS grows).
+const POOL_MAX: usize = 32;
 /// Reads per piece after the planned ones.
 const READS_PER_PIECE: usize = 4;
 const PAGE: usize = 4096;
+
+/// Buffers of pieces dropped, for the next ones (of any file): a fresh
+/// buffer of this size costs page faults on every page.
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A buffer of at least `len` bytes, from the pool if it has one.
+fn buffer(len: usize) -> Vec<u8> {
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    match pool.iter().position(|b| b.len() >= len) {
+        Some(i) => pool.swap_remove(i),
+        None => vec![0; len],
+    }
+}
 
 /// A run of bytes of the file; hands its buffer back when dropped.
 pub struct Piece {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    home: std_mpsc::Sender<Vec<u8>>,
 }
 
 impl std::ops::Deref for Piece {
@@ -47,7 +63,10 @@ impl std::ops::Deref for Piece {
 
 impl Drop for Piece {
     fn drop(&mut self) {
-        let _ = self.home.send(std::mem::take(&mut self.buf));
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(std::mem::take(&mut self.buf));
+        }
     }
 }
 
@@ -101,12 +120,15 @@ fn read_all(
         .map(|&l| l as usize)
         .max()
         .unwrap_or(0)
-        .max(rest);
-    let (home, pool) = std_mpsc::channel::<Vec<u8>>();
+        .max(rest)
+        // One size for all (blocks differ by a row or so), so buffers of
+        // one file fit the next.
+        .next_multiple_of(64 * 1024)
+        + PAGE;
     let mut planned = plan.iter().map(|&l| l as usize);
     loop {
         let want = planned.next().unwrap_or(rest);
-        let mut buf = pool.try_recv().unwrap_or_else(|_| vec![0; biggest + PAGE]);
+        let mut buf = buffer(biggest);
         let start = buf.as_ptr().align_offset(PAGE).min(PAGE);
         let mut end = start;
         let mut failed = None;
@@ -124,12 +146,7 @@ fn read_all(
         }
         let short = end < start + want;
         if end > start {
-            let piece = Piece {
-                buf,
-                start,
-                end,
-                home: home.clone(),
-            };
+            let piece = Piece { buf, start, end };
             if tx.blocking_send(Ok(piece)).is_err() {
                 return Ok(()); // the reader is gone
             }

@@ -14,16 +14,17 @@ mod discover;
 pub mod format;
 pub mod http;
 pub mod read;
+mod sink;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 pub use discover::{Source, sources};
 pub use format::{Encoder, Format};
 pub use read::{Block, BlockRows, FileReader, Next, Record, Skip, View};
+pub use sink::{FileWriter, Sink};
 
 use crate::store::index::Index;
 
@@ -68,36 +69,6 @@ pub enum ReplayError {
     Output(#[source] std::io::Error),
     #[error(transparent)]
     Http(#[from] http::PushError),
-}
-
-/// Where replayed lines go.
-pub enum Sink {
-    /// Stdout or a file; flushed after every row when pacing.
-    Writer(Box<dyn AsyncWrite + Unpin + Send>),
-    /// An HTTP endpoint, in acknowledged batches.
-    Http(Box<http::Pusher>),
-}
-
-impl Sink {
-    async fn write(&mut self, bytes: &[u8], rows: u64, flush: bool) -> Result<(), ReplayError> {
-        match self {
-            Sink::Writer(w) => {
-                w.write_all(bytes).await.map_err(ReplayError::Output)?;
-                if flush {
-                    w.flush().await.map_err(ReplayError::Output)?;
-                }
-                Ok(())
-            }
-            Sink::Http(p) => Ok(p.push(bytes, rows).await?),
-        }
-    }
-
-    async fn finish(&mut self) -> Result<(), ReplayError> {
-        match self {
-            Sink::Writer(w) => w.flush().await.map_err(ReplayError::Output),
-            Sink::Http(p) => Ok(p.flush().await?),
-        }
-    }
 }
 
 /// Keeps replayed rows at `speed` times their recorded spacing.
@@ -166,12 +137,7 @@ impl Emit<'_> {
     /// A verified block: skipped whole when it lies outside the range,
     /// passed through as it is when every row is wanted as CSV, else row
     /// by row.
-    async fn block(
-        &mut self,
-        b: &Block<'_>,
-        sink: &mut Sink,
-        path: &Path,
-    ) -> Result<(), ReplayError> {
+    async fn block(&mut self, b: Block, sink: &mut Sink, path: &Path) -> Result<(), ReplayError> {
         let o = self.opts;
         if o.since.is_some_and(|s| b.max < s) || o.until.is_some_and(|u| b.min >= u) {
             return Ok(());
@@ -181,12 +147,11 @@ impl Emit<'_> {
             && o.groups.is_empty();
         if all && o.format == Format::Csv && !self.per_row {
             self.flush(sink).await?;
-            sink.write(b.bytes, b.rows, false).await?;
             self.summary.rows += b.rows;
-            return Ok(());
+            return sink.write_piece(b.piece, b.rows).await;
         }
         let mut rows = BlockRows::default();
-        let lines = b.bytes.strip_suffix(b"\n").unwrap_or(b.bytes);
+        let lines = b.piece.strip_suffix(b"\n").unwrap_or(&b.piece);
         for (i, line) in lines.split(|&c| c == b'\n').enumerate() {
             match rows.view(line) {
                 Some(view) => self.row(&view, sink).await?,
@@ -205,9 +170,8 @@ impl Emit<'_> {
 
     async fn flush(&mut self, sink: &mut Sink) -> Result<(), ReplayError> {
         if !self.block.is_empty() {
-            sink.write(&self.block, self.block_rows, self.pacer.is_some())
+            sink.write(&mut self.block, self.block_rows, self.pacer.is_some())
                 .await?;
-            self.block.clear();
             self.block_rows = 0;
         }
         Ok(())
@@ -263,7 +227,7 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
         while let Some(next) = reader.next().await {
             match next {
                 Next::Row(record) => emit.row(&record.view(), sink).await?,
-                Next::Block(block) => emit.block(&block, sink, &source.path).await?,
+                Next::Block(block) => emit.block(block, sink, &source.path).await?,
                 Next::Skip(skip) => {
                     tracing::warn!("{skip}");
                     emit.summary.skipped += 1;

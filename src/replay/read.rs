@@ -178,8 +178,9 @@ impl std::fmt::Display for Skip {
 
 /// Rows whose bytes match their block in the file's index: every line is a
 /// row that passed [`parse`] when it was indexed, newline included.
-pub struct Block<'a> {
-    pub bytes: &'a [u8],
+pub struct Block {
+    /// The bytes, in the buffer they were read into.
+    pub piece: Piece,
     pub rows: u64,
     /// Earliest and latest row time in the block.
     pub min: SystemTime,
@@ -192,7 +193,7 @@ pub struct Block<'a> {
 /// / damaged rest of file.
 pub enum Next<'a> {
     Row(&'a Record),
-    Block(Block<'a>),
+    Block(Block),
     Skip(Skip),
 }
 
@@ -221,7 +222,7 @@ pub struct FileReader {
     path: PathBuf,
     /// While the file's bytes match their index.
     fast: Option<Fast>,
-    /// The verified block handed out last.
+    /// A verified block to hand out.
     block: Option<Piece>,
     /// The row-by-row reader, once reading goes row by row.
     csv: Option<csv_async::AsyncReader<Tracked<Source>>>,
@@ -369,8 +370,9 @@ impl FileReader {
             if self.fast.is_some() {
                 if let Step::Block(e, first_line) = self.step().await {
                     let ms = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+                    let piece = self.block.take()?;
                     return Some(Next::Block(Block {
-                        bytes: self.block.as_deref().unwrap_or_default(),
+                        piece,
                         rows: e.rows,
                         min: ms(e.min_ms),
                         max: ms(e.max_ms),

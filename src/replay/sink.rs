@@ -1,0 +1,144 @@
+//! Where replayed lines go: a file or stdout, any async writer, or an
+//! HTTP endpoint fed in acknowledged batches ([`super::http`]).
+//!
+//! A file or stdout is written by a task of its own on the blocking pool
+//! ([`FileWriter`]), and blocks go to it by value: a verified block is
+//! written straight from the page-aligned buffer it was read into, and an
+//! encoded block is handed over, not copied. (Through `tokio::fs::File`,
+//! which copies every write into a buffer of its own, half of a csv
+//! replay's time went into that copy here.)
+
+use std::io::Write;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::ReplayError;
+use super::chunks::Piece;
+use super::http;
+
+/// Blocks queued for the writing task.
+const QUEUE: usize = 2;
+
+/// Where replayed lines go.
+pub enum Sink {
+    /// Stdout or a file, written by a task of its own.
+    File(FileWriter),
+    /// Any async writer; flushed after every row when pacing.
+    Writer(Box<dyn AsyncWrite + Unpin + Send>),
+    /// An HTTP endpoint, in acknowledged batches.
+    Http(Box<http::Pusher>),
+}
+
+impl Sink {
+    /// Write `block` (`rows` lines) and leave it empty for the next lines.
+    pub(crate) async fn write(
+        &mut self,
+        block: &mut Vec<u8>,
+        rows: u64,
+        flush: bool,
+    ) -> Result<(), ReplayError> {
+        match self {
+            Sink::File(f) => {
+                let capacity = block.capacity();
+                let full = std::mem::replace(block, Vec::with_capacity(capacity));
+                f.send(Chunk::Bytes(full)).await
+            }
+            Sink::Writer(w) => {
+                w.write_all(block).await.map_err(ReplayError::Output)?;
+                if flush {
+                    w.flush().await.map_err(ReplayError::Output)?;
+                }
+                block.clear();
+                Ok(())
+            }
+            Sink::Http(p) => {
+                p.push(block, rows).await?;
+                block.clear();
+                Ok(())
+            }
+        }
+    }
+
+    /// Write a verified block as it was read.
+    pub(crate) async fn write_piece(&mut self, piece: Piece, rows: u64) -> Result<(), ReplayError> {
+        match self {
+            Sink::File(f) => f.send(Chunk::Piece(piece)).await,
+            _ => self.write(&mut piece.to_vec(), rows, false).await,
+        }
+    }
+
+    pub(crate) async fn finish(&mut self) -> Result<(), ReplayError> {
+        match self {
+            Sink::File(f) => f.finish().await,
+            Sink::Writer(w) => w.flush().await.map_err(ReplayError::Output),
+            Sink::Http(p) => Ok(p.flush().await?),
+        }
+    }
+}
+
+enum Chunk {
+    Bytes(Vec<u8>),
+    Piece(Piece),
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Chunk::Bytes(b) => b,
+            Chunk::Piece(p) => p,
+        }
+    }
+}
+
+/// A file or stdout, written by a task on the blocking pool.
+pub struct FileWriter {
+    tx: Option<mpsc::Sender<Chunk>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl FileWriter {
+    /// Start writing to `out` (unbuffered: it gets whole blocks).
+    pub fn new(mut out: Box<dyn Write + Send>) -> FileWriter {
+        let (tx, mut rx) = mpsc::channel::<Chunk>(QUEUE);
+        let task = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = rx.blocking_recv() {
+                out.write_all(&chunk)?;
+            }
+            out.flush()
+        });
+        FileWriter {
+            tx: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    async fn send(&mut self, chunk: Chunk) -> Result<(), ReplayError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(chunk).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The task stopped at an error: that is the answer.
+            self.finish().await?;
+            Err(ReplayError::Output(std::io::Error::other(
+                "the writer stopped",
+            )))
+        }
+    }
+
+    /// Wait until everything sent is written (and flushed).
+    async fn finish(&mut self) -> Result<(), ReplayError> {
+        self.tx = None;
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                .map_err(ReplayError::Output),
+            None => Ok(()),
+        }
+    }
+}
