@@ -2,7 +2,7 @@
 //! InfluxDB line protocol (which VictoriaMetrics also accepts).
 
 use std::io::Write;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::read::{COLUMNS, View, digits, fast_decimal};
 
@@ -38,10 +38,15 @@ impl Format {
 
 /// Encodes rows in one format. What is the same for every row (the escaped
 /// measurement name) is prepared once: this runs for every replayed row.
+#[derive(Clone)]
 pub struct Encoder {
     format: Format,
     /// Line protocol's `MEASUREMENT,group=`.
     influx_prefix: Vec<u8>,
+    /// The last time written in line protocol, and its digits: the rows of
+    /// one tick (one per group) share it.
+    last_time: Option<SystemTime>,
+    last_ns: Vec<u8>,
 }
 
 impl Encoder {
@@ -52,15 +57,31 @@ impl Encoder {
         Encoder {
             format,
             influx_prefix,
+            last_time: None,
+            last_ns: Vec::new(),
         }
     }
 
     /// Append `row` as one line to `out`.
-    pub fn encode(&self, row: &View, out: &mut Vec<u8>) {
+    pub fn encode(&mut self, row: &View, out: &mut Vec<u8>) {
         match self.format {
             Format::Csv => csv_line(row, out),
             Format::Jsonl => json_line(row, out),
-            Format::Influx => influx_line(row, &self.influx_prefix, out),
+            Format::Influx => {
+                if self.last_time != Some(row.time) {
+                    // u64 nanoseconds reach the year 2554.
+                    let ns = row
+                        .time
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos());
+                    let ns = u64::try_from(ns).unwrap_or(u64::MAX);
+                    self.last_ns.clear();
+                    self.last_ns
+                        .extend_from_slice(itoa::Buffer::new().format(ns).as_bytes());
+                    self.last_time = Some(row.time);
+                }
+                influx_line(row, &self.influx_prefix, &self.last_ns, out)
+            }
         }
     }
 }
@@ -155,12 +176,13 @@ fn is_json_number(s: &str) -> bool {
     rest.is_empty()
 }
 
-fn influx_line(r: &View, prefix: &[u8], out: &mut Vec<u8>) {
+fn influx_line(r: &View, prefix: &[u8], ns: &[u8], out: &mut Vec<u8>) {
+    out.reserve(prefix.len() + ns.len() + 128);
     out.extend_from_slice(prefix);
     // A group name (checked by the reader) needs no escaping.
     out.extend_from_slice(r.fields[1]);
     let mut first = true;
-    for (name, value) in COLUMNS.iter().zip(r.fields).take(5).skip(2) {
+    for (name, value) in COLUMNS[2..5].iter().zip(&r.fields[2..5]) {
         if value.is_empty() {
             continue;
         }

@@ -16,7 +16,9 @@ pub mod http;
 pub mod read;
 mod sink;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -98,79 +100,191 @@ impl Pacer {
 /// Bytes of output gathered before one write to a file or stdout.
 const BLOCK: usize = 64 * 1024;
 
+/// Verified blocks being encoded at once on the blocking pool: one per
+/// core of a small board, while this task reads and checks the next.
+const ENCODING: usize = 2;
+
+/// Which rows are wanted.
+#[derive(Debug, Clone)]
+struct Filter {
+    since: Option<SystemTime>,
+    until: Option<SystemTime>,
+    groups: Vec<String>,
+}
+
+impl Filter {
+    fn wants(&self, row: &View) -> bool {
+        self.since.is_none_or(|s| row.time >= s)
+            && self.until.is_none_or(|u| row.time < u)
+            && (self.groups.is_empty() || self.groups.iter().any(|g| g.as_bytes() == row.fields[1]))
+    }
+
+    /// False when no row of `b` can be wanted (by its times).
+    fn may_want(&self, b: &Block) -> bool {
+        !(self.since.is_some_and(|s| b.max < s) || self.until.is_some_and(|u| b.min >= u))
+    }
+
+    /// True when every row of `b` is wanted.
+    fn wants_all(&self, b: &Block) -> bool {
+        self.since.is_none_or(|s| b.min >= s)
+            && self.until.is_none_or(|u| b.max < u)
+            && self.groups.is_empty()
+    }
+}
+
+/// A verified block, encoded.
+struct Encoded {
+    bytes: Vec<u8>,
+    rows: u64,
+    /// Lines that were not rows after all (an index made by something
+    /// else than this program).
+    bad_lines: Vec<u64>,
+}
+
+/// Encode the wanted rows of a verified block.
+fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
+    let mut rows = BlockRows::default();
+    let mut view = View::default();
+    let mut done = Encoded {
+        // Line protocol takes about twice the bytes of a CSV row.
+        bytes: Vec::with_capacity(b.piece.len() * 2),
+        rows: 0,
+        bad_lines: Vec::new(),
+    };
+    let mut start = 0;
+    for (i, end) in memchr::memchr_iter(b'\n', &b.piece).enumerate() {
+        let line = &b.piece[start..end];
+        start = end + 1;
+        if !rows.fill(line, &mut view) {
+            done.bad_lines.push(b.first_line + i as u64);
+        } else if filter.wants(&view) {
+            encoder.encode(&view, &mut done.bytes);
+            done.rows += 1;
+        }
+    }
+    done
+}
+
 /// Where selected rows go: filtered, paced, encoded, gathered into blocks.
-struct Emit<'a> {
-    opts: &'a Options,
+struct Emit {
+    filter: Arc<Filter>,
+    format: Format,
     encoder: Encoder,
     pacer: Option<Pacer>,
     /// Lines go out one by one (pacing; an HTTP sink counts rows).
     per_row: bool,
     block: Vec<u8>,
     block_rows: u64,
+    /// Verified blocks being encoded on the blocking pool, in order.
+    encoding: VecDeque<tokio::task::JoinHandle<(Encoded, PathBuf)>>,
     summary: Summary,
 }
 
-impl Emit<'_> {
-    fn wanted(&self, row: &View) -> bool {
-        let o = self.opts;
-        o.since.is_none_or(|s| row.time >= s)
-            && o.until.is_none_or(|u| row.time < u)
-            && (o.groups.is_empty() || o.groups.iter().any(|g| g.as_bytes() == row.fields[1]))
-    }
-
-    async fn row(&mut self, row: &View<'_>, sink: &mut Sink) -> Result<(), ReplayError> {
-        if !self.wanted(row) {
-            return Ok(());
-        }
-        if let Some(p) = self.pacer.as_mut() {
-            p.wait(row.time).await;
+impl Emit {
+    /// Encode `row` if it is wanted; true when the block should go out
+    /// now. Plain code, no future: this runs for every row.
+    fn take(&mut self, row: &View) -> bool {
+        if !self.filter.wants(row) {
+            return false;
         }
         self.encoder.encode(row, &mut self.block);
         self.block_rows += 1;
         self.summary.rows += 1;
-        if self.per_row || self.block.len() >= BLOCK {
+        self.per_row || self.block.len() >= BLOCK
+    }
+
+    async fn row(&mut self, row: &View<'_>, sink: &mut Sink) -> Result<(), ReplayError> {
+        self.drain(sink, 0).await?;
+        let wanted = self.filter.wants(row);
+        if let (Some(p), true) = (self.pacer.as_mut(), wanted) {
+            p.wait(row.time).await;
+        }
+        if self.take(row) {
             self.flush(sink).await?;
         }
         Ok(())
     }
 
     /// A verified block: skipped whole when it lies outside the range,
-    /// passed through as it is when every row is wanted as CSV, else row
-    /// by row.
+    /// passed through as it is when every row is wanted as CSV, encoded on
+    /// the blocking pool when its lines may go out in blocks, else row by
+    /// row.
     async fn block(&mut self, b: Block, sink: &mut Sink, path: &Path) -> Result<(), ReplayError> {
-        let o = self.opts;
-        if o.since.is_some_and(|s| b.max < s) || o.until.is_some_and(|u| b.min >= u) {
+        if !self.filter.may_want(&b) {
             return Ok(());
         }
-        let all = o.since.is_none_or(|s| b.min >= s)
-            && o.until.is_none_or(|u| b.max < u)
-            && o.groups.is_empty();
-        if all && o.format == Format::Csv && !self.per_row {
-            self.flush(sink).await?;
+        if self.per_row {
+            return self.paced_block(b, sink, path).await;
+        }
+        self.flush(sink).await?;
+        if self.filter.wants_all(&b) && self.format == Format::Csv {
+            self.drain(sink, 0).await?;
             self.summary.rows += b.rows;
             return sink.write_piece(b.piece, b.rows).await;
         }
-        let mut rows = BlockRows::default();
-        let lines = b.piece.strip_suffix(b"\n").unwrap_or(&b.piece);
-        for (i, line) in lines.split(|&c| c == b'\n').enumerate() {
-            match rows.view(line) {
-                Some(view) => self.row(&view, sink).await?,
-                None => {
-                    tracing::warn!(
-                        "{}:{}: not a row, though its index said so; skipped",
-                        path.display(),
-                        b.first_line + i as u64
-                    );
-                    self.summary.skipped += 1;
-                }
+        let (filter, encoder) = (self.filter.clone(), self.encoder.clone());
+        let path = path.to_path_buf();
+        self.encoding
+            .push_back(tokio::task::spawn_blocking(move || {
+                (encode_block(&b, &filter, encoder), path)
+            }));
+        self.drain(sink, ENCODING).await
+    }
+
+    /// Write encoded blocks, oldest first, until at most `keep` are left.
+    async fn drain(&mut self, sink: &mut Sink, keep: usize) -> Result<(), ReplayError> {
+        while self.encoding.len() > keep {
+            let Some(task) = self.encoding.pop_front() else {
+                break;
+            };
+            let (done, path) = task.await.map_err(|e| ReplayError::Output(e.into()))?;
+            self.bad_lines(&path, &done.bad_lines);
+            self.summary.rows += done.rows;
+            if done.rows > 0 {
+                sink.write(done.bytes, done.rows, false).await?;
             }
         }
         Ok(())
     }
 
+    /// The rows of a verified block one at a time (pacing, HTTP batches).
+    async fn paced_block(
+        &mut self,
+        b: Block,
+        sink: &mut Sink,
+        path: &Path,
+    ) -> Result<(), ReplayError> {
+        let mut rows = BlockRows::default();
+        let mut view = View::default();
+        let mut start = 0;
+        for (i, end) in memchr::memchr_iter(b'\n', &b.piece).enumerate() {
+            let line = &b.piece[start..end];
+            start = end + 1;
+            if rows.fill(line, &mut view) {
+                self.row(&view, sink).await?;
+            } else {
+                self.bad_lines(path, &[b.first_line + i as u64]);
+            }
+        }
+        Ok(())
+    }
+
+    fn bad_lines(&mut self, path: &Path, lines: &[u64]) {
+        for line in lines {
+            tracing::warn!(
+                "{}:{line}: not a row, though its index said so; skipped",
+                path.display()
+            );
+        }
+        self.summary.skipped += lines.len() as u64;
+    }
+
+    /// Write what is gathered (after the blocks being encoded).
     async fn flush(&mut self, sink: &mut Sink) -> Result<(), ReplayError> {
         if !self.block.is_empty() {
-            sink.write(&mut self.block, self.block_rows, self.pacer.is_some())
+            self.drain(sink, 0).await?;
+            let full = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK + 512));
+            sink.write(full, self.block_rows, self.pacer.is_some())
                 .await?;
             self.block_rows = 0;
         }
@@ -199,8 +313,14 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
     // per row); an HTTP sink counts rows, so it gets them one by one.
     let per_row = pacer.is_some() || matches!(sink, Sink::Http(_));
     let mut emit = Emit {
-        opts,
+        filter: Arc::new(Filter {
+            since: opts.since,
+            until: opts.until,
+            groups: opts.groups.clone(),
+        }),
+        format: opts.format,
         encoder: Encoder::new(opts.format, &opts.measurement),
+        encoding: VecDeque::new(),
         pacer,
         per_row,
         block: Vec::with_capacity(BLOCK + 512),
@@ -235,6 +355,7 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
             }
         }
     }
+    emit.drain(sink, 0).await?;
     if emit.summary.rows > 0 {
         emit.flush(sink).await?;
     }

@@ -31,32 +31,23 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// Write `block` (`rows` lines) and leave it empty for the next lines.
+    /// Write `block` (`rows` lines).
     pub(crate) async fn write(
         &mut self,
-        block: &mut Vec<u8>,
+        block: Vec<u8>,
         rows: u64,
         flush: bool,
     ) -> Result<(), ReplayError> {
         match self {
-            Sink::File(f) => {
-                let capacity = block.capacity();
-                let full = std::mem::replace(block, Vec::with_capacity(capacity));
-                f.send(Chunk::Bytes(full)).await
-            }
+            Sink::File(f) => f.send(Chunk::Bytes(block)).await,
             Sink::Writer(w) => {
-                w.write_all(block).await.map_err(ReplayError::Output)?;
+                w.write_all(&block).await.map_err(ReplayError::Output)?;
                 if flush {
                     w.flush().await.map_err(ReplayError::Output)?;
                 }
-                block.clear();
                 Ok(())
             }
-            Sink::Http(p) => {
-                p.push(block, rows).await?;
-                block.clear();
-                Ok(())
-            }
+            Sink::Http(p) => Ok(p.push(&block, rows).await?),
         }
     }
 
@@ -64,7 +55,7 @@ impl Sink {
     pub(crate) async fn write_piece(&mut self, piece: Piece, rows: u64) -> Result<(), ReplayError> {
         match self {
             Sink::File(f) => f.send(Chunk::Piece(piece)).await,
-            _ => self.write(&mut piece.to_vec(), rows, false).await,
+            _ => self.write(piece.to_vec(), rows, false).await,
         }
     }
 
