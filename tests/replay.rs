@@ -530,3 +530,110 @@ async fn a_refused_batch_stops_the_replay_with_the_reason() {
         "{err}"
     );
 }
+
+/// Index `files` again in blocks of `block` bytes (the store's are about
+/// 512 KiB: one block per file here), so block edges fall everywhere.
+fn reindex(files: &[PathBuf], block: u64) {
+    use edge_agent::store::index;
+    for f in files {
+        let plain = PathBuf::from(f.to_str().unwrap().trim_end_matches(".gz"));
+        index::remove(&plain).unwrap();
+        let gz = plain != *f;
+        if gz {
+            std::fs::write(&plain, text_of(f)).unwrap();
+        }
+        let last = !plain.ends_with("readings.csv");
+        index::update_with(&plain, last, block, u64::MAX).unwrap();
+        if gz {
+            std::fs::remove_file(&plain).unwrap();
+        }
+    }
+}
+
+/// The same files without their indexes, in `to`.
+fn copy_data(files: &[PathBuf], to: &Path) {
+    std::fs::create_dir(to).unwrap();
+    for f in files {
+        std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_index_never_changes_what_replay_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let indexed = dir.path().join("indexed");
+    let files = history(&indexed).await;
+    reindex(&files, 333);
+    let bare = dir.path().join("bare");
+    copy_data(&files, &bare);
+    let replay = |d: &Path, args: &[&str]| {
+        let mut all = vec![
+            "replay",
+            "--dir",
+            d.to_str().unwrap(),
+            "--chunk-size",
+            "100",
+        ];
+        all.extend(args);
+        let (code, out, err) = edge_agent(&all);
+        assert_eq!(code, 0, "{err}");
+        let summary = err.lines().last().unwrap_or_default().to_string();
+        (out, summary, err)
+    };
+    let (t1, t2, t3) = (
+        humantime::format_rfc3339(at(125)).to_string(),
+        humantime::format_rfc3339(at(400)).to_string(),
+        humantime::format_rfc3339(at(333)).to_string(),
+    );
+    for args in [
+        vec!["--format", "csv"],
+        vec!["--format", "jsonl", "--group", "b"],
+        vec!["--format", "influx", "--since", &t1, "--until", &t2],
+        vec!["--format", "csv", "--since", &t3, "--group", "a"],
+    ] {
+        let (fast, fast_summary, _) = replay(&indexed, &args);
+        let (slow, slow_summary, _) = replay(&bare, &args);
+        assert!(!fast.is_empty());
+        assert_eq!(fast, slow, "{args:?}");
+        assert_eq!(fast_summary, slow_summary, "{args:?}");
+    }
+    // Damage to indexed files: a changed digit (still a row) and a line
+    // that is no row. Both replays give the same rows and skips; the
+    // indexed one says which rows no longer match their checksum.
+    let plain: Vec<&PathBuf> = files
+        .iter()
+        .filter(|f| f.extension().unwrap() == "csv" && !f.ends_with("readings.csv"))
+        .collect();
+    let (changed, broken) = (plain[0].file_name().unwrap(), plain[1].file_name().unwrap());
+    for d in [&indexed, &bare] {
+        let path = d.join(changed);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen(",4,0\n", ",5,0\n", 1)).unwrap();
+        let path = d.join(broken);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines[2] = "2026-11-24T10:00:00.000Z,a,oops";
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    }
+    let (fast, fast_summary, fast_err) = replay(&indexed, &["--format", "csv"]);
+    let (slow, slow_summary, slow_err) = replay(&bare, &["--format", "csv"]);
+    assert_eq!(fast, slow);
+    assert_eq!(fast_summary, slow_summary);
+    assert!(fast.contains(",5,0\n"), "the changed row is still a row");
+    assert!(fast_summary.contains("skipped 1 line(s)"), "{fast_summary}");
+    let skip = format!("{}:3: 3 field(s), expected 8", broken.to_str().unwrap());
+    assert!(
+        fast_err.contains(&skip) && slow_err.contains(&skip),
+        "{fast_err}"
+    );
+    for name in [changed, broken] {
+        let warned = format!("{}", indexed.join(name).display());
+        assert!(
+            fast_err
+                .lines()
+                .any(|l| l.contains(&warned) && l.contains("do not match their checksum")),
+            "{fast_err}"
+        );
+    }
+    assert!(!slow_err.contains("checksum"));
+}

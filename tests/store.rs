@@ -373,3 +373,118 @@ async fn new_settings_apply_to_the_same_files_after_queued_rows() {
         vec!["2026-11-24T10:01:00.000Z,a,3.0,2.0,4.0,celsius,3,0"]
     );
 }
+
+/// Each file's checksum index, as replay finds it: blocks that match the
+/// file's bytes, covering a rotated file to its end.
+fn check_index(file: &Path) -> edge_agent::store::index::Index {
+    let ix = edge_agent::store::index::Index::load(file)
+        .unwrap_or_else(|| panic!("no index for {}", file.display()));
+    let bytes = read(file).into_bytes();
+    for e in &ix.entries {
+        let block = &bytes[e.offset as usize..(e.offset + e.len) as usize];
+        let mut crc = flate2::Crc::new();
+        crc.update(block);
+        assert_eq!(crc.sum(), e.crc, "{}: {e:?}", file.display());
+        assert_eq!(block.iter().filter(|b| **b == b'\n').count() as u64, e.rows);
+    }
+    ix
+}
+
+#[tokio::test]
+async fn every_file_gets_an_index_that_follows_it_through_rotation_gzip_and_retention() {
+    use edge_agent::store::index;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // An index whose file is gone (removed by hand) is cleaned up at start.
+    let orphan = d.join(".readings-20200101T000000Z.csv.idx");
+    std::fs::write(&orphan, "edge-agent-index 1\n").unwrap();
+    let mut out = output(d);
+    out.max_size = Some(2_000_000);
+    out.keep = 2;
+    out.compress = Compress::Gzip;
+    let store = Store::open(&out).await.unwrap();
+    assert!(!orphan.exists());
+    let tx = store.sender();
+    // About 4.5 MB of rows: several blocks per file, three rotations.
+    for batch in 0..70u64 {
+        let rows = (0..1000)
+            .map(|i| batch * 1000 + i)
+            .map(|i| row(at(i), "greenhouse", 20.0 + (i % 1000) as f64 / 7.0))
+            .collect();
+        tx.send(rows);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(tx);
+    store.close().await.unwrap();
+    let names = support::all_names(d);
+    let data: Vec<&String> = names
+        .iter()
+        .filter(|n| index::data_name(n).is_none())
+        .collect();
+    let rotated: Vec<&&String> = data.iter().filter(|n| n.ends_with(".csv.gz")).collect();
+    assert_eq!(rotated.len(), 2, "{names:?}");
+    // Rotated and compressed: the index still covers every byte of the rows.
+    for name in &rotated {
+        let file = d.join(name);
+        let ix = check_index(&file);
+        assert_eq!(ix.covered_end(), read(&file).len() as u64, "{name}");
+        assert!(ix.entries.len() >= 3, "{name}: {} blocks", ix.entries.len());
+    }
+    // Retention removed the oldest file's index with it.
+    let indexes: Vec<&String> = names
+        .iter()
+        .filter(|n| index::data_name(n).is_some())
+        .collect();
+    assert_eq!(indexes.len(), 3, "{names:?}");
+    // The active file: whole blocks so far, kept across a restart.
+    let active = d.join("readings.csv");
+    let before = check_index(&active);
+    assert!(before.covered_end() <= read(&active).len() as u64);
+    assert!(!before.entries.is_empty());
+    let store = Store::open(&out).await.unwrap();
+    store.close().await.unwrap();
+    assert_eq!(check_index(&active), before);
+}
+
+#[tokio::test]
+async fn an_index_that_no_longer_fits_the_active_file_is_rebuilt_at_start() {
+    use edge_agent::store::index;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = output(d);
+    let store = Store::open(&out).await.unwrap();
+    let tx = store.sender();
+    for batch in 0..20u64 {
+        tx.send(
+            (0..1000)
+                .map(|i| row(at(batch * 1000 + i), "g", i as f64))
+                .collect(),
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(tx);
+    store.close().await.unwrap();
+    let active = d.join("readings.csv");
+    let old = check_index(&active);
+    // Another file now has the active name (a crash between a rotation's
+    // renames leaves the previous file's index behind).
+    let mut text = HEADER.to_string();
+    for i in 0..12_000u64 {
+        let r = edge_agent::replay::Record::from_line(&format!(
+            "{},h,1.000,1.000,1.000,celsius,1,0",
+            humantime::format_rfc3339_millis(at(100_000 + i))
+        ))
+        .unwrap();
+        text.push_str(&format!(
+            "{}\n",
+            (0..8).map(|f| r.field(f)).collect::<Vec<_>>().join(",")
+        ));
+    }
+    std::fs::write(&active, &text).unwrap();
+    let store = Store::open(&out).await.unwrap();
+    store.close().await.unwrap();
+    let new = check_index(&active);
+    assert_ne!(new.entries[0].crc, old.entries[0].crc);
+    assert_eq!(new.entries[0].offset, HEADER.len() as u64);
+    assert_eq!(index::path_for(&active), d.join(".readings.csv.idx"));
+}
