@@ -147,7 +147,7 @@ fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
     let mut view = View::default();
     let mut done = Encoded {
         // Line protocol takes about twice the bytes of a CSV row.
-        bytes: Vec::with_capacity(b.piece.len() * 2),
+        bytes: sink::spare(b.piece.len() * 2),
         rows: 0,
         bad_lines: Vec::new(),
     };
@@ -222,6 +222,8 @@ impl Emit {
             self.summary.rows += b.rows;
             return sink.write_piece(b.piece, b.rows).await;
         }
+        // Room for this one: at most ENCODING blocks in memory at once.
+        self.drain(sink, ENCODING - 1).await?;
         let (filter, encoder) = (self.filter.clone(), self.encoder.clone());
         let path = path.to_path_buf();
         self.encoding
@@ -283,7 +285,7 @@ impl Emit {
     async fn flush(&mut self, sink: &mut Sink) -> Result<(), ReplayError> {
         if !self.block.is_empty() {
             self.drain(sink, 0).await?;
-            let full = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK + 512));
+            let full = std::mem::replace(&mut self.block, sink::spare(BLOCK + 512));
             sink.write(full, self.block_rows, self.pacer.is_some())
                 .await?;
             self.block_rows = 0;

@@ -9,6 +9,7 @@
 //! replay's time went into that copy here.)
 
 use std::io::Write;
+use std::sync::Mutex;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -18,7 +19,31 @@ use super::chunks::Piece;
 use super::http;
 
 /// Blocks queued for the writing task.
-const QUEUE: usize = 2;
+const QUEUE: usize = 1;
+/// Written blocks kept for the next ones.
+const SPARE_MAX: usize = 8;
+
+/// Buffers of written blocks, for the next ones: allocated on the blocking
+/// pool and freed by the writing task, buffers of a MiB would scatter over
+/// malloc's per-thread arenas, and RSS would grow with them.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// An empty buffer of at least `capacity`, a written one if there is one.
+pub(crate) fn spare(capacity: usize) -> Vec<u8> {
+    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+    match spare.iter().position(|b| b.capacity() >= capacity) {
+        Some(i) => spare.swap_remove(i),
+        None => Vec::with_capacity(capacity),
+    }
+}
+
+fn give_back(mut buf: Vec<u8>) {
+    buf.clear();
+    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+    if spare.len() < SPARE_MAX {
+        spare.push(buf);
+    }
+}
 
 /// Where replayed lines go.
 pub enum Sink {
@@ -96,6 +121,9 @@ impl FileWriter {
         let task = tokio::task::spawn_blocking(move || {
             while let Some(chunk) = rx.blocking_recv() {
                 out.write_all(&chunk)?;
+                if let Chunk::Bytes(buf) = chunk {
+                    give_back(buf);
+                }
             }
             out.flush()
         });
