@@ -285,7 +285,7 @@ impl Emit {
     async fn flush(&mut self, sink: &mut Sink) -> Result<(), ReplayError> {
         if !self.block.is_empty() {
             self.drain(sink, 0).await?;
-            let full = std::mem::replace(&mut self.block, sink::spare(BLOCK + 512));
+            let full = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK + 512));
             sink.write(full, self.block_rows, self.pacer.is_some())
                 .await?;
             self.block_rows = 0;
@@ -348,6 +348,13 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
         emit.summary.files += 1;
         while let Some(next) = reader.next().await {
             match next {
+                // Plain code for a row, unless it must wait (pacing) or
+                // come after blocks still being encoded.
+                Next::Row(record) if emit.pacer.is_none() && emit.encoding.is_empty() => {
+                    if emit.take(&record.view()) {
+                        emit.flush(sink).await?;
+                    }
+                }
                 Next::Row(record) => emit.row(&record.view(), sink).await?,
                 Next::Block(block) => emit.block(block, sink, &source.path).await?,
                 Next::Skip(skip) => {

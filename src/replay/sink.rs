@@ -21,15 +21,18 @@ use super::http;
 /// Blocks queued for the writing task.
 const QUEUE: usize = 1;
 /// Written blocks kept for the next ones.
-const SPARE_MAX: usize = 8;
+const SPARE_MAX: usize = 4;
 
 /// Buffers of written blocks, for the next ones: allocated on the blocking
 /// pool and freed by the writing task, buffers of a MiB would scatter over
 /// malloc's per-thread arenas, and RSS would grow with them.
 static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// An empty buffer of at least `capacity`, a written one if there is one.
+/// An empty buffer of at least `capacity` (rounded up, so that buffers for
+/// blocks a row longer or shorter fit each other), a written one if there
+/// is one.
 pub(crate) fn spare(capacity: usize) -> Vec<u8> {
+    let capacity = capacity.next_multiple_of(64 * 1024);
     let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
     match spare.iter().position(|b| b.capacity() >= capacity) {
         Some(i) => spare.swap_remove(i),

@@ -36,7 +36,7 @@ use super::file::{FILE_MODE, HEADER};
 
 /// Bytes of rows per block: large enough that a replay checks one CRC per
 /// few thousand rows, small enough to hold one block in memory at a time.
-pub const BLOCK: u64 = 512 * 1024;
+pub const BLOCK: u64 = 256 * 1024;
 
 /// The first line of an index file.
 pub const MAGIC: &str = "edge-agent-index 1";
