@@ -335,34 +335,11 @@ fn generate(root: &Path, label: &'static str, target: u64) -> Res<History> {
     // Indexes, as the store leaves them: complete for rotated files, whole
     // blocks for the active one; made by the store's own code.
     let indexing = Instant::now();
-    let results: Vec<Res<()>> = thread::scope(|s| {
-        let handles: Vec<_> = [0, 1]
-            .map(|half| {
-                let (plain, files) = (&plain, &files);
-                s.spawn(move || -> Res<()> {
-                    for f in files.iter().skip(half).step_by(2) {
-                        let p = plain.join(&f.name);
-                        index::update(&p, f.rotated).map_err(io_err(&p))?;
-                        if stopped() {
-                            return Err("interrupted".into());
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .into_iter()
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("index thread panicked".into()))
-            })
-            .collect()
-    });
-    for r in results {
-        r?;
-    }
+    let all: Vec<&FileInfo> = files.iter().collect();
+    on_two_threads("index", &all, |f| {
+        let p = plain.join(&f.name);
+        index::update(&p, f.rotated).map(|_| ()).map_err(io_err(&p))
+    })?;
     let indexing = indexing.elapsed().as_secs_f64();
     // Layout (b): every other rotated file gzipped, the rest hard links;
     // the indexes of all.
@@ -381,37 +358,9 @@ fn generate(root: &Path, label: &'static str, target: u64) -> Res<History> {
             link(&plain.join(&f.name), &mixed.join(&f.name))?;
         }
     }
-    let halves: Vec<Vec<&FileInfo>> = vec![
-        to_gzip.iter().step_by(2).copied().collect(),
-        to_gzip.iter().skip(1).step_by(2).copied().collect(),
-    ];
-    let results: Vec<Res<()>> = thread::scope(|s| {
-        let handles: Vec<_> = halves
-            .iter()
-            .map(|part| {
-                let (plain, mixed) = (&plain, &mixed);
-                s.spawn(move || -> Res<()> {
-                    for f in part {
-                        gzip_file(&plain.join(&f.name), &mixed.join(format!("{}.gz", f.name)))?;
-                        if stopped() {
-                            return Err("interrupted".into());
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("gzip thread panicked".into()))
-            })
-            .collect()
-    });
-    for r in results {
-        r?;
-    }
+    on_two_threads("gzip", &to_gzip, |f| {
+        gzip_file(&plain.join(&f.name), &mixed.join(format!("{}.gz", f.name)))
+    })?;
     let mut mixed_bytes = 0;
     for e in fs::read_dir(&mixed).map_err(io_err(&mixed))? {
         let e = e.map_err(io_err(&mixed))?;
@@ -442,6 +391,40 @@ fn generate(root: &Path, label: &'static str, target: u64) -> Res<History> {
         started.elapsed().as_secs_f64()
     );
     Ok(h)
+}
+
+/// `work` for each of `items`, on two threads (every other item each);
+/// the first error, or "interrupted" after SIGINT/SIGTERM.
+fn on_two_threads<T: Sync>(
+    what: &str,
+    items: &[T],
+    work: impl Fn(&T) -> Res<()> + Sync,
+) -> Res<()> {
+    let results: Vec<Res<()>> = thread::scope(|s| {
+        let handles: Vec<_> = [0, 1]
+            .map(|half| {
+                let work = &work;
+                s.spawn(move || -> Res<()> {
+                    for item in items.iter().skip(half).step_by(2) {
+                        work(item)?;
+                        if stopped() {
+                            return Err("interrupted".into());
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .into_iter()
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(format!("{what} thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
 /// A hard link (a copy where links do not work).

@@ -327,15 +327,21 @@ mod tests {
         )
     }
 
-    #[test]
-    fn blocks_cover_whole_rows_and_match_their_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("readings.csv");
+    /// `readings.csv` in `dir` with the header and `n` rows; its text.
+    fn file_of_rows(dir: &Path, n: u64) -> (PathBuf, String) {
+        let data = dir.join("readings.csv");
         let mut text = HEADER.to_string();
-        for i in 0..12_000 {
+        for i in 0..n {
             text.push_str(&row(1_800_000_000 + i));
         }
         std::fs::write(&data, &text).unwrap();
+        (data, text)
+    }
+
+    #[test]
+    fn blocks_cover_whole_rows_and_match_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, mut text) = file_of_rows(dir.path(), 24_000);
         // While the file is active only whole blocks count.
         let end = update(&data, false).unwrap();
         let index = Index::load(&data).unwrap();
@@ -356,7 +362,7 @@ mod tests {
             assert!(bytes.ends_with(b"\n"));
             rows += e.rows;
         }
-        assert_eq!(rows, 12_001);
+        assert_eq!(rows, 24_001);
         assert_eq!(index.entries[0].min_ms, 1_800_000_000_000);
         assert_eq!(index.entries.last().unwrap().max_ms, 1_800_100_000_000);
         assert!(!index.ended);
@@ -381,12 +387,7 @@ mod tests {
     #[test]
     fn a_stale_index_is_rebuilt_at_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("readings.csv");
-        let mut text = HEADER.to_string();
-        for i in 0..6_000 {
-            text.push_str(&row(1_800_000_000 + i));
-        }
-        std::fs::write(&data, &text).unwrap();
+        let (data, _) = file_of_rows(dir.path(), 6_000);
         update(&data, true).unwrap();
         // The file was replaced (a crash between rotation's renames).
         let fresh = format!("{HEADER}{}", row(5));
