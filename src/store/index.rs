@@ -176,14 +176,19 @@ impl Gather {
 }
 
 /// The time of `line` (with its newline) in ms, if it is a row replay
-/// would read. Our writer never writes `\r` or an empty line, so those end
-/// an index too: the row-by-row reader decides what they are.
-fn row_ms(line: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(line.strip_suffix(b"\n")?).ok()?;
-    if text.contains('\r') {
+/// would read, checked in `record` (reused: no allocation per row). Our
+/// writer never writes `\r` or an empty line, so those end an index too:
+/// the row-by-row reader decides what they are.
+fn row_ms(line: &[u8], record: &mut crate::replay::Record) -> Option<u64> {
+    let line = line.strip_suffix(b"\n")?;
+    if line.contains(&b'\r') {
         return None;
     }
-    let record = crate::replay::Record::from_line(text).ok()?;
+    record.raw.clear();
+    for field in line.split(|&b| b == b',') {
+        record.raw.push_field(field);
+    }
+    crate::replay::read::parse(record).ok()?;
     let ms = record.row.time.duration_since(UNIX_EPOCH).ok()?.as_millis();
     u64::try_from(ms).ok()
 }
@@ -219,12 +224,13 @@ pub fn update_with(data: &Path, last: bool, block_size: u64, limit: u64) -> io::
     let mut new = Vec::new();
     let mut block = Gather::at(start);
     let mut line = Vec::with_capacity(256);
+    let mut record = crate::replay::Record::default();
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line)? == 0 || !line.ends_with(b"\n") {
             break; // the end, or a row still being written
         }
-        let Some(ms) = row_ms(&line) else {
+        let Some(ms) = row_ms(&line, &mut record) else {
             index.ended = true;
             break;
         };
