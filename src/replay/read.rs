@@ -471,7 +471,7 @@ impl FileReader {
                     return Step::Block(e, first_line);
                 }
                 tracing::warn!(
-                    "{}:{}: the rows from here on do not match their checksum in {};                      reading them one by one",
+                    "{}:{}: the rows from here on do not match their checksum in {}; reading them one by one",
                     self.path.display(),
                     fast.lines + 1,
                     index::path_for(&self.path).display()
