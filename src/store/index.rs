@@ -103,6 +103,12 @@ impl Index {
     /// The index of `data`, as far as it is whole and consistent; `None`
     /// when there is none (or it cannot be read).
     pub fn load(data: &Path) -> Option<Index> {
+        Self::read(data).map(|(index, _)| index)
+    }
+
+    /// [`Index::load`], and whether every line of the index file was
+    /// taken (new blocks may be appended to it only then).
+    fn read(data: &Path) -> Option<(Index, bool)> {
         let text = std::fs::read(path_for(data)).ok()?;
         let text = String::from_utf8_lossy(&text);
         let mut lines = text.split_inclusive('\n');
@@ -114,7 +120,7 @@ impl Index {
         for line in lines {
             // A torn last line (no newline) is not there yet.
             let Some(line) = line.strip_suffix('\n') else {
-                break;
+                return Some((index, false));
             };
             if line == "end" {
                 index.ended = true;
@@ -125,10 +131,10 @@ impl Index {
                     end = e.end();
                     index.entries.push(e);
                 }
-                _ => break,
+                _ => return Some((index, false)),
             }
         }
-        Some(index)
+        Some((index, true))
     }
 
     /// Where the indexed bytes end (the end of the header if none are).
@@ -206,7 +212,9 @@ pub fn update(data: &Path, last: bool) -> io::Result<u64> {
 /// its last complete write).
 #[doc(hidden)]
 pub fn update_with(data: &Path, last: bool, block_size: u64, limit: u64) -> io::Result<u64> {
-    let mut index = Index::load(data).unwrap_or_default();
+    // An index file with a torn or inconsistent line is written anew
+    // (appended to, its new blocks would never be read).
+    let (mut index, whole) = Index::read(data).unwrap_or_default();
     let start = index.covered_end();
     if index.ended {
         return Ok(start);
@@ -247,19 +255,21 @@ pub fn update_with(data: &Path, last: bool, block_size: u64, limit: u64) -> io::
     if new.is_empty() && !index.ended {
         return Ok(end);
     }
-    let path = path_for(data);
-    let fresh = !path.exists() || Index::load(data).is_none();
+    let fresh = !whole;
     let mut out = OpenOptions::new()
         .create(true)
         .append(!fresh)
         .write(true)
         .truncate(fresh)
         .mode(FILE_MODE)
-        .open(&path)?;
+        .open(path_for(data))?;
     let mut text = String::new();
     if fresh {
         text.push_str(MAGIC);
         text.push('\n');
+        for e in &index.entries {
+            text.push_str(&e.line());
+        }
     }
     for e in &new {
         text.push_str(&e.line());
@@ -388,6 +398,28 @@ mod tests {
         // Nothing more is ever added after `end`.
         update(&data, true).unwrap();
         assert_eq!(Index::load(&data).unwrap(), index);
+    }
+
+    #[test]
+    fn an_index_with_a_torn_line_is_written_anew_when_it_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, mut text) = file_of_rows(dir.path(), 6_000);
+        update(&data, false).unwrap();
+        let before = Index::load(&data).unwrap();
+        assert!(!before.entries.is_empty());
+        // A crash in the middle of appending a block's line.
+        let mut ix = std::fs::read_to_string(path_for(&data)).unwrap();
+        ix.push_str("262");
+        std::fs::write(path_for(&data), ix).unwrap();
+        for i in 0..6_000 {
+            text.push_str(&row(1_900_000_000 + i));
+        }
+        std::fs::write(&data, &text).unwrap();
+        update(&data, false).unwrap();
+        let after = Index::load(&data).unwrap();
+        assert_eq!(after.entries[..before.entries.len()], before.entries[..]);
+        assert!(after.entries.len() > before.entries.len());
+        assert!(Index::read(&data).unwrap().1, "the torn line is gone");
     }
 
     #[test]
