@@ -151,12 +151,9 @@ fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
         rows: 0,
         bad_lines: Vec::new(),
     };
-    let mut start = 0;
-    for (i, end) in memchr::memchr_iter(b'\n', &b.piece).enumerate() {
-        let line = &b.piece[start..end];
-        start = end + 1;
+    for (line_no, line) in b.lines() {
         if !rows.fill(line, &mut view) {
-            done.bad_lines.push(b.first_line + i as u64);
+            done.bad_lines.push(line_no);
         } else if filter.wants(&view) {
             encoder.encode(&view, &mut done.bytes);
             done.rows += 1;
@@ -258,14 +255,11 @@ impl Emit {
     ) -> Result<(), ReplayError> {
         let mut rows = BlockRows::default();
         let mut view = View::default();
-        let mut start = 0;
-        for (i, end) in memchr::memchr_iter(b'\n', &b.piece).enumerate() {
-            let line = &b.piece[start..end];
-            start = end + 1;
+        for (line_no, line) in b.lines() {
             if rows.fill(line, &mut view) {
                 self.row(&view, sink).await?;
             } else {
-                self.bad_lines(path, &[b.first_line + i as u64]);
+                self.bad_lines(path, &[line_no]);
             }
         }
         Ok(())

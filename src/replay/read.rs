@@ -239,6 +239,20 @@ pub struct Block {
     pub first_line: u64,
 }
 
+impl Block {
+    /// The block's lines (without newlines), each with its line number.
+    pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut start = 0;
+        memchr::memchr_iter(b'\n', &self.piece)
+            .zip(self.first_line..)
+            .map(move |(end, line)| {
+                let text = &self.piece[start..end];
+                start = end + 1;
+                (line, text)
+            })
+    }
+}
+
 /// What reading yields: a row, a verified block of rows, or a skipped line
 /// / damaged rest of file.
 pub enum Next<'a> {
@@ -717,6 +731,14 @@ impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
 mod tests {
     use super::*;
 
+    /// The next of a xorshift sequence: test inputs without a dependency.
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
     #[test]
     fn fast_time_agrees_with_humantime() {
         // Every 7 hours 13 minutes and a few ms, 1970 to 2110: all months,
@@ -764,9 +786,7 @@ mod tests {
         .collect();
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for _ in 0..100_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = xorshift(&mut x);
             let decimals = (x % 8) as usize;
             let v = (x >> 20) as f64 / 1e6 - 5e6;
             texts.push(format!("{v:.decimals$}"));
@@ -808,9 +828,7 @@ mod tests {
         // one bit off a comma: a borrowing zero-byte test gets it wrong).
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = xorshift(&mut x);
             let len = (x % 40) as usize;
             let line: Vec<u8> = (0..len)
                 .map(|i| [b',', b'-', b'a', b'+', b'.'][((x >> (i % 60)) % 5) as usize])
