@@ -114,9 +114,14 @@ struct Filter {
 
 impl Filter {
     fn wants(&self, row: &View) -> bool {
-        self.since.is_none_or(|s| row.time >= s)
-            && self.until.is_none_or(|u| row.time < u)
-            && (self.groups.is_empty() || self.groups.iter().any(|g| g.as_bytes() == row.fields[1]))
+        self.wants_at(row.time, row.fields[1])
+    }
+
+    /// Whether a row of this time and group is wanted.
+    fn wants_at(&self, time: SystemTime, group: &[u8]) -> bool {
+        self.since.is_none_or(|s| time >= s)
+            && self.until.is_none_or(|u| time < u)
+            && (self.groups.is_empty() || self.groups.iter().any(|g| g.as_bytes() == group))
     }
 
     /// False when no row of `b` can be wanted (by its times).
@@ -151,6 +156,22 @@ fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
         rows: 0,
         bad_lines: Vec::new(),
     };
+    if encoder.format() == Format::Influx {
+        let wants = |time, group: &[u8]| filter.wants_at(time, group);
+        let wants: Option<format::Wants> = if filter.wants_all(b) {
+            None
+        } else {
+            Some(&wants)
+        };
+        done.rows = encoder.influx_block(
+            &b.piece,
+            b.first_line,
+            wants,
+            &mut done.bytes,
+            &mut done.bad_lines,
+        );
+        return done;
+    }
     for (line_no, line) in b.lines() {
         if !rows.fill(line, &mut view) {
             done.bad_lines.push(line_no);
