@@ -565,8 +565,13 @@ mod tests {
             for filtered in [false, true] {
                 let wants: Option<Wants> = if filtered { Some(&filter) } else { None };
                 let mut want = (Vec::new(), 0, Vec::new());
+                let name = [
+                    "t e,s",
+                    "temperature",
+                    "a measurement name of forty-five bytes or so",
+                ][case % 3];
                 let (mut times, mut row_by_row) =
-                    (BlockRows::default(), Encoder::new(Format::Influx, "t e,s"));
+                    (BlockRows::default(), Encoder::new(Format::Influx, name));
                 let lines = buf.split(|&b| b == b'\n');
                 // What follows the last newline is not a line.
                 let whole = lines.clone().count() - 1;
@@ -580,7 +585,7 @@ mod tests {
                     }
                 }
                 let mut got = (b"kept|".to_vec(), 0, Vec::new());
-                got.1 = Encoder::new(Format::Influx, "t e,s")
+                got.1 = Encoder::new(Format::Influx, name)
                     .influx_block(&buf, 10, wants, &mut got.0, &mut got.2);
                 assert_eq!(&got.0[..5], b"kept|");
                 got.0.drain(..5);
