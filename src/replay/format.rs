@@ -282,8 +282,13 @@ impl FastInflux {
         let text = <[u8; 24]>::try_from(field).ok()?;
         if self.tick != Some(text) {
             let time = self.times.time(field)?;
-            let mut digits = itoa::Buffer::new();
-            let digits = digits.format(nanos(time)).as_bytes();
+            let (ns, mut digits) = (nanos(time), itoa::Buffer::new());
+            // A u128 takes itoa several times as long as a u64.
+            let digits = match u64::try_from(ns) {
+                Ok(ns) => digits.format(ns),
+                Err(_) => digits.format(ns),
+            }
+            .as_bytes();
             // 39 digits at most (u128); a row's time has 21 at most.
             let n = digits.len().min(self.tick_ns.len());
             self.tick_ns[..n].copy_from_slice(&digits[..n]);
