@@ -3,7 +3,11 @@
 //!
 //! A task on tokio's blocking pool opens the file (and inflates a `.gz`),
 //! reads it in `--chunk-size` reads and hands the bytes over as a
-//! tokio-stream of [`Piece`]s, a few pieces ahead of the consumer. The
+//! tokio-stream of [`Piece`]s, two at a time and one such batch ahead of
+//! the consumer: each hand-off wakes the other thread. In four interleaved
+//! runs of a csv replay of 1 GiB, batches of two beat single pieces (two
+//! ahead) in three, 0.59 / 0.85 / 0.82 of `cat` against 0.53 / 0.82 /
+//! 0.78, and lost one, 0.73 against 0.78. The
 //! pieces follow a plan: first the lengths asked for (the header and each
 //! indexed block, so a block arrives whole and its CRC can be checked
 //! before any of it is used), then the rest of the file in pieces of a few
@@ -24,8 +28,8 @@ use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
-/// Pieces read ahead of the one in use.
-const READ_AHEAD: usize = 2;
+/// Batches read ahead of the one in use.
+const READ_AHEAD: usize = 1;
 /// Buffers kept for the next pieces, across files: more than are ever in
 /// flight at once, so none is freed (freed and allocated again, buffers
 /// this size scatter over malloc's per-thread arenas and RSS grows).
@@ -82,8 +86,46 @@ impl bytes::Buf for Piece {
     }
 }
 
+/// Pieces handed over at once: every hand-off wakes the thread on the
+/// other side, and in a VM a wake-up costs about what a CRC of the piece
+/// does.
+const BATCH: usize = 2;
+
+type Batch = Vec<io::Result<Piece>>;
+
 /// The stream of a file's pieces; an error ends it.
-pub type Pieces = mpsc::Receiver<io::Result<Piece>>;
+pub struct Pieces {
+    rx: mpsc::Receiver<Batch>,
+    ready: std::collections::VecDeque<io::Result<Piece>>,
+}
+
+impl Pieces {
+    /// The next piece; `None` at the end of the file.
+    pub async fn recv(&mut self) -> Option<io::Result<Piece>> {
+        tokio_stream::StreamExt::next(self).await
+    }
+}
+
+impl tokio_stream::Stream for Pieces {
+    type Item = io::Result<Piece>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        loop {
+            if let Some(piece) = self.ready.pop_front() {
+                return Poll::Ready(Some(piece));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => self.ready.extend(batch),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
 
 /// Start reading `path` (inflated if `gzip`): pieces of the lengths in
 /// `plan`, then the rest. A file that ends early gives a shorter piece.
@@ -92,11 +134,42 @@ pub fn spawn(path: &Path, gzip: bool, chunk_size: usize, plan: Vec<u64>) -> Piec
     let path = path.to_path_buf();
     let chunk = chunk_size.max(512);
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = read_all(&path, gzip, chunk, &plan, &tx) {
-            let _ = tx.blocking_send(Err(e));
+        let mut out = Out {
+            tx,
+            batch: Vec::with_capacity(BATCH),
+        };
+        let result = read_all(&path, gzip, chunk, &plan, &mut out);
+        if let Err(e) = result {
+            out.batch.push(Err(e));
         }
+        out.flush();
     });
-    rx
+    Pieces {
+        rx,
+        ready: Default::default(),
+    }
+}
+
+/// Where the reading task puts its pieces, BATCH at a time.
+struct Out {
+    tx: mpsc::Sender<Batch>,
+    batch: Batch,
+}
+
+impl Out {
+    /// False if the reader is gone.
+    fn push(&mut self, piece: Piece) -> bool {
+        self.batch.push(Ok(piece));
+        self.batch.len() < BATCH || self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.tx.blocking_send(batch).is_ok()
+    }
 }
 
 fn read_all(
@@ -104,7 +177,7 @@ fn read_all(
     gzip: bool,
     chunk: usize,
     plan: &[u64],
-    tx: &mpsc::Sender<io::Result<Piece>>,
+    out: &mut Out,
 ) -> io::Result<()> {
     let file = std::fs::File::open(path)?;
     let mut source: Box<dyn Read> = if gzip {
@@ -147,7 +220,7 @@ fn read_all(
         let short = end < start + want;
         if end > start {
             let piece = Piece { buf, start, end };
-            if tx.blocking_send(Ok(piece)).is_err() {
+            if !out.push(piece) {
                 return Ok(()); // the reader is gone
             }
         }

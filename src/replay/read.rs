@@ -28,7 +28,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use csv_async::ByteRecord;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::StreamReader;
 
 use super::chunks::{self, Piece, Pieces};
@@ -472,8 +471,8 @@ impl FileReader {
         bytes: u64,
         error: Option<std::io::Error>,
     ) {
-        let stream = tokio_stream::iter(first.map(Ok).into_iter().chain(error.map(Err)))
-            .chain(ReceiverStream::new(pieces));
+        let stream =
+            tokio_stream::iter(first.map(Ok).into_iter().chain(error.map(Err))).chain(pieces);
         let source: Source = Box::pin(StreamReader::new(stream));
         self.bytes.store(bytes, Ordering::Relaxed);
         let tracked = Tracked {
