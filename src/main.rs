@@ -194,8 +194,8 @@ fn main() -> ExitCode {
     // Replay does its heavy work on the blocking pool (reading, encoding,
     // writing); its one async task hands blocks between them, and with two
     // workers it moved between them and woke the idle one, a wake-up per
-    // block: with one worker a csv replay of 1 GiB ran at 0.74-0.83 of
-    // `cat` instead of 0.66-0.75 (four interleaved runs) and influx --since
+    // block: with one worker a csv replay of 1 GiB ran at 0.73-0.83 of
+    // `cat` instead of 0.60-0.75 (four interleaved runs) and influx --since
     // at 0.24 instead of 0.22 (a current-thread runtime: 0.70 for csv).
     let workers = match cli.command {
         Command::Replay(_) => 1,
