@@ -72,6 +72,8 @@ struct FastInflux {
     tick_ns: [u8; 32],
     tick_ns_len: usize,
     times: BlockRows,
+    /// A line written row by row, before it is copied into the output.
+    scratch: Vec<u8>,
 }
 
 impl Encoder {
@@ -91,6 +93,7 @@ impl Encoder {
                 tick_ns: [0; 32],
                 tick_ns_len: 0,
                 times: BlockRows::default(),
+                scratch: Vec::new(),
             },
             influx_prefix,
             last_time: None,
@@ -157,9 +160,18 @@ impl Encoder {
             if !self.fast.times.fill(&buf[start..end], &mut view) {
                 bad.push(line);
             } else if wants.is_none_or(|w| w(view.time, view.fields[1])) {
-                out.truncate(o);
-                self.encode(&view, out);
-                (o, rows) = (out.len(), rows + 1);
+                // Encoded aside and copied in: cutting `out` back to `o`
+                // would throw away its room, and the next fast row would
+                // zero 64 KiB again.
+                let mut text = std::mem::take(&mut self.fast.scratch);
+                text.clear();
+                self.encode(&view, &mut text);
+                if out.len() < o + text.len() {
+                    out.resize(o + text.len() + 64 * 1024, 0);
+                }
+                out[o..o + text.len()].copy_from_slice(&text);
+                (o, rows) = (o + text.len(), rows + 1);
+                self.fast.scratch = text;
             }
             (start, line) = (end + 1, line + 1);
         }
@@ -508,7 +520,9 @@ mod tests {
             UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + ms),
         )
         .to_string();
-        let time = match pick(20) {
+        let time = match pick(22) {
+            20 => "9999-12-31T23:59:59.999Z".to_string(),
+            21 => t.replacen(":00.", ":60.", 1),
             0 => t
                 .replace(".000Z", "Z")
                 .replace(".250Z", "Z")
@@ -519,8 +533,10 @@ mod tests {
             4 => t.replacen(':', "\n", 1),
             _ => t,
         };
-        let group = match pick(6) {
+        let group = match pick(10) {
             0 => "g".repeat(1 + pick(40) as usize),
+            1 => "grüne-halle".to_string(),
+            2 => ["a b", "a+b", "a\"b", "a\0b", "a\tb"][pick(5) as usize].to_string(),
             n => format!("group-{n}"),
         };
         let mut number = || match pick(12) {
@@ -530,7 +546,7 @@ mod tests {
             _ => format!("{}.{:03}", pick(40), pick(1000)),
         };
         let (mean, min, max) = (number(), number(), number());
-        let mut count = || match pick(14) {
+        let mut count = || match pick(16) {
             0 => "007".to_string(),
             1 => "0".repeat(1 + pick(12) as usize),
             2 => format!("{}", pick(u64::MAX)),
@@ -538,6 +554,7 @@ mod tests {
             4 => "2x".to_string(),
             5 => String::new(),
             6 => format!("{:011}", pick(1000)),
+            7 => ["1:", "3?", "9/", "1 ", "+1"][pick(5) as usize].to_string(),
             _ => format!("{}", pick(30)),
         };
         let (ok, failed) = (count(), count());
@@ -559,9 +576,9 @@ mod tests {
         let since = UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600 + 900);
         let filter = |t: SystemTime, g: &[u8]| t >= since && g != b"group-2";
         for case in 0..300 {
-            let lines: Vec<String> = (0..1 + case % 97)
-                .map(|_| random_line(&mut x, &mut tick))
-                .collect();
+            // Case 0: an empty block.
+            let n = if case == 0 { 0 } else { 1 + case % 97 };
+            let lines: Vec<String> = (0..n).map(|_| random_line(&mut x, &mut tick)).collect();
             let mut buf = lines.join("\n").into_bytes();
             // Mostly whole lines, as a block is; sometimes an open last one.
             if case % 5 != 0 {
