@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::read::{BlockRows, COLUMNS, Cut, View, cut_row, digits, fast_cut, fast_decimal};
+use super::read::{BlockRows, COLUMNS, View, digits, fast_cut, fast_decimal};
 
 /// How replayed rows are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -41,8 +41,6 @@ impl Format {
 #[derive(Clone)]
 pub struct Encoder {
     format: Format,
-    /// Line protocol's `MEASUREMENT,group=`.
-    influx_prefix: Vec<u8>,
     /// The last time written in line protocol, and its digits: the rows of
     /// one tick (one per group) share it.
     last_time: Option<SystemTime>,
@@ -62,9 +60,8 @@ const WIDE: usize = 16;
 /// The state of the block encoder of line protocol.
 #[derive(Clone)]
 struct FastInflux {
-    /// `MEASUREMENT,group=`, then WIDE bytes of padding.
+    /// Line protocol's `MEASUREMENT,group=`, then WIDE bytes of padding.
     prefix: Vec<u8>,
-    prefix_len: usize,
     /// The last time field seen (the agent's 24-byte form), its time and
     /// its nanoseconds in digits (padded): ten rows of a tick share them.
     tick: Option<[u8; 24]>,
@@ -78,16 +75,14 @@ struct FastInflux {
 
 impl Encoder {
     pub fn new(format: Format, measurement: &str) -> Encoder {
-        let mut influx_prefix = Vec::new();
-        escape(measurement.as_bytes(), b", ", &mut influx_prefix);
-        influx_prefix.extend_from_slice(b",group=");
-        let mut prefix = influx_prefix.clone();
+        let mut prefix = Vec::new();
+        escape(measurement.as_bytes(), b", ", &mut prefix);
+        prefix.extend_from_slice(b",group=");
         prefix.resize(prefix.len() + WIDE, 0);
         Encoder {
             format,
             fast: FastInflux {
                 prefix,
-                prefix_len: influx_prefix.len(),
                 tick: None,
                 tick_time: UNIX_EPOCH,
                 tick_ns: [0; 32],
@@ -95,7 +90,6 @@ impl Encoder {
                 times: BlockRows::default(),
                 scratch: Vec::new(),
             },
-            influx_prefix,
             last_time: None,
             last_ns: Vec::new(),
         }
@@ -135,9 +129,7 @@ impl Encoder {
                 if let Some(time) = self.fast.tick_of(&buf[start..start + 24]) {
                     let group = &buf[start + 25..start + 25 + seps.trailing_zeros() as usize];
                     if wants.is_none_or(|w| w(time, group)) {
-                        if out.len() < o + self.fast.prefix.len() + (end - start) + 128 {
-                            out.resize(o + self.fast.prefix.len() + (end - start) + 64 * 1024, 0);
-                        }
+                        room(out, o + self.fast.prefix.len() + (end - start) + 128);
                         if let Some(next) = self.fast.row(buf, start, seps, out, o) {
                             (o, rows) = (next, rows + 1);
                             (start, line) = (end + 1, line + 1);
@@ -151,11 +143,11 @@ impl Encoder {
             }
             // Row by row: a line of another shape, a time not in the
             // agent's form, a count that is not plain digits, a bad line.
-            let end = match cut_row(buf, start) {
-                Cut::Row(ends) => ends[7],
-                Cut::Bad(end) => end,
-                Cut::Open => break,
+            // (What follows the last newline is not a line.)
+            let Some(len) = memchr::memchr(b'\n', &buf[start..]) else {
+                break;
             };
+            let end = start + len;
             let mut view = View::default();
             if !self.fast.times.fill(&buf[start..end], &mut view) {
                 bad.push(line);
@@ -166,9 +158,7 @@ impl Encoder {
                 let mut text = std::mem::take(&mut self.fast.scratch);
                 text.clear();
                 self.encode(&view, &mut text);
-                if out.len() < o + text.len() {
-                    out.resize(o + text.len() + 64 * 1024, 0);
-                }
+                room(out, o + text.len());
                 out[o..o + text.len()].copy_from_slice(&text);
                 (o, rows) = (o + text.len(), rows + 1);
                 self.fast.scratch = text;
@@ -188,10 +178,10 @@ impl Encoder {
                 if self.last_time != Some(row.time) {
                     self.last_ns.clear();
                     self.last_ns
-                        .extend_from_slice(itoa::Buffer::new().format(nanos(row.time)).as_bytes());
+                        .extend_from_slice(nanos(row.time, &mut itoa::Buffer::new()));
                     self.last_time = Some(row.time);
                 }
-                influx_line(row, &self.influx_prefix, &self.last_ns, out)
+                influx_line(row, self.fast.prefix(), &self.last_ns, out)
             }
         }
     }
@@ -288,19 +278,19 @@ fn is_json_number(s: &str) -> bool {
 }
 
 impl FastInflux {
+    /// `MEASUREMENT,group=`, without the padding.
+    fn prefix(&self) -> &[u8] {
+        &self.prefix[..self.prefix.len() - WIDE]
+    }
+
     /// The time of a 24-byte time field, the last one's if it is the same
     /// bytes; `None` if it is not a time in the agent's own form.
     fn tick_of(&mut self, field: &[u8]) -> Option<SystemTime> {
         let text = <[u8; 24]>::try_from(field).ok()?;
         if self.tick != Some(text) {
             let time = self.times.time(field)?;
-            let (ns, mut digits) = (nanos(time), itoa::Buffer::new());
-            // A u128 takes itoa several times as long as a u64.
-            let digits = match u64::try_from(ns) {
-                Ok(ns) => digits.format(ns),
-                Err(_) => digits.format(ns),
-            }
-            .as_bytes();
+            let mut buffer = itoa::Buffer::new();
+            let digits = nanos(time, &mut buffer);
             // 39 digits at most (u128); a row's time has 21 at most.
             let n = digits.len().min(self.tick_ns.len());
             self.tick_ns[..n].copy_from_slice(&digits[..n]);
@@ -339,7 +329,7 @@ impl FastInflux {
         let values = [next(), next(), next()];
         let _unit = next();
         let (ok, failed) = (count(buf, next())?, count(buf, next())?);
-        let mut o = wide_copy(out, o, &self.prefix, (0, self.prefix_len));
+        let mut o = wide_copy(out, o, &self.prefix, (0, self.prefix().len()));
         o = wide_copy(out, o, buf, group);
         let mut sep = b' ';
         o = named(out, o, &mut sep, b"mean=", buf, values[0]);
@@ -415,10 +405,23 @@ fn wide_copy(out: &mut [u8], o: usize, src: &[u8], (from, len): (usize, usize)) 
     o + len
 }
 
-/// Nanoseconds since 1970 (0 before), at most 21 digits up to the year
-/// 9999, the last a row can have.
-fn nanos(t: SystemTime) -> u128 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+/// Make `out` at least `len` long, zeroing 64 KiB more at a time.
+fn room(out: &mut Vec<u8>, len: usize) {
+    if out.len() < len {
+        out.resize(len + 64 * 1024, 0);
+    }
+}
+
+/// Nanoseconds since 1970 (0 before) in digits, at most 21 up to the year
+/// 9999, the last a row can have. A u128 takes itoa several times as long
+/// as a u64, which lasts to the year 2554.
+fn nanos(t: SystemTime, digits: &mut itoa::Buffer) -> &[u8] {
+    let ns = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    match u64::try_from(ns) {
+        Ok(ns) => digits.format(ns),
+        Err(_) => digits.format(ns),
+    }
+    .as_bytes()
 }
 
 fn influx_line(r: &View, prefix: &[u8], ns: &[u8], out: &mut Vec<u8>) {

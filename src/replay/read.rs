@@ -207,70 +207,18 @@ fn split8<'a>(line: &'a [u8], fields: &mut [&'a [u8]; 8]) -> bool {
     true
 }
 
-/// How the line starting at some offset of a buffer ends: see [`cut_row`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cut {
-    /// Eight fields: the offsets of the seven commas, then of the newline.
-    Row([usize; 8]),
-    /// A line (ending at this newline) without eight fields.
-    Bad(usize),
-    /// No newline before the end of the buffer: not a line.
-    Open,
-}
-
-/// Where the fields of the line at `buf[start..]` end, found with the
-/// line's end in one pass, eight bytes at a time (as [`split8`]), so a
-/// verified block is cut into rows without a second look for newlines.
-pub(crate) fn cut_row(buf: &[u8], start: usize) -> Cut {
-    const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let zeros = |x: u64| !(((x & LO7) + LO7) | x | LO7);
-    let mut ends = [0usize; 8];
-    let mut n = 0;
-    let mut at = start;
-    while at < buf.len() {
-        let word = match buf.get(at..at + 8) {
-            Some(w) => u64::from_le_bytes(w.try_into().unwrap_or_default()),
-            None => {
-                // Zero padding matches neither a comma nor a newline.
-                let mut tail = [0u8; 8];
-                tail[..buf.len() - at].copy_from_slice(&buf[at..]);
-                u64::from_le_bytes(tail)
-            }
-        };
-        let newlines = zeros(word ^ 0x0a0a_0a0a_0a0a_0a0a);
-        let mut hits = zeros(word ^ 0x2c2c_2c2c_2c2c_2c2c) | newlines;
-        while hits != 0 {
-            let bit = hits.trailing_zeros();
-            let pos = at + (bit / 8) as usize;
-            if newlines & (1 << bit) != 0 {
-                if n == 7 {
-                    ends[7] = pos;
-                    return Cut::Row(ends);
-                }
-                return Cut::Bad(pos);
-            }
-            if let Some(end) = ends.get_mut(n) {
-                *end = pos;
-            }
-            // Past seven commas the row is bad; its newline is still wanted.
-            n = (n + 1).min(8);
-            hits &= hits - 1;
-        }
-        at += 8;
-    }
-    Cut::Open
-}
-
-/// [`cut_row`] for the common row, without a branch per field: a time of
+/// The fields of the common row of a verified block, without a branch per field: a time of
 /// 24 bytes (the agent's form) and the other seven fields within the 64
 /// bytes after its comma. Every byte below `-` (0x2d) in those 64 bytes
 /// is taken for a separator, eight bytes at a time, into one bit mask;
 /// the seven wanted are its lowest bits, and they must be six commas and
-/// a newline (a space or a `+` in a field sends the line to [`cut_row`]).
+/// a newline (a space or a `+` in a field sends the line to the row-by-row
+/// path).
 /// A loop per separator mispredicted about once per field.
 ///
 /// Returns the mask of the six commas and the newline that end the seven
-/// fields (bit i: byte `start + 25 + i`), or `None` for any other line.
+/// fields (bit i: byte `start + 25 + i`), or `None` for any other line
+/// (split by [`split8`], as a row read one by one).
 /// The caller checks that the first 24 bytes are a time: then they hold
 /// no comma or newline.
 #[inline]
