@@ -143,7 +143,10 @@ impl Filter {
 
 /// A verified block, encoded.
 struct Encoded {
+    /// The lines are `bytes[..len]`; the rest is room (see
+    /// [`sink::room`]).
     bytes: Vec<u8>,
+    len: usize,
     rows: u64,
     /// Lines that were not rows after all (an index made by something
     /// else than this program).
@@ -152,14 +155,9 @@ struct Encoded {
 
 /// Encode the wanted rows of a verified block.
 fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
-    let mut rows = BlockRows::default();
-    let mut view = View::default();
-    let mut done = Encoded {
-        // Line protocol takes about twice the bytes of a CSV row.
-        bytes: sink::spare(b.piece.len() * 2),
-        rows: 0,
-        bad_lines: Vec::new(),
-    };
+    // Line protocol takes about twice the bytes of a CSV row.
+    let mut bytes = sink::room(b.piece.len() * 2);
+    let mut bad_lines = Vec::new();
     if encoder.format() == Format::Influx {
         let wants = |time, group: &[u8]| filter.wants_at(time, group);
         let wants: Option<format::Wants> = if filter.wants_all(b) {
@@ -167,24 +165,31 @@ fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
         } else {
             Some(&wants)
         };
-        done.rows = encoder.influx_block(
-            &b.piece,
-            b.first_line,
-            wants,
-            &mut done.bytes,
-            &mut done.bad_lines,
-        );
-        return done;
+        let (rows, len) =
+            encoder.influx_block(&b.piece, b.first_line, wants, &mut bytes, 0, &mut bad_lines);
+        return Encoded {
+            bytes,
+            len,
+            rows,
+            bad_lines,
+        };
     }
+    bytes.clear();
+    let (mut rows, mut lines, mut view) = (0, BlockRows::default(), View::default());
     for (line_no, line) in b.lines() {
-        if !rows.fill(line, &mut view) {
-            done.bad_lines.push(line_no);
+        if !lines.fill(line, &mut view) {
+            bad_lines.push(line_no);
         } else if filter.wants(&view) {
-            encoder.encode(&view, &mut done.bytes);
-            done.rows += 1;
+            encoder.encode(&view, &mut bytes);
+            rows += 1;
         }
     }
-    done
+    Encoded {
+        len: bytes.len(),
+        bytes,
+        rows,
+        bad_lines,
+    }
 }
 
 /// Where selected rows go: filtered, paced, encoded, gathered into blocks.
@@ -265,7 +270,7 @@ impl Emit {
             self.bad_lines(&path, &done.bad_lines);
             self.summary.rows += done.rows;
             if done.rows > 0 {
-                sink.write(done.bytes, done.rows, false).await?;
+                sink.write_room(done.bytes, done.len, done.rows).await?;
             }
         }
         Ok(())

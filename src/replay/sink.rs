@@ -25,23 +25,33 @@ const SPARE_MAX: usize = 4;
 
 /// Buffers of written blocks, for the next ones: allocated on the blocking
 /// pool and freed by the writing task, buffers of a MiB would scatter over
-/// malloc's per-thread arenas, and RSS would grow with them.
+/// malloc's per-thread arenas, and RSS would grow with them. A buffer's
+/// length is what of it is initialized, whatever its last lines were.
 static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// An empty buffer of at least `capacity` (rounded up, so that buffers for
-/// blocks a row longer or shorter fit each other), a written one if there
-/// is one.
-pub(crate) fn spare(capacity: usize) -> Vec<u8> {
-    let capacity = capacity.next_multiple_of(64 * 1024);
-    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
-    match spare.iter().position(|b| b.capacity() >= capacity) {
-        Some(i) => spare.swap_remove(i),
-        None => Vec::with_capacity(capacity),
+/// A buffer of at least `len` initialized bytes (rounded up, so that
+/// buffers for blocks a row longer or shorter fit each other), a written
+/// one if there is one: room to write lines over, with no need to zero it
+/// first (only what no block ever used gets zeroed).
+pub(crate) fn room(len: usize) -> Vec<u8> {
+    let len = len.next_multiple_of(64 * 1024);
+    let found = {
+        let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+        let at = spare.iter().position(|b| b.capacity() >= len);
+        at.map(|i| spare.swap_remove(i))
+    };
+    match found {
+        Some(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            buf
+        }
+        None => vec![0; len],
     }
 }
 
-fn give_back(mut buf: Vec<u8>) {
-    buf.clear();
+fn give_back(buf: Vec<u8>) {
     let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
     if spare.len() < SPARE_MAX {
         spare.push(buf);
@@ -67,7 +77,10 @@ impl Sink {
         flush: bool,
     ) -> Result<(), ReplayError> {
         match self {
-            Sink::File(f) => f.send(Chunk::Bytes(block)).await,
+            Sink::File(f) => {
+                let len = block.len();
+                f.send(Chunk::Bytes(block, len)).await
+            }
             Sink::Writer(w) => {
                 w.write_all(&block).await.map_err(ReplayError::Output)?;
                 if flush {
@@ -76,6 +89,26 @@ impl Sink {
                 Ok(())
             }
             Sink::Http(p) => Ok(p.push(&block, rows).await?),
+        }
+    }
+
+    /// Write `buf[..len]` (`rows` lines), the rest of `buf` being room
+    /// (see [`room`]): a file keeps the buffer whole for the next block.
+    pub(crate) async fn write_room(
+        &mut self,
+        mut buf: Vec<u8>,
+        len: usize,
+        rows: u64,
+    ) -> Result<(), ReplayError> {
+        match self {
+            Sink::File(f) => {
+                let len = len.min(buf.len());
+                f.send(Chunk::Bytes(buf, len)).await
+            }
+            _ => {
+                buf.truncate(len);
+                self.write(buf, rows, false).await
+            }
         }
     }
 
@@ -97,7 +130,8 @@ impl Sink {
 }
 
 enum Chunk {
-    Bytes(Vec<u8>),
+    /// The first `.1` bytes.
+    Bytes(Vec<u8>, usize),
     Piece(Piece),
 }
 
@@ -105,7 +139,7 @@ impl std::ops::Deref for Chunk {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Chunk::Bytes(b) => b,
+            Chunk::Bytes(b, len) => &b[..*len],
             Chunk::Piece(p) => p,
         }
     }
@@ -124,7 +158,7 @@ impl FileWriter {
         let task = tokio::task::spawn_blocking(move || {
             while let Some(chunk) = rx.blocking_recv() {
                 out.write_all(&chunk)?;
-                if let Chunk::Bytes(buf) = chunk {
+                if let Chunk::Bytes(buf, _) = chunk {
                     give_back(buf);
                 }
             }
