@@ -238,11 +238,13 @@ pub(crate) fn fast_cut(buf: &[u8], start: usize) -> Option<u64> {
 
 /// Bit masks of 64 bytes (bit i: byte i): bytes below `-`, commas,
 /// newlines. One compare of 16 bytes per mask where the target has one
-/// (SSE2 on x86_64, NEON on aarch64; both are part of the target): eight
+/// (SSE2 on x86_64, NEON on little-endian aarch64: both part of those
+/// targets, so there is nothing to detect at run time; any other target
+/// takes [`scalar_masks`]): eight
 /// bytes at a time in plain integers took about a quarter of an influx
 /// replay's encoding.
 mod simd {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[inline(always)]
     pub(super) fn masks(bytes: &[u8; 64]) -> (u64, u64, u64) {
         use std::arch::x86_64::*;
@@ -270,7 +272,13 @@ mod simd {
         masks
     }
 
-    #[cfg(target_arch = "aarch64")]
+    // Little-endian: lane 0 read as a u64 puts byte k of the fold at bits
+    // 8k..8k+8.
+    #[cfg(all(
+        target_arch = "aarch64",
+        target_feature = "neon",
+        target_endian = "little"
+    ))]
     #[inline(always)]
     pub(super) fn masks(bytes: &[u8; 64]) -> (u64, u64, u64) {
         use std::arch::aarch64::*;
@@ -303,13 +311,30 @@ mod simd {
         }
     }
 
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(not(any(
+        all(target_arch = "x86_64", target_feature = "sse2"),
+        all(
+            target_arch = "aarch64",
+            target_feature = "neon",
+            target_endian = "little"
+        )
+    )))]
     pub(super) use super::scalar_masks as masks;
 }
 
 /// [`simd::masks`] in plain integers, eight bytes at a time (armv7, whose
 /// NEON is not part of the target, and the tests' reference).
-#[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), allow(dead_code))]
+#[cfg_attr(
+    any(
+        all(target_arch = "x86_64", target_feature = "sse2"),
+        all(
+            target_arch = "aarch64",
+            target_feature = "neon",
+            target_endian = "little"
+        )
+    ),
+    allow(dead_code)
+)]
 pub(crate) fn scalar_masks(bytes: &[u8; 64]) -> (u64, u64, u64) {
     const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
