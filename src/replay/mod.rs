@@ -156,9 +156,10 @@ struct Encoded {
 /// Encode the wanted rows of a verified block.
 fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
     // Line protocol takes about twice the bytes of a CSV row.
-    let mut bytes = sink::room(b.piece.len() * 2);
+    let capacity = b.piece.len() * 2;
     let mut bad_lines = Vec::new();
     if encoder.format() == Format::Influx {
+        let mut bytes = sink::room(capacity);
         let wants = |time, group: &[u8]| filter.wants_at(time, group);
         let wants: Option<format::Wants> = if filter.wants_all(b) {
             None
@@ -174,7 +175,7 @@ fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
             bad_lines,
         };
     }
-    bytes.clear();
+    let mut bytes = sink::spare(capacity);
     let (mut rows, mut lines, mut view) = (0, BlockRows::default(), View::default());
     for (line_no, line) in b.lines() {
         if !lines.fill(line, &mut view) {

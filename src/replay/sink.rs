@@ -29,18 +29,20 @@ const SPARE_MAX: usize = 4;
 /// length is what of it is initialized, whatever its last lines were.
 static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
+/// A written buffer of at least `capacity`, if the pool has one.
+fn pooled(capacity: usize) -> Option<Vec<u8>> {
+    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+    let at = spare.iter().position(|b| b.capacity() >= capacity);
+    at.map(|i| spare.swap_remove(i))
+}
+
 /// A buffer of at least `len` initialized bytes (rounded up, so that
 /// buffers for blocks a row longer or shorter fit each other), a written
 /// one if there is one: room to write lines over, with no need to zero it
 /// first (only what no block ever used gets zeroed).
 pub(crate) fn room(len: usize) -> Vec<u8> {
     let len = len.next_multiple_of(64 * 1024);
-    let found = {
-        let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
-        let at = spare.iter().position(|b| b.capacity() >= len);
-        at.map(|i| spare.swap_remove(i))
-    };
-    match found {
+    match pooled(len) {
         Some(mut buf) => {
             if buf.len() < len {
                 buf.resize(len, 0);
@@ -48,6 +50,19 @@ pub(crate) fn room(len: usize) -> Vec<u8> {
             buf
         }
         None => vec![0; len],
+    }
+}
+
+/// An empty buffer of at least `capacity` (rounded up as for [`room`]),
+/// a written one if there is one: for lines that are appended.
+pub(crate) fn spare(capacity: usize) -> Vec<u8> {
+    let capacity = capacity.next_multiple_of(64 * 1024);
+    match pooled(capacity) {
+        Some(mut buf) => {
+            buf.clear();
+            buf
+        }
+        None => Vec::with_capacity(capacity),
     }
 }
 
