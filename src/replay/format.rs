@@ -137,7 +137,7 @@ impl Encoder {
                 if let Some(time) = self.fast.tick_of(&buf[start..start + 24]) {
                     let group = &buf[start + 25..start + 25 + seps.trailing_zeros() as usize];
                     if wants.is_none_or(|w| w(time, group)) {
-                        room(out, o + self.fast.prefix.len() + (end - start) + 128);
+                        grow(out, o + self.fast.prefix.len() + (end - start) + 128);
                         if let Some(next) = self.fast.row(buf, start, seps, out, o) {
                             (o, rows) = (next, rows + 1);
                             (start, line) = (end + 1, line + 1);
@@ -166,7 +166,7 @@ impl Encoder {
                 let mut text = std::mem::take(&mut self.fast.scratch);
                 text.clear();
                 self.encode(&view, &mut text);
-                room(out, o + text.len());
+                grow(out, o + text.len());
                 out[o..o + text.len()].copy_from_slice(&text);
                 (o, rows) = (o + text.len(), rows + 1);
                 self.fast.scratch = text;
@@ -425,7 +425,7 @@ fn padded_copy(out: &mut [u8], o: usize, src: &[u8], len: usize) -> usize {
 }
 
 /// Make `out` at least `len` long, zeroing 64 KiB more at a time.
-fn room(out: &mut Vec<u8>, len: usize) {
+fn grow(out: &mut Vec<u8>, len: usize) {
     if out.len() < len {
         out.resize(len + 64 * 1024, 0);
     }

@@ -207,14 +207,14 @@ fn split8<'a>(line: &'a [u8], fields: &mut [&'a [u8]; 8]) -> bool {
     true
 }
 
-/// The fields of the common row of a verified block, without a branch per field: a time of
-/// 24 bytes (the agent's form) and the other seven fields within the 64
-/// bytes after its comma. Every byte below `-` (0x2d) in those 64 bytes
-/// is taken for a separator, eight bytes at a time, into one bit mask;
-/// the seven wanted are its lowest bits, and they must be six commas and
-/// a newline (a space or a `+` in a field sends the line to the row-by-row
-/// path).
-/// A loop per separator mispredicted about once per field.
+/// The fields of the common row of a verified block, without a branch
+/// per field: a time of 24 bytes (the agent's form) and the other seven
+/// fields within the 64 bytes after its comma. Those 64 bytes become bit
+/// masks of their bytes below `-` (0x2d), commas and newlines
+/// ([`simd::masks`]); the first newline ends the row, and every byte below
+/// `-` before it must be one of exactly six commas (a space or a `+` in a
+/// field sends the line to the row-by-row path). A loop per separator
+/// mispredicted about once per field.
 ///
 /// Returns the mask of the six commas and the newline that end the seven
 /// fields (bit i: byte `start + 25 + i`), or `None` for any other line
@@ -240,9 +240,8 @@ pub(crate) fn fast_cut(buf: &[u8], start: usize) -> Option<u64> {
 /// newlines. One compare of 16 bytes per mask where the target has one
 /// (SSE2 on x86_64, NEON on little-endian aarch64: both part of those
 /// targets, so there is nothing to detect at run time; any other target
-/// takes [`scalar_masks`]): eight
-/// bytes at a time in plain integers took about a quarter of an influx
-/// replay's encoding.
+/// takes [`scalar_masks`]): eight bytes at a time in plain integers took
+/// about a quarter of an influx replay's encoding.
 mod simd {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[inline(always)]
@@ -322,19 +321,10 @@ mod simd {
     pub(super) use super::scalar_masks as masks;
 }
 
-/// [`simd::masks`] in plain integers, eight bytes at a time (armv7, whose
-/// NEON is not part of the target, and the tests' reference).
-#[cfg_attr(
-    any(
-        all(target_arch = "x86_64", target_feature = "sse2"),
-        all(
-            target_arch = "aarch64",
-            target_feature = "neon",
-            target_endian = "little"
-        )
-    ),
-    allow(dead_code)
-)]
+/// [`simd::masks`] in plain integers, eight bytes at a time: the masks of
+/// targets without SIMD of their own (armv7, whose NEON is not part of the
+/// target), and the tests' reference everywhere (hence the `allow`).
+#[allow(dead_code)]
 pub(crate) fn scalar_masks(bytes: &[u8; 64]) -> (u64, u64, u64) {
     const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
