@@ -447,6 +447,10 @@ async fn replay_files(args: ReplayArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        // The reader went away (`| head`): not an error, as for `tail`.
+        Err(replay::ReplayError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
