@@ -1,5 +1,6 @@
-//! The bytes of one file as a stream of pieces, read ahead by a task of
-//! its own.
+//! The bytes of one file in pieces: as a stream read ahead by a task of
+//! its own ([`spawn`]), or one indexed block read by the calling thread
+//! ([`read_at`], for the lanes of [`super::read`]).
 //!
 //! A task on tokio's blocking pool opens the file (and inflates a `.gz`),
 //! reads it in `--chunk-size` reads and hands the bytes over as a
@@ -8,10 +9,10 @@
 //! runs of a csv replay of 1 GiB, batches of two beat single pieces (two
 //! ahead) in three, 0.59 / 0.85 / 0.82 of `cat` against 0.53 / 0.82 /
 //! 0.78, and lost one, 0.73 against 0.78. The
-//! pieces follow a plan: first the lengths asked for (the header and each
-//! indexed block, so a block arrives whole and its CRC can be checked
-//! before any of it is used), then the rest of the file in pieces of a few
-//! reads each.
+//! pieces follow a plan: first the lengths asked for (of a `.csv.gz`: the
+//! header and each indexed block, so a block arrives whole and its CRC can
+//! be checked before any of it is used), then the rest of the file in
+//! pieces of a few reads each.
 //!
 //! Why a task of our own and not `tokio::fs::File`: tokio's file does every
 //! read on the blocking pool anyway, one hand-off per read; one task per
@@ -100,6 +101,14 @@ pub struct Pieces {
 }
 
 impl Pieces {
+    /// A stream with no pieces.
+    pub fn none() -> Pieces {
+        Pieces {
+            rx: mpsc::channel(1).1,
+            ready: Default::default(),
+        }
+    }
+
     /// The next piece; `None` at the end of the file.
     pub async fn recv(&mut self) -> Option<io::Result<Piece>> {
         tokio_stream::StreamExt::next(self).await
@@ -127,9 +136,10 @@ impl tokio_stream::Stream for Pieces {
     }
 }
 
-/// Start reading `path` (inflated if `gzip`): pieces of the lengths in
-/// `plan`, then the rest. A file that ends early gives a shorter piece.
-pub fn spawn(path: &Path, gzip: bool, chunk_size: usize, plan: Vec<u64>) -> Pieces {
+/// Start reading `path` (inflated if `gzip`) from byte `from` (of a plain
+/// file; 0 for a `.gz`): pieces of the lengths in `plan`, then the rest. A
+/// file that ends early gives a shorter piece.
+pub fn spawn(path: &Path, gzip: bool, chunk_size: usize, plan: Vec<u64>, from: u64) -> Pieces {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     let path = path.to_path_buf();
     let chunk = chunk_size.max(512);
@@ -138,7 +148,7 @@ pub fn spawn(path: &Path, gzip: bool, chunk_size: usize, plan: Vec<u64>) -> Piec
             tx,
             batch: Vec::with_capacity(BATCH),
         };
-        let result = read_all(&path, gzip, chunk, &plan, &mut out);
+        let result = read_all(&path, gzip, chunk, &plan, from, &mut out);
         if let Err(e) = result {
             out.batch.push(Err(e));
         }
@@ -177,9 +187,13 @@ fn read_all(
     gzip: bool,
     chunk: usize,
     plan: &[u64],
+    from: u64,
     out: &mut Out,
 ) -> io::Result<()> {
-    let file = std::fs::File::open(path)?;
+    let mut file = std::fs::File::open(path)?;
+    if from > 0 {
+        io::Seek::seek(&mut file, io::SeekFrom::Start(from))?;
+    }
     let mut source: Box<dyn Read> = if gzip {
         Box::new(flate2::read::MultiGzDecoder::new(
             io::BufReader::with_capacity(chunk, file),
@@ -188,41 +202,15 @@ fn read_all(
         Box::new(file)
     };
     let rest = chunk * READS_PER_PIECE;
-    let biggest = plan
-        .iter()
-        .map(|&l| l as usize)
-        .max()
-        .unwrap_or(0)
-        .max(rest)
-        // One size for all (blocks differ by a row or so), so buffers of
-        // one file fit the next.
-        .next_multiple_of(64 * 1024)
-        + PAGE;
+    let biggest = plan.iter().map(|&l| l as usize).max().unwrap_or(0);
+    let size = buffer_size(biggest.max(rest));
     let mut planned = plan.iter().map(|&l| l as usize);
     loop {
         let want = planned.next().unwrap_or(rest);
-        let mut buf = buffer(biggest);
-        let start = buf.as_ptr().align_offset(PAGE).min(PAGE);
-        let mut end = start;
-        let mut failed = None;
-        while end < start + want {
-            let to = (end + chunk).min(start + want);
-            match source.read(&mut buf[end..to]) {
-                Ok(0) => break,
-                Ok(n) => end += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        let short = end < start + want;
-        if end > start {
-            let piece = Piece { buf, start, end };
-            if !out.push(piece) {
-                return Ok(()); // the reader is gone
-            }
+        let (piece, failed) = fill(&mut source, size, want, chunk);
+        let short = piece.len() < want;
+        if !piece.is_empty() && !out.push(piece) {
+            return Ok(()); // the reader is gone
         }
         if let Some(e) = failed {
             return Err(e);
@@ -230,5 +218,71 @@ fn read_all(
         if short {
             return Ok(());
         }
+    }
+}
+
+/// The size of a buffer for pieces of up to `len` bytes: one size for all
+/// (blocks differ by a row or so), so buffers of one file fit the next,
+/// and a page more, to start the piece on a page.
+fn buffer_size(len: usize) -> usize {
+    len.next_multiple_of(64 * 1024) + PAGE
+}
+
+/// A piece of up to `want` bytes of `source` in reads of `chunk` bytes, in a
+/// page-aligned buffer of `size`; shorter at the end of the input, and with
+/// the error that ended it early, if one did.
+fn fill(
+    source: &mut impl Read,
+    size: usize,
+    want: usize,
+    chunk: usize,
+) -> (Piece, Option<io::Error>) {
+    let mut buf = buffer(size);
+    let start = buf.as_ptr().align_offset(PAGE).min(PAGE);
+    let mut end = start;
+    while end < start + want {
+        let to = (end + chunk).min(start + want);
+        match source.read(&mut buf[end..to]) {
+            Ok(0) => break,
+            Ok(n) => end += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Piece { buf, start, end }, Some(e)),
+        }
+    }
+    (Piece { buf, start, end }, None)
+}
+
+/// `len` bytes of a plain file from byte `offset`, read in `chunk`-byte
+/// positioned reads by the calling thread (see [`super::read`]: a block is
+/// read, checked and encoded by one thread, while it is in that core's
+/// cache); shorter if the file ends first.
+pub fn read_at(file: &std::fs::File, offset: u64, len: usize, chunk: usize) -> io::Result<Piece> {
+    let chunk = chunk.max(512);
+    let mut at = Positioned { file, offset };
+    // Of the block's size: a large --chunk-size does not grow it.
+    match fill(&mut at, buffer_size(len), len, chunk) {
+        (_, Some(e)) => Err(e),
+        (piece, None) => Ok(piece),
+    }
+}
+
+/// A file read with positioned reads from `offset` on, as a `Read`.
+struct Positioned<'a> {
+    file: &'a std::fs::File,
+    offset: u64,
+}
+
+impl Read for Positioned<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl Piece {
+    /// Leave the first `n` bytes out.
+    pub fn skip(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
     }
 }

@@ -36,6 +36,18 @@ impl Format {
     }
 }
 
+/// A verified block, encoded.
+pub struct Encoded {
+    /// The lines are `bytes[..len]`; the rest is room (see
+    /// [`super::sink::room`]).
+    pub bytes: Vec<u8>,
+    pub len: usize,
+    pub rows: u64,
+    /// Lines that were not rows after all (an index made by something
+    /// else than this program).
+    pub bad_lines: Vec<u64>,
+}
+
 /// Encodes rows in one format. What is the same for every row (the escaped
 /// measurement name) is prepared once: this runs for every replayed row.
 #[derive(Clone)]

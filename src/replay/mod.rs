@@ -16,7 +16,6 @@ pub mod http;
 pub mod read;
 mod sink;
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,9 +23,11 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 pub use discover::{Source, sources};
-pub use format::{Encoder, Format};
-pub use read::{Block, BlockRows, FileReader, Next, Record, Skip, View};
-pub use sink::{FileWriter, Sink};
+pub use format::{Encoded, Encoder, Format};
+pub use read::{
+    Block, BlockRows, FileReader, Next, Prepare, Prepared, Record, Skip, View, Written,
+};
+pub use sink::{FileWriter, Output, Sink};
 
 use crate::store::index::Index;
 
@@ -100,14 +101,6 @@ impl Pacer {
 /// Bytes of output gathered before one write to a file or stdout.
 const BLOCK: usize = 64 * 1024;
 
-/// Verified blocks being encoded at once on the blocking pool, while this
-/// task reads and checks the next. The pool has four threads and the
-/// reading and writing tasks hold one each, so two run while the third
-/// waits, ready to start the moment one finishes (influx --since of 1 GiB
-/// ran at 0.22 of `cat` with two, 0.26 with three, 0.24 with four; peak RSS
-/// 10.5 / 11.8 / 13.9 MiB; a pool of six threads did worse, 0.20).
-const ENCODING: usize = 3;
-
 /// Which rows are wanted.
 #[derive(Debug, Clone)]
 struct Filter {
@@ -141,16 +134,17 @@ impl Filter {
     }
 }
 
-/// A verified block, encoded.
-struct Encoded {
-    /// The lines are `bytes[..len]`; the rest is room (see
-    /// [`sink::room`]).
-    bytes: Vec<u8>,
-    len: usize,
-    rows: u64,
-    /// Lines that were not rows after all (an index made by something
-    /// else than this program).
-    bad_lines: Vec<u64>,
+/// What becomes of a verified block: nothing when no row of it can be
+/// wanted, the block as it is when every row is wanted as CSV, else its
+/// wanted rows encoded.
+fn prepare(b: &Block, filter: &Filter, format: Format, encoder: &Encoder) -> Prepared {
+    if !filter.may_want(b) {
+        Prepared::Nothing
+    } else if format == Format::Csv && filter.wants_all(b) {
+        Prepared::Whole
+    } else {
+        Prepared::Lines(encode_block(b, filter, encoder.clone()))
+    }
 }
 
 /// Encode the wanted rows of a verified block.
@@ -203,8 +197,6 @@ struct Emit {
     per_row: bool,
     block: Vec<u8>,
     block_rows: u64,
-    /// Verified blocks being encoded on the blocking pool, in order.
-    encoding: VecDeque<tokio::task::JoinHandle<(Encoded, PathBuf)>>,
     summary: Summary,
 }
 
@@ -222,7 +214,6 @@ impl Emit {
     }
 
     async fn row(&mut self, row: &View<'_>, sink: &mut Sink) -> Result<(), ReplayError> {
-        self.drain(sink, 0).await?;
         let wanted = self.filter.wants(row);
         if let (Some(p), true) = (self.pacer.as_mut(), wanted) {
             p.wait(row.time).await;
@@ -233,48 +224,67 @@ impl Emit {
         Ok(())
     }
 
-    /// A verified block: skipped whole when it lies outside the range,
-    /// passed through as it is when every row is wanted as CSV, encoded on
-    /// the blocking pool when its lines may go out in blocks, else row by
-    /// row.
-    async fn block(&mut self, b: Block, sink: &mut Sink, path: &Path) -> Result<(), ReplayError> {
-        if !self.filter.may_want(&b) {
-            return Ok(());
-        }
-        if self.per_row {
-            return self.paced_block(b, sink, path).await;
-        }
-        self.flush(sink).await?;
-        if self.filter.wants_all(&b) && self.format == Format::Csv {
-            self.drain(sink, 0).await?;
-            self.summary.rows += b.rows;
-            return sink.write_piece(b.piece, b.rows).await;
-        }
-        // Room for this one: at most ENCODING blocks in memory at once.
-        self.drain(sink, ENCODING - 1).await?;
-        let (filter, encoder) = (self.filter.clone(), self.encoder.clone());
-        let path = path.to_path_buf();
-        self.encoding
-            .push_back(tokio::task::spawn_blocking(move || {
-                (encode_block(&b, &filter, encoder), path)
-            }));
-        self.drain(sink, ENCODING).await
-    }
-
-    /// Write encoded blocks, oldest first, until at most `keep` are left.
-    async fn drain(&mut self, sink: &mut Sink, keep: usize) -> Result<(), ReplayError> {
-        while self.encoding.len() > keep {
-            let Some(task) = self.encoding.pop_front() else {
-                break;
-            };
-            let (done, path) = task.await.map_err(|e| ReplayError::Output(e.into()))?;
-            self.bad_lines(&path, &done.bad_lines);
-            self.summary.rows += done.rows;
-            if done.rows > 0 {
-                sink.write_room(done.bytes, done.len, done.rows).await?;
+    /// A verified block, as the reader's thread prepared it
+    /// ([`Emit::prepare`]; here when it did not): skipped whole when it lies
+    /// outside the range, passed through as it is when every row is wanted
+    /// as CSV, its wanted rows encoded, or row by row (pacing, HTTP).
+    async fn block(
+        &mut self,
+        mut b: Block,
+        sink: &mut Sink,
+        path: &Path,
+    ) -> Result<(), ReplayError> {
+        let prepared = match b.prepared.take() {
+            Some(p) => p,
+            None if self.per_row => {
+                if !self.filter.may_want(&b) {
+                    return Ok(());
+                }
+                return self.paced_block(b, sink, path).await;
+            }
+            None => prepare(&b, &self.filter, self.format, &self.encoder),
+        };
+        match prepared {
+            Prepared::Nothing => Ok(()),
+            Prepared::Whole => {
+                self.flush(sink).await?;
+                self.summary.rows += b.rows;
+                sink.write_piece(b.piece, b.rows).await
+            }
+            Prepared::Lines(done) => {
+                self.flush(sink).await?;
+                self.bad_lines(path, &done.bad_lines);
+                self.summary.rows += done.rows;
+                if done.rows == 0 {
+                    return Ok(());
+                }
+                sink.write_room(done.bytes, done.len, done.rows).await
             }
         }
-        Ok(())
+    }
+
+    /// A verified block that the reader's thread wrote itself.
+    async fn written(
+        &mut self,
+        w: Written,
+        sink: &mut Sink,
+        path: &Path,
+    ) -> Result<(), ReplayError> {
+        self.bad_lines(path, &w.bad_lines);
+        self.summary.rows += w.rows;
+        sink.check().await
+    }
+
+    /// What the reading threads do with each verified block (see
+    /// [`prepare`]); `None` when its rows go one at a time (pacing, HTTP).
+    fn prepare(&self) -> Option<Prepare> {
+        if self.per_row {
+            return None;
+        }
+        let (filter, encoder, format) = (self.filter.clone(), self.encoder.clone(), self.format);
+        Some(Arc::new(move |b: &Block| {
+            prepare(b, &filter, format, &encoder)
+        }))
     }
 
     /// The rows of a verified block one at a time (pacing, HTTP batches).
@@ -306,10 +316,9 @@ impl Emit {
         self.summary.skipped += lines.len() as u64;
     }
 
-    /// Write what is gathered (after the blocks being encoded).
+    /// Write what is gathered.
     async fn flush(&mut self, sink: &mut Sink) -> Result<(), ReplayError> {
         if !self.block.is_empty() {
-            self.drain(sink, 0).await?;
             let full = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK + 512));
             sink.write(full, self.block_rows, self.pacer.is_some())
                 .await?;
@@ -347,20 +356,30 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
         }),
         format: opts.format,
         encoder: Encoder::new(opts.format, &opts.measurement),
-        encoding: VecDeque::new(),
         pacer,
         per_row,
         block: Vec::with_capacity(BLOCK + 512),
         block_rows: 0,
         summary: Summary::default(),
     };
+    let (prepare, output) = (emit.prepare(), sink.output());
     if let Some(h) = opts.format.header() {
-        emit.block.extend_from_slice(h.as_bytes());
+        // Only if there are rows.
+        match &output {
+            Some(output) => output.preamble(h.as_bytes()),
+            None => emit.block.extend_from_slice(h.as_bytes()),
+        }
     }
     for source in &files {
         let index = Index::load(&source.path);
-        let opened =
-            FileReader::open_indexed(&source.path, source.gzip, opts.chunk_size, index).await;
+        let (path, gzip, chunk) = (&source.path, source.gzip, opts.chunk_size);
+        // The reader's threads may write this file's blocks to the output
+        // themselves: what goes before them must be on its way first.
+        if output.is_some() {
+            emit.flush(sink).await?;
+        }
+        let (prepare, output) = (prepare.clone(), output.clone());
+        let opened = FileReader::open_indexed(path, gzip, chunk, index, prepare, output).await;
         let mut reader = match opened {
             Ok(r) => r,
             // Rotated away (or compressed) between listing and opening.
@@ -373,15 +392,15 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
         emit.summary.files += 1;
         while let Some(next) = reader.next().await {
             match next {
-                // Plain code for a row, unless it must wait (pacing) or
-                // come after blocks still being encoded.
-                Next::Row(record) if emit.pacer.is_none() && emit.encoding.is_empty() => {
+                // Plain code for a row, unless it must wait (pacing).
+                Next::Row(record) if emit.pacer.is_none() => {
                     if emit.take(&record.view()) {
                         emit.flush(sink).await?;
                     }
                 }
                 Next::Row(record) => emit.row(&record.view(), sink).await?,
                 Next::Block(block) => emit.block(block, sink, &source.path).await?,
+                Next::Written(w) => emit.written(w, sink, &source.path).await?,
                 Next::Skip(skip) => {
                     tracing::warn!("{skip}");
                     emit.summary.skipped += 1;
@@ -389,7 +408,6 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
             }
         }
     }
-    emit.drain(sink, 0).await?;
     if emit.summary.rows > 0 {
         emit.flush(sink).await?;
     }

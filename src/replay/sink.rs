@@ -1,15 +1,19 @@
 //! Where replayed lines go: a file or stdout, any async writer, or an
 //! HTTP endpoint fed in acknowledged batches ([`super::http`]).
 //!
-//! A file or stdout is written by a task of its own on the blocking pool
-//! ([`FileWriter`]), and blocks go to it by value: a verified block is
-//! written straight from the page-aligned buffer it was read into, and an
-//! encoded block is handed over, not copied. (Through `tokio::fs::File`,
+//! A file or stdout is an [`Output`] written in ticket order: by a task of
+//! its own on the blocking pool ([`FileWriter`]) for the replay task's
+//! blocks, and by the lanes of `super::read` for the verified blocks they
+//! read. Blocks go to it by value: a verified block is written straight
+//! from the page-aligned buffer it was read into, and an encoded block is
+//! handed over, not copied. (Through `tokio::fs::File`,
 //! which copies every write into a buffer of its own, half of a csv
 //! replay's time went into that copy here.)
 
-use std::io::Write;
-use std::sync::Mutex;
+use std::io::{self, Write};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -21,7 +25,7 @@ use super::http;
 /// Blocks queued for the writing task.
 const QUEUE: usize = 1;
 /// Written blocks kept for the next ones.
-const SPARE_MAX: usize = 4;
+const SPARE_MAX: usize = 8;
 
 /// Buffers of written blocks, for the next ones: allocated on the blocking
 /// pool and freed by the writing task, buffers of a MiB would scatter over
@@ -66,7 +70,7 @@ pub(crate) fn spare(capacity: usize) -> Vec<u8> {
     }
 }
 
-fn give_back(buf: Vec<u8>) {
+pub(crate) fn give_back(buf: Vec<u8>) {
     let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
     if spare.len() < SPARE_MAX {
         spare.push(buf);
@@ -75,7 +79,7 @@ fn give_back(buf: Vec<u8>) {
 
 /// Where replayed lines go.
 pub enum Sink {
-    /// Stdout or a file, written by a task of its own.
+    /// Stdout or a file, written in turns (see [`Output`]).
     File(FileWriter),
     /// Any async writer; flushed after every row when pacing.
     Writer(Box<dyn AsyncWrite + Unpin + Send>),
@@ -135,6 +139,22 @@ impl Sink {
         }
     }
 
+    /// The output that verified blocks may be written to in turns.
+    pub(crate) fn output(&self) -> Option<Arc<Output>> {
+        match self {
+            Sink::File(f) => Some(f.output.clone()),
+            _ => None,
+        }
+    }
+
+    /// The error of a write done in turns, if one failed.
+    pub(crate) async fn check(&mut self) -> Result<(), ReplayError> {
+        match self {
+            Sink::File(f) if f.output.failed() => f.finish().await,
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) async fn finish(&mut self) -> Result<(), ReplayError> {
         match self {
             Sink::File(f) => f.finish().await,
@@ -144,10 +164,26 @@ impl Sink {
     }
 }
 
-enum Chunk {
+/// Bytes to write, in the buffer they are in.
+pub enum Chunk {
     /// The first `.1` bytes.
     Bytes(Vec<u8>, usize),
     Piece(Piece),
+}
+
+impl Chunk {
+    /// Nothing to write: a turn passed on.
+    pub fn nothing() -> Chunk {
+        Chunk::Bytes(Vec::new(), 0)
+    }
+
+    fn give_back(self) {
+        if let Chunk::Bytes(buf, _) = self {
+            if buf.capacity() > 0 {
+                give_back(buf);
+            }
+        }
+    }
 }
 
 impl std::ops::Deref for Chunk {
@@ -160,34 +196,237 @@ impl std::ops::Deref for Chunk {
     }
 }
 
-/// A file or stdout, written by a task on the blocking pool.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes that may wait, written, for their turn: a thread that has one
+/// ready this far ahead of the next to write leaves it and goes on.
+const AHEAD: u64 = 3;
+
+/// The file or stdout of a [`FileWriter`], written in order by many
+/// threads: by its task and, for the verified blocks of a plain file, by
+/// the threads that read and encode them (see `read::lanes`), each block
+/// straight from the thread whose cache holds it. Handing every block to a
+/// writing thread through the replay task cost two wake-ups per block and
+/// left a fifth of both cores idle.
+///
+/// Every write has a ticket, handed out in output order by the replay
+/// task. A write whose turn has not come is left (up to AHEAD tickets
+/// ahead), and whichever thread is writing writes it when it does.
+pub struct Output {
+    out: Mutex<Box<dyn Write + Send>>,
+    /// Written before the first bytes (the CSV header: none without rows).
+    preamble: Mutex<Option<Vec<u8>>>,
+    turn: Mutex<Turn>,
+    next: Condvar,
+    issued: AtomicU64,
+    failed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Turn {
+    /// Writes done: the ticket whose turn it is.
+    served: u64,
+    /// Writes waiting for their turn, by ticket.
+    waiting: std::collections::BTreeMap<u64, Chunk>,
+    /// Whether a thread is writing (it writes what waits, in order).
+    writing: bool,
+    /// Tickets that will not be written (a file's blocks after one that
+    /// did not match), start -> end, disjoint: skipped when their turn
+    /// comes, forgotten once passed. Several files may have some at once.
+    void: std::collections::BTreeMap<u64, u64>,
+    /// The first write that failed.
+    error: Option<io::Error>,
+}
+
+impl Turn {
+    /// The end of the voided range that holds `ticket`, if one does.
+    fn voided(&self, ticket: u64) -> Option<u64> {
+        let (_, &end) = self.void.range(..=ticket).next_back()?;
+        (ticket < end).then_some(end)
+    }
+
+    /// Void `tickets`, joining the ranges they touch.
+    fn add_void(&mut self, tickets: Range<u64>) {
+        let (mut start, mut end) = (tickets.start, tickets.end);
+        let touching: Vec<(u64, u64)> = self
+            .void
+            .range(..=end)
+            .filter(|&(_, &e)| e >= start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in touching {
+            self.void.remove(&s);
+            (start, end) = (start.min(s), end.max(e));
+        }
+        if start < end {
+            self.void.insert(start, end);
+        }
+        self.waiting.retain(|t, _| !(start..end).contains(t));
+    }
+
+    /// The next write in order, passing voided tickets (and forgetting
+    /// the ranges passed).
+    fn take_next(&mut self) -> Option<Chunk> {
+        while let Some(end) = self.voided(self.served) {
+            self.served = end;
+        }
+        while let Some((&s, &e)) = self.void.first_key_value() {
+            if e > self.served {
+                break;
+            }
+            self.void.remove(&s);
+        }
+        self.waiting.remove(&self.served)
+    }
+}
+
+impl Output {
+    fn new(out: Box<dyn Write + Send>) -> Output {
+        Output {
+            out: Mutex::new(out),
+            preamble: Mutex::new(None),
+            turn: Mutex::new(Turn::default()),
+            next: Condvar::new(),
+            issued: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Write `text` before the first bytes, if any come.
+    pub fn preamble(&self, text: &[u8]) {
+        *lock(&self.preamble) = Some(text.to_vec());
+    }
+
+    /// Tickets for the next `n` writes; the first of them.
+    pub fn reserve(&self, n: u64) -> u64 {
+        self.issued.fetch_add(n, Ordering::Relaxed)
+    }
+
+    /// Write `chunk` ([`Chunk::nothing`] to pass the turn on) as write
+    /// `ticket`, after every lower ticket: now if its turn has come, else
+    /// by the thread whose write comes before it. Waits only when the
+    /// ticket is AHEAD or more past the next to write. False if the ticket
+    /// was voided; an error if a write failed (this one or an earlier one).
+    pub fn write(&self, ticket: u64, chunk: Chunk) -> io::Result<bool> {
+        let mut turn = lock(&self.turn);
+        loop {
+            if self.failed() {
+                return Err(io::Error::other("an earlier write failed"));
+            }
+            // Passed before its write came: voided.
+            if ticket < turn.served || turn.voided(ticket).is_some() {
+                return Ok(false);
+            }
+            if ticket < turn.served + AHEAD {
+                break;
+            }
+            turn = self.next.wait(turn).unwrap_or_else(|e| e.into_inner());
+        }
+        turn.waiting.insert(ticket, chunk);
+        self.drain(turn)
+    }
+
+    /// Write what waits whose turn has come, unless another thread is at
+    /// it; an error if a write failed.
+    fn drain<'a>(&'a self, mut turn: MutexGuard<'a, Turn>) -> io::Result<bool> {
+        if turn.writing {
+            return Ok(true);
+        }
+        turn.writing = true;
+        let mut result = Ok(true);
+        while let Some(chunk) = turn.take_next() {
+            drop(turn);
+            let written = self.put(&chunk);
+            chunk.give_back();
+            turn = lock(&self.turn);
+            turn.served += 1;
+            if let Err(e) = written {
+                result = Err(io::Error::new(e.kind(), "the write failed"));
+                turn.error.get_or_insert(e);
+                turn.waiting.clear();
+                self.failed.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+        turn.writing = false;
+        drop(turn);
+        self.next.notify_all();
+        result
+    }
+
+    /// Write `bytes` (after the preamble, the first time).
+    fn put(&self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut out = lock(&self.out);
+        if let Some(first) = lock(&self.preamble).take() {
+            out.write_all(&first)?;
+        }
+        out.write_all(bytes)
+    }
+
+    /// `tickets` will not be written: their turns pass (and what waits of
+    /// them is dropped).
+    pub fn void(&self, tickets: Range<u64>) {
+        let mut turn = lock(&self.turn);
+        turn.add_void(tickets);
+        // What waits after them may go now.
+        let _ = self.drain(turn);
+    }
+
+    /// Whether `ticket` was voided (or a write failed): no use preparing
+    /// its write.
+    pub fn is_void(&self, ticket: u64) -> bool {
+        let turn = lock(&self.turn);
+        self.failed() || ticket < turn.served || turn.voided(ticket).is_some()
+    }
+
+    /// Whether a write failed.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    fn take_error(&self) -> Option<io::Error> {
+        lock(&self.turn).error.take()
+    }
+}
+
+/// A file or stdout, written by a task on the blocking pool (and by the
+/// threads of [`Output`]).
 pub struct FileWriter {
-    tx: Option<mpsc::Sender<Chunk>>,
+    tx: Option<mpsc::Sender<(u64, Chunk)>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    output: Arc<Output>,
 }
 
 impl FileWriter {
     /// Start writing to `out` (unbuffered: it gets whole blocks).
-    pub fn new(mut out: Box<dyn Write + Send>) -> FileWriter {
-        let (tx, mut rx) = mpsc::channel::<Chunk>(QUEUE);
-        let task = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = rx.blocking_recv() {
-                out.write_all(&chunk)?;
-                if let Chunk::Bytes(buf, _) = chunk {
-                    give_back(buf);
+    pub fn new(out: Box<dyn Write + Send>) -> FileWriter {
+        let (tx, mut rx) = mpsc::channel::<(u64, Chunk)>(QUEUE);
+        let output = Arc::new(Output::new(out));
+        let task = tokio::task::spawn_blocking({
+            let output = output.clone();
+            move || {
+                while let Some((ticket, chunk)) = rx.blocking_recv() {
+                    output.write(ticket, chunk)?;
                 }
+                lock(&output.out).flush()
             }
-            out.flush()
         });
         FileWriter {
             tx: Some(tx),
             task: Some(task),
+            output,
         }
     }
 
     async fn send(&mut self, chunk: Chunk) -> Result<(), ReplayError> {
+        let ticket = self.output.reserve(1);
         let sent = match &self.tx {
-            Some(tx) => tx.send(chunk).await.is_ok(),
+            Some(tx) => tx.send((ticket, chunk)).await.is_ok(),
             None => false,
         };
         if sent {
@@ -204,12 +443,192 @@ impl FileWriter {
     /// Wait until everything sent is written (and flushed).
     async fn finish(&mut self) -> Result<(), ReplayError> {
         self.tx = None;
-        match self.task.take() {
-            Some(task) => task
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-                .map_err(ReplayError::Output),
+        let result = match self.task.take() {
+            Some(task) => task.await.unwrap_or_else(|e| Err(std::io::Error::other(e))),
             None => Ok(()),
+        };
+        // The first error, wherever it happened.
+        match self.output.take_error() {
+            Some(e) => Err(ReplayError::Output(e)),
+            None => result.map_err(ReplayError::Output),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::read::tests::xorshift;
+
+    /// A writer into a shared buffer that fails from its `fail_at`th write.
+    #[derive(Clone)]
+    struct Shared(Arc<Mutex<Vec<u8>>>, Arc<AtomicU64>, u64);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.1.fetch_add(1, Ordering::Relaxed) + 1 >= self.2 {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn output(fail_at: u64) -> (Arc<Output>, Arc<Mutex<Vec<u8>>>) {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let out = Shared(buf.clone(), Arc::new(AtomicU64::new(0)), fail_at);
+        (Arc::new(Output::new(Box::new(out))), buf)
+    }
+
+    fn text(ticket: u64) -> Chunk {
+        let t = format!("<{ticket}>");
+        let len = t.len();
+        let mut buf = t.into_bytes();
+        buf.extend_from_slice(b"room past the end");
+        Chunk::Bytes(buf, len)
+    }
+
+    /// Write `tickets` from `threads` threads, each taking its own in
+    /// increasing order (as a lane does), with random pauses; a thread that
+    /// finds a ticket in `stops` voids from there to `end` and stops.
+    fn race(output: &Arc<Output>, tickets: Vec<Vec<u64>>, stops: &[u64], end: u64) {
+        std::thread::scope(|s| {
+            for (k, mine) in tickets.into_iter().enumerate() {
+                let output = output.clone();
+                s.spawn(move || {
+                    let mut x = 0x9e37_79b9 + k as u64;
+                    for t in mine {
+                        for _ in 0..xorshift(&mut x) % 3 {
+                            std::thread::yield_now();
+                        }
+                        if stops.contains(&t) {
+                            output.void(t..end);
+                            return;
+                        }
+                        if !output.write(t, text(t)).unwrap() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    fn expected(tickets: impl Iterator<Item = u64>) -> String {
+        tickets.map(|t| format!("<{t}>")).collect()
+    }
+
+    #[test]
+    fn writes_come_out_in_ticket_order_whoever_writes_them() {
+        for round in 0..50u64 {
+            let (output, buf) = output(u64::MAX);
+            output.preamble(b"head\n");
+            assert_eq!(output.reserve(300), 0);
+            let mut x = round + 1;
+            let mut tickets = vec![Vec::new(); 4];
+            for t in 0..300 {
+                tickets[(xorshift(&mut x) % 4) as usize].push(t);
+            }
+            race(&output, tickets, &[], 300);
+            let got = String::from_utf8(lock(&buf).clone()).unwrap();
+            assert_eq!(got, format!("head\n{}", expected(0..300)));
+        }
+    }
+
+    #[test]
+    fn voided_tickets_pass_their_turn() {
+        for (round, stops) in [vec![17], vec![17, 20], vec![20, 17], vec![0], vec![39]]
+            .into_iter()
+            .enumerate()
+        {
+            for _ in 0..20 {
+                let (output, buf) = output(u64::MAX);
+                // Something before the file, the file's 40 blocks in two
+                // lanes, something after.
+                let before = output.reserve(1);
+                let base = output.reserve(40);
+                assert_eq!((before, base), (0, 1));
+                let lanes: Vec<Vec<u64>> = (0..2)
+                    .map(|k| (0..40).filter(|i| i % 2 == k).map(|i| base + i).collect())
+                    .collect();
+                let stops: Vec<u64> = stops.iter().map(|s| base + s).collect();
+                std::thread::scope(|s| {
+                    s.spawn(|| race(&output, lanes, &stops, base + 40));
+                    s.spawn(|| assert!(output.write(before, text(before)).unwrap()));
+                });
+                let after = output.reserve(2);
+                assert!(output.write(after, text(after)).unwrap());
+                assert!(output.write(after + 1, text(after + 1)).unwrap());
+                let first_stop = *stops.iter().min().unwrap();
+                let want = expected((0..first_stop).chain(after..after + 2));
+                let got = String::from_utf8(lock(&buf).clone()).unwrap();
+                assert_eq!(got, want, "round {round}");
+            }
+        }
+    }
+
+    /// Two lanes stopping at blocks of their own, the later one voiding
+    /// last: the turns of both ranges still pass (writes 0-4, then 40).
+    #[test]
+    fn overlapping_voids_are_joined() {
+        let (output, buf) = output(u64::MAX);
+        output.reserve(41);
+        output.void(5..40);
+        output.void(8..40);
+        for t in 0..5 {
+            assert!(output.write(t, text(t)).unwrap());
+        }
+        assert!(!output.write(6, text(6)).unwrap());
+        assert_eq!(lock(&output.turn).served, 40);
+        assert!(output.write(40, text(40)).unwrap());
+        let want = expected((0..5).chain([40]));
+        assert_eq!(String::from_utf8(lock(&buf).clone()).unwrap(), want);
+    }
+
+    /// Files whose blocks were voided before the turn reached the first:
+    /// both ranges pass (a second void must not replace the first).
+    #[test]
+    fn voids_of_two_files_both_pass() {
+        let (output, buf) = output(u64::MAX);
+        output.reserve(30);
+        output.void(3..10);
+        output.void(20..30);
+        output.void(12..15);
+        let written: Vec<u64> = (0..30)
+            .filter(|&t| output.write(t, text(t)).unwrap())
+            .collect();
+        let want: Vec<u64> = (0..3).chain(10..12).chain(15..20).collect();
+        assert_eq!(written, want);
+        let got = String::from_utf8(lock(&buf).clone()).unwrap();
+        assert_eq!(got, expected(want.into_iter()));
+        assert!(
+            lock(&output.turn).void.is_empty(),
+            "passed ranges are forgotten"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_fails_every_later_one_and_is_kept() {
+        let (output, buf) = output(5);
+        output.reserve(10);
+        let results: Vec<_> = (0..10).map(|t| output.write(t, text(t)).is_ok()).collect();
+        assert_eq!(
+            results,
+            [
+                true, true, true, true, false, false, false, false, false, false
+            ]
+        );
+        assert!(output.failed());
+        assert_eq!(
+            output.take_error().unwrap().kind(),
+            io::ErrorKind::BrokenPipe
+        );
+        assert_eq!(
+            String::from_utf8(lock(&buf).clone()).unwrap(),
+            expected(0..4)
+        );
     }
 }

@@ -79,7 +79,7 @@ impl Entry {
             .then_some(Entry { crc, ..entry })
     }
 
-    fn end(&self) -> u64 {
+    pub fn end(&self) -> u64 {
         self.offset + self.len
     }
 }
