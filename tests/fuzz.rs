@@ -824,6 +824,53 @@ mod replay {
         })
     }
 
+    /// The rows after a file's index (an active file's newest) come from
+    /// the file that was opened, not from a new one the agent rotated in
+    /// under its name while the indexed blocks were read.
+    #[test]
+    fn rest_of_a_file_comes_from_the_file_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("readings.csv");
+        let row = |i: usize, g: &str| {
+            format!(
+                "2023-11-14T22:{:02}:{:02}.000Z,{g},1.000,1.000,1.000,celsius,1,0\n",
+                i / 60 % 60,
+                i % 60
+            )
+        };
+        let header = format!("{}\n", COLUMNS.join(","));
+        let first: String = (0..300).map(|i| row(i, "a")).collect();
+        let all: String = (0..600).map(|i| row(i, "a")).collect();
+        // The first 300 rows indexed in blocks of about 1000 bytes.
+        index(&path, format!("{header}{first}").as_bytes(), 1000);
+        std::fs::write(&path, format!("{header}{all}")).unwrap();
+        let got = block_on(async {
+            let index = Index::load(&path);
+            assert!(index.is_some());
+            let mut reader = FileReader::open_indexed(&path, false, 4096, index, None, None)
+                .await
+                .unwrap();
+            // Rotated: renamed, and a new active file of other rows.
+            std::fs::rename(&path, dir.path().join("readings-20231114T220000Z.csv")).unwrap();
+            let other: String = (0..600).map(|i| row(i, "b")).collect();
+            std::fs::write(&path, format!("{header}{other}")).unwrap();
+            let mut got = String::new();
+            while let Some(next) = reader.next().await {
+                match next {
+                    Next::Block(b) => got.push_str(std::str::from_utf8(&b.piece).unwrap()),
+                    Next::Row(r) => {
+                        let fields: Vec<&str> = (0..COLUMNS.len()).map(|i| r.field(i)).collect();
+                        got.push_str(&(fields.join(",") + "\n"));
+                    }
+                    Next::Skip(s) => panic!("{s}"),
+                    Next::Written(_) => unreachable!("a reader without an output"),
+                }
+            }
+            got
+        });
+        assert_eq!(got, all);
+    }
+
     /// The whole replay of `dir` (every row, as `format`) into a file, and
     /// its summary.
     fn replay_dir(dir: &Path, format: Format, chunk: usize) -> (String, replayer::Summary) {

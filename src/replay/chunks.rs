@@ -24,8 +24,8 @@
 //! replay touches the same few pages over and over.
 
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
@@ -136,19 +136,36 @@ impl tokio_stream::Stream for Pieces {
     }
 }
 
-/// Start reading `path` (inflated if `gzip`) from byte `from` (of a plain
-/// file; 0 for a `.gz`): pieces of the lengths in `plan`, then the rest. A
+/// Where a reading task starts.
+pub enum Start {
+    /// Open this file (inflated if `.1`, a `.gz`), at its start.
+    Path(PathBuf, bool),
+    /// A plain file already open, from this byte: the rest of a file read
+    /// block by block, from the file that was opened then (not a new
+    /// active file the agent may have rotated in under the same name).
+    Open(Arc<std::fs::File>, u64),
+}
+
+/// Start reading `from`: pieces of the lengths in `plan`, then the rest. A
 /// file that ends early gives a shorter piece.
-pub fn spawn(path: &Path, gzip: bool, chunk_size: usize, plan: Vec<u64>, from: u64) -> Pieces {
+pub fn spawn(from: Start, chunk_size: usize, plan: Vec<u64>) -> Pieces {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
-    let path = path.to_path_buf();
     let chunk = chunk_size.max(512);
     tokio::task::spawn_blocking(move || {
         let mut out = Out {
             tx,
             batch: Vec::with_capacity(BATCH),
         };
-        let result = read_all(&path, gzip, chunk, &plan, from, &mut out);
+        let result = match from {
+            Start::Path(path, gzip) => read_all(&path, gzip, chunk, &plan, &mut out),
+            Start::Open(file, offset) => {
+                let mut at = Positioned {
+                    file: &file,
+                    offset,
+                };
+                pump(&mut at, chunk, &plan, &mut out)
+            }
+        };
         if let Err(e) = result {
             out.batch.push(Err(e));
         }
@@ -187,13 +204,9 @@ fn read_all(
     gzip: bool,
     chunk: usize,
     plan: &[u64],
-    from: u64,
     out: &mut Out,
 ) -> io::Result<()> {
-    let mut file = std::fs::File::open(path)?;
-    if from > 0 {
-        io::Seek::seek(&mut file, io::SeekFrom::Start(from))?;
-    }
+    let file = std::fs::File::open(path)?;
     let mut source: Box<dyn Read> = if gzip {
         Box::new(flate2::read::MultiGzDecoder::new(
             io::BufReader::with_capacity(chunk, file),
@@ -201,13 +214,19 @@ fn read_all(
     } else {
         Box::new(file)
     };
+    pump(&mut source, chunk, plan, out)
+}
+
+/// Read `source` to its end into pieces (of the lengths in `plan`, then of
+/// READS_PER_PIECE reads) for `out`.
+fn pump(source: &mut impl Read, chunk: usize, plan: &[u64], out: &mut Out) -> io::Result<()> {
     let rest = chunk * READS_PER_PIECE;
     let biggest = plan.iter().map(|&l| l as usize).max().unwrap_or(0);
     let size = buffer_size(biggest.max(rest));
     let mut planned = plan.iter().map(|&l| l as usize);
     loop {
         let want = planned.next().unwrap_or(rest);
-        let (piece, failed) = fill(&mut source, size, want, chunk);
+        let (piece, failed) = fill(source, size, want, chunk);
         let short = piece.len() < want;
         if !piece.is_empty() && !out.push(piece) {
             return Ok(()); // the reader is gone

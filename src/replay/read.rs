@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_util::io::StreamReader;
 
-use super::chunks::{self, Piece, Pieces};
+use super::chunks::{self, Piece, Pieces, Start};
 use super::format::Encoded;
 use super::sink::{Chunk, Output};
 use crate::aggregate::Row;
@@ -491,6 +491,18 @@ struct Fast {
     bytes: u64,
     /// Whether the file ends with its last indexed block, for good.
     sealed: bool,
+    /// The plain file the lanes read, for the rest of it.
+    file: Option<Arc<std::fs::File>>,
+}
+
+impl Fast {
+    /// The rest of the plain file from byte `from`, read as a stream.
+    fn rest(&self, from: u64, chunk: usize) -> Pieces {
+        match &self.file {
+            Some(file) => chunks::spawn(Start::Open(file.clone(), from), chunk, Vec::new()),
+            None => Pieces::none(),
+        }
+    }
 }
 
 /// The output tickets of a plain file's blocks, when its lanes write them
@@ -610,15 +622,19 @@ impl FileReader {
             header_checked: false,
         };
         if entries.is_empty() {
-            let pieces = chunks::spawn(path, gzip, chunk_size, Vec::new(), 0);
+            let pieces = chunks::spawn(
+                Start::Path(path.to_path_buf(), gzip),
+                chunk_size,
+                Vec::new(),
+            );
             reader.row_by_row(pieces, None, 0, 0, None);
             return Ok(reader);
         }
-        let mut sealed = false;
+        let (mut sealed, mut opened) = (false, None);
         let (blocks, lines, bytes) = if gzip {
             let mut plan = vec![HEADER.len() as u64];
             plan.extend(entries.iter().map(|e| e.len));
-            let pieces = chunks::spawn(path, gzip, chunk_size, plan, 0);
+            let pieces = chunks::spawn(Start::Path(path.to_path_buf(), gzip), chunk_size, plan);
             (Blocks::Stream(pieces), 0, 0)
         } else {
             let (file, len) = tokio::task::spawn_blocking({
@@ -645,6 +661,8 @@ impl FileReader {
                 _ => None,
             };
             let to = tickets.as_ref().map(|t| (t.output.clone(), t.base));
+            let file = Arc::new(file);
+            opened = Some(file.clone());
             let lanes = lanes(file, &entries, chunk_size, reader.prepare.clone(), to);
             // The first lane checks the header with the first block.
             (Blocks::Lanes(lanes, tickets), 1, HEADER.len() as u64)
@@ -660,6 +678,7 @@ impl FileReader {
             lines,
             bytes,
             sealed,
+            file: opened,
         });
         Ok(reader)
     }
@@ -818,7 +837,7 @@ impl FileReader {
                 Blocks::Stream(pieces) => pieces,
                 Blocks::Lanes(..) => {
                     let end = fast.entries.last().map_or(0, Entry::end);
-                    chunks::spawn(&self.path, false, self.chunk_size, Vec::new(), end)
+                    fast.rest(end, self.chunk_size)
                 }
             };
             self.row_by_row(pieces, first, fast.lines, fast.bytes, error);
@@ -856,7 +875,7 @@ impl FileReader {
         let pieces = match error {
             // It ends the input: nothing more to read.
             Some(_) => Pieces::none(),
-            None => chunks::spawn(&self.path, false, self.chunk_size, Vec::new(), resume),
+            None => fast.rest(resume, self.chunk_size),
         };
         self.row_by_row(pieces, first, lines, bytes, error);
         None
@@ -994,7 +1013,7 @@ impl Fast {
 /// end, what it wrote (and the block it stopped at, having voided the
 /// tickets from there on).
 fn lanes(
-    file: std::fs::File,
+    file: Arc<std::fs::File>,
     entries: &[Entry],
     chunk: usize,
     prepare: Option<Prepare>,
@@ -1010,7 +1029,6 @@ fn lanes(
             })
             .collect(),
     );
-    let file = Arc::new(file);
     (0..LANES)
         .map(|k| {
             let (tx, rx) = mpsc::channel(2);
