@@ -298,10 +298,3 @@ impl Read for Positioned<'_> {
         Ok(n)
     }
 }
-
-impl Piece {
-    /// Leave the first `n` bytes out.
-    pub fn skip(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-    }
-}

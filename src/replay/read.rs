@@ -489,7 +489,8 @@ struct Fast {
     /// Lines and bytes handed out so far.
     lines: u64,
     bytes: u64,
-    /// Whether the file ends with its last indexed block, for good.
+    /// Whether the file ends with its last indexed block, for good (a
+    /// plain file's lanes only).
     sealed: bool,
     /// The plain file the lanes read, for the rest of it.
     file: Option<Arc<std::fs::File>>,
@@ -828,7 +829,7 @@ impl FileReader {
         let Some(checked) = checked else {
             // Every block handed out, or the stream stopped matching.
             let mut fast = self.fast.take()?;
-            if fast.sealed && matches!(fast.blocks, Blocks::Lanes(..)) {
+            if fast.sealed {
                 self.done = true;
                 return None;
             }
@@ -870,7 +871,7 @@ impl FileReader {
             (fast.lines, fast.bytes)
         };
         if !whole && error.is_none() {
-            self.mismatch(lines);
+            warn_mismatch(&self.path, lines + 1);
         }
         let pieces = match error {
             // It ends the input: nothing more to read.
@@ -879,15 +880,6 @@ impl FileReader {
         };
         self.row_by_row(pieces, first, lines, bytes, error);
         None
-    }
-
-    fn mismatch(&self, lines: u64) {
-        tracing::warn!(
-            "{}:{}: the rows from here on do not match their checksum in {}; reading them one by one",
-            self.path.display(),
-            lines + 1,
-            index::path_for(&self.path).display()
-        );
     }
 
     /// Read one more record, deciding what it lets us decide.
@@ -983,12 +975,8 @@ impl Fast {
                 (self.lines, self.bytes) = (1, piece.len() as u64);
                 continue;
             }
-            if piece.len() as u64 != e.len || crc32fast::hash(&piece) != e.crc {
-                tracing::warn!(
-                    "{}:{first_line}: the rows from here on do not match their checksum in {}; reading them one by one",
-                    path.display(),
-                    index::path_for(path).display()
-                );
+            if !matches_entry(&piece, &e) {
+                warn_mismatch(path, first_line);
                 self.stop = Some((Some(piece), None));
                 return;
             }
@@ -1040,7 +1028,7 @@ fn lanes(
                     let mut stop = None;
                     for (i, &(e, first_line)) in blocks.iter().enumerate().skip(k).step_by(LANES) {
                         if output.is_void(base + i as u64) {
-                            break; // the other lane stopped before it
+                            break; // the other lane stopped before it, or a write failed
                         }
                         // A panic (were panics not to abort) is a block
                         // that could not be read, not a lane gone silent.
@@ -1064,9 +1052,6 @@ fn lanes(
                                 stop = Some(other);
                                 break;
                             }
-                        }
-                        if output.failed() {
-                            break;
                         }
                     }
                     // The channel has room for both.
@@ -1143,9 +1128,9 @@ fn check_at(
                 whole: true,
             };
         }
-        piece.skip(HEADER.len());
+        bytes::Buf::advance(&mut piece, HEADER.len());
     }
-    if piece.len() as u64 != e.len || crc32fast::hash(&piece) != e.crc {
+    if !matches_entry(&piece, &e) {
         return Checked::Mismatch {
             piece,
             resume,
@@ -1157,6 +1142,20 @@ fn check_at(
         Some(prepare) => prepared(block, prepare),
         None => Checked::Block(block),
     }
+}
+
+/// Whether `bytes` are those `e` was made of.
+fn matches_entry(bytes: &[u8], e: &Entry) -> bool {
+    bytes.len() as u64 == e.len && crc32fast::hash(bytes) == e.crc
+}
+
+/// Rows from `line` of `path` on no longer match their index.
+fn warn_mismatch(path: &Path, line: u64) {
+    tracing::warn!(
+        "{}:{line}: the rows from here on do not match their checksum in {}; reading them one by one",
+        path.display(),
+        index::path_for(path).display()
+    );
 }
 
 /// `piece`, whose bytes match `e`, as a block.

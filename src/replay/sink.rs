@@ -35,7 +35,7 @@ static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// A written buffer of at least `capacity`, if the pool has one.
 fn pooled(capacity: usize) -> Option<Vec<u8>> {
-    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut spare = lock(&SPARE);
     let at = spare.iter().position(|b| b.capacity() >= capacity);
     at.map(|i| spare.swap_remove(i))
 }
@@ -71,7 +71,7 @@ pub(crate) fn spare(capacity: usize) -> Vec<u8> {
 }
 
 pub(crate) fn give_back(buf: Vec<u8>) {
-    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut spare = lock(&SPARE);
     if spare.len() < SPARE_MAX {
         spare.push(buf);
     }
@@ -241,6 +241,12 @@ struct Turn {
 }
 
 impl Turn {
+    /// Whether `ticket` will not be written: voided, or its turn passed
+    /// before its write came (passed because voided).
+    fn passed(&self, ticket: u64) -> bool {
+        ticket < self.served || self.voided(ticket).is_some()
+    }
+
     /// The end of the voided range that holds `ticket`, if one does.
     fn voided(&self, ticket: u64) -> Option<u64> {
         let (_, &end) = self.void.range(..=ticket).next_back()?;
@@ -315,8 +321,7 @@ impl Output {
             if self.failed() {
                 return Err(io::Error::other("an earlier write failed"));
             }
-            // Passed before its write came: voided.
-            if ticket < turn.served || turn.voided(ticket).is_some() {
+            if turn.passed(ticket) {
                 return Ok(false);
             }
             if ticket < turn.served + AHEAD {
@@ -380,8 +385,7 @@ impl Output {
     /// Whether `ticket` was voided (or a write failed): no use preparing
     /// its write.
     pub fn is_void(&self, ticket: u64) -> bool {
-        let turn = lock(&self.turn);
-        self.failed() || ticket < turn.served || turn.voided(ticket).is_some()
+        self.failed() || lock(&self.turn).passed(ticket)
     }
 
     /// Whether a write failed.
