@@ -26,6 +26,10 @@
 //!    the points back through `/api/v1/export`: every window must be there,
 //!    no duplicate. Points/s = points of a window / its replay time.
 //!
+//! With `REPLAY_BENCH_HISTORY=DIR` it only generates the 1 GiB history
+//! (`DIR/1 GiB-plain`, `-mixed`, `-bare`) and keeps it, for comparing
+//! binaries outside the bench.
+//!
 //! The process exits non-zero only when the run itself failed, not when a
 //! goal is missed. Children run in their own process groups and are killed
 //! on every path (also on SIGINT/SIGTERM); the temp dir is removed on drop.
@@ -1220,6 +1224,15 @@ fn size_rows(s: &SizeResult, table: &mut Vec<[String; 4]>) {
 
 fn run_all() -> Res<()> {
     let started = Instant::now();
+    // For comparisons outside the bench (see BENCHMARKS.md): the 1 GiB
+    // history alone, generated into a directory that is kept.
+    if let Some(keep) = std::env::var_os("REPLAY_BENCH_HISTORY") {
+        let keep = PathBuf::from(keep);
+        fs::create_dir_all(&keep).map_err(io_err(&keep))?;
+        generate(&keep, "1 GiB", LARGE_BYTES)?;
+        println!("kept in {}", keep.display());
+        return Ok(());
+    }
     let tmp = Path::new("/tmp");
     let need = (SMALL_BYTES + LARGE_BYTES) * 2 + 512 * MIB;
     let free = free_bytes(tmp)?;
