@@ -144,13 +144,13 @@ impl Encoder {
         // `out[at..o]` is written; what lies past it is room.
         let mut o = at;
         while start < buf.len() {
-            if let Some(seps) = fast_cut(buf, start) {
-                let end = start + 25 + (63 - seps.leading_zeros() as usize);
+            if let Some(fields) = fast_cut(buf, start) {
+                let end = fields[6].0 + fields[6].1;
                 if let Some(time) = self.fast.tick_of(&buf[start..start + 24]) {
-                    let group = &buf[start + 25..start + 25 + seps.trailing_zeros() as usize];
-                    if wants.is_none_or(|w| w(time, group)) {
+                    let (from, len) = fields[0];
+                    if wants.is_none_or(|w| w(time, &buf[from..from + len])) {
                         grow(out, o + self.fast.prefix.len() + (end - start) + 128);
-                        if let Some(next) = self.fast.row(buf, start, seps, out, o) {
+                        if let Some(next) = self.fast.row(buf, fields, out, o) {
                             (o, rows) = (next, rows + 1);
                             (start, line) = (end + 1, line + 1);
                             continue;
@@ -320,34 +320,22 @@ impl FastInflux {
         Some(self.tick_time)
     }
 
-    /// The line of the row at `buf[start..]` whose separators after the
-    /// time are `seps` (see [`fast_cut`]), written at `out[o..]`, which
-    /// has room for it and 128 bytes more; its end, or `None` if a count
-    /// is not 1 to 19 plain digits. The row's time field must be the one
-    /// last given to [`FastInflux::tick_of`].
+    /// The line of the row whose seven fields after the time are `fields`
+    /// in `buf` (see [`fast_cut`]), written at `out[o..]`, which has room
+    /// for it and 128 bytes more; its end, or `None` if a count is not 1
+    /// to 19 plain digits. The row's time field must be the one last given
+    /// to [`FastInflux::tick_of`].
     #[inline]
     fn row(
         &self,
         buf: &[u8],
-        start: usize,
-        mut seps: u64,
+        fields: [(usize, usize); 7],
         out: &mut [u8],
         o: usize,
     ) -> Option<usize> {
-        let base = start + 25;
-        let mut from = base;
-        // The fields after the time, in order: (start, length).
-        let mut next = || {
-            let end = base + seps.trailing_zeros() as usize;
-            seps &= seps.wrapping_sub(1);
-            let field = (from, end - from);
-            from = end + 1;
-            field
-        };
-        let group = next();
-        let values = [next(), next(), next()];
-        let _unit = next();
-        let (ok, failed) = (count(buf, next())?, count(buf, next())?);
+        let [group, mean, min, max, _unit, ok, failed] = fields;
+        let values = [mean, min, max];
+        let (ok, failed) = (count(buf, ok)?, count(buf, failed)?);
         let mut o = padded_copy(out, o, &self.prefix, self.prefix().len());
         o = wide_copy(out, o, buf, group);
         let mut sep = b' ';

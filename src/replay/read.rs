@@ -216,65 +216,84 @@ fn split8<'a>(line: &'a [u8], fields: &mut [&'a [u8]; 8]) -> bool {
 /// The fields of the common row of a verified block, without a branch
 /// per field: a time of 24 bytes (the agent's form) and the other seven
 /// fields within the 64 bytes after its comma. Those 64 bytes become bit
-/// masks of their bytes below `-` (0x2d), commas and newlines
-/// ([`simd::masks`]); the first newline ends the row, and every byte below
-/// `-` before it must be one of exactly six commas (a space or a `+` in a
-/// field sends the line to the row-by-row path). A loop per separator
-/// mispredicted about once per field.
+/// masks of their bytes below `-` (0x2d) and of their commas
+/// ([`simd::masks`]); the first byte below `-` that is not a comma must be
+/// the newline that ends the row, and exactly six commas must come before
+/// it (a space or a `+` in a field sends the line to the row-by-row path).
+/// A loop per separator mispredicted about once per field.
 ///
-/// Returns the mask of the six commas and the newline that end the seven
-/// fields (bit i: byte `start + 25 + i`), or `None` for any other line
+/// Returns the seven fields after the time as (start, length) in `buf`,
+/// the last one ending at the row's newline, or `None` for any other line
 /// (split by [`split8`], as a row read one by one).
 /// The caller checks that the first 24 bytes are a time: then they hold
 /// no comma or newline.
-#[inline]
-pub(crate) fn fast_cut(buf: &[u8], start: usize) -> Option<u64> {
+#[inline(always)]
+pub(crate) fn fast_cut(buf: &[u8], start: usize) -> Option<[(usize, usize); 7]> {
     let bytes: &[u8; 65] = buf.get(start + 24..start + 25 + 64)?.try_into().ok()?;
     if bytes[0] != b',' {
         return None;
     }
-    let (below, commas, newlines) = simd::masks(bytes[1..].try_into().ok()?);
-    // The first newline ends the row; every byte below `-` before it must
-    // be a comma, and there must be six.
-    let before = newlines.wrapping_sub(1) & !newlines;
-    let ok =
-        newlines != 0 && below & before == commas & before && (commas & before).count_ones() == 6;
-    ok.then_some(commas & before | newlines & newlines.wrapping_neg())
+    let (below, commas) = simd::masks(bytes[1..].try_into().ok()?);
+    let others = below & !commas;
+    let end = others & others.wrapping_neg();
+    if end == 0 || bytes[1 + end.trailing_zeros() as usize] != b'\n' {
+        return None;
+    }
+    // The commas before the newline, then the newline: the separators
+    // that end the seven fields. Taken off one at a time, lowest first;
+    // with fewer than six commas a field's length is nonsense, but then
+    // no bit is left for the seventh, and it is not used.
+    let base = start + 25;
+    let mut seps = commas & (end - 1) | end;
+    let mut from = base;
+    let next = |seps: &mut u64, from: &mut usize| {
+        let at = base + seps.trailing_zeros() as usize;
+        *seps &= seps.wrapping_sub(1);
+        let field = (*from, at.wrapping_sub(*from));
+        *from = at + 1;
+        field
+    };
+    let mut n = || next(&mut seps, &mut from);
+    let six = [n(), n(), n(), n(), n(), n()];
+    // Exactly one bit left (the newline, the highest): six commas.
+    if seps == 0 || seps & (seps - 1) != 0 {
+        return None;
+    }
+    let last = next(&mut seps, &mut from);
+    Some([six[0], six[1], six[2], six[3], six[4], six[5], last])
 }
 
-/// Bit masks of 64 bytes (bit i: byte i): bytes below `-`, commas,
-/// newlines. One compare of 16 bytes per mask where the target has one
-/// (SSE2 on x86_64, NEON on little-endian aarch64: both part of those
-/// targets, so there is nothing to detect at run time; any other target
-/// takes [`scalar_masks`]): eight bytes at a time in plain integers took
-/// about a quarter of an influx replay's encoding.
+/// Bit masks of 64 bytes (bit i: byte i): bytes below `-`, and commas.
+/// One compare of 16 bytes per mask where the target has one (SSE2 on
+/// x86_64, NEON on little-endian aarch64: both part of those targets, so
+/// there is nothing to detect at run time; any other target takes
+/// [`scalar_masks`]): eight bytes at a time in plain integers took about
+/// a quarter of an influx replay's encoding.
 mod simd {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[inline(always)]
-    pub(super) fn masks(bytes: &[u8; 64]) -> (u64, u64, u64) {
+    pub(super) fn masks(bytes: &[u8; 64]) -> (u64, u64) {
         use std::arch::x86_64::*;
-        let mut masks = (0, 0, 0);
-        for (i, part) in bytes.chunks_exact(16).enumerate() {
+        // The masks of bytes 16 * i.. (a movemask of 16 bytes sets only
+        // the low 16 bits). Called with constant `i`: no shift by a
+        // variable, no loop.
+        let part = |i: usize| {
+            let part = &bytes[16 * i..16 * i + 16];
             // SAFETY: `part` is 16 readable bytes (an unaligned load is
             // allowed); SSE2 is always there on x86_64.
-            let (b, c, n) = unsafe {
+            let (b, c) = unsafe {
                 let v = _mm_loadu_si128(part.as_ptr().cast());
                 let below = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x2c)), v);
                 let commas = _mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8));
-                let newlines = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8));
-                (
-                    _mm_movemask_epi8(below),
-                    _mm_movemask_epi8(commas),
-                    _mm_movemask_epi8(newlines),
-                )
+                (_mm_movemask_epi8(below), _mm_movemask_epi8(commas))
             };
-            // A movemask of 16 bytes sets only the low 16 bits.
-            let at = 16 * i;
-            masks.0 |= u64::from(b as u16) << at;
-            masks.1 |= u64::from(c as u16) << at;
-            masks.2 |= u64::from(n as u16) << at;
-        }
-        masks
+            (u64::from(b as u16), u64::from(c as u16))
+        };
+        let (p0, p1, p2, p3) = (part(0), part(1), part(2), part(3));
+        (
+            p0.0 | p1.0 << 16 | p2.0 << 32 | p3.0 << 48,
+            p0.1 | p1.1 << 16 | p2.1 << 32 | p3.1 << 48,
+        )
     }
 
     // Little-endian: lane 0 read as a u64 puts byte k of the fold at bits
@@ -285,7 +304,7 @@ mod simd {
         target_endian = "little"
     ))]
     #[inline(always)]
-    pub(super) fn masks(bytes: &[u8; 64]) -> (u64, u64, u64) {
+    pub(super) fn masks(bytes: &[u8; 64]) -> (u64, u64) {
         use std::arch::aarch64::*;
         // SAFETY: four 16-byte loads inside `bytes`; NEON is always there
         // on aarch64.
@@ -311,7 +330,6 @@ mod simd {
             (
                 gather(v.map(|v| vcltq_u8(v, vdupq_n_u8(b'-')))),
                 gather(v.map(|v| vceqq_u8(v, vdupq_n_u8(b',')))),
-                gather(v.map(|v| vceqq_u8(v, vdupq_n_u8(b'\n')))),
             )
         }
     }
@@ -331,7 +349,7 @@ mod simd {
 /// targets without SIMD of their own (armv7, whose NEON is not part of the
 /// target), and the tests' reference everywhere (hence the `allow`).
 #[allow(dead_code)]
-pub(crate) fn scalar_masks(bytes: &[u8; 64]) -> (u64, u64, u64) {
+pub(crate) fn scalar_masks(bytes: &[u8; 64]) -> (u64, u64) {
     const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Bit 7 of each byte to bit i of one byte: the eight partial products
@@ -340,13 +358,12 @@ pub(crate) fn scalar_masks(bytes: &[u8; 64]) -> (u64, u64, u64) {
     // High bit set where the low seven bits are below `x` and bit 7 is clear.
     let below =
         |w: u64, x: u8| !(((w & LO7) + u64::from(0x80 - x) * 0x0101_0101_0101_0101) | w) & HIGH;
-    let mut masks = (0, 0, 0);
+    let mut masks = (0, 0);
     for (i, w) in bytes.chunks_exact(8).enumerate() {
         let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
         let at = 8 * i;
         masks.0 |= gather(below(w, b'-')) << at;
         masks.1 |= gather(below(w ^ 0x2c2c_2c2c_2c2c_2c2c, 1)) << at;
-        masks.2 |= gather(below(w ^ 0x0a0a_0a0a_0a0a_0a0a, 1)) << at;
     }
     masks
 }
@@ -1380,11 +1397,10 @@ pub(crate) mod tests {
                     r as u8
                 };
             }
-            let mut want = (0u64, 0u64, 0u64);
+            let mut want = (0u64, 0u64);
             for (i, &b) in bytes.iter().enumerate() {
                 want.0 |= u64::from(b < b'-') << i;
                 want.1 |= u64::from(b == b',') << i;
-                want.2 |= u64::from(b == b'\n') << i;
             }
             assert_eq!(simd::masks(&bytes), want, "{bytes:?}");
             assert_eq!(scalar_masks(&bytes), want, "{bytes:?}");
