@@ -26,6 +26,10 @@
 //!    the points back through `/api/v1/export`: every window must be there,
 //!    no duplicate. Points/s = points of a window / its replay time.
 //!
+//! 5. Times the block encoder of line protocol alone, in this process, on
+//!    one rotated file of the 1 GiB history cut into index-sized blocks:
+//!    ns per row, best of 15, beside a copy of the same bytes.
+//!
 //! With `REPLAY_BENCH_HISTORY=DIR` it only generates the 1 GiB history
 //! (`DIR/1 GiB-plain`, `-mixed`, `-bare`) and keeps it, for comparing
 //! binaries outside the bench.
@@ -1126,6 +1130,86 @@ fn bench_vm(work: &Path, h: &History) -> Res<VmResult> {
     })
 }
 
+// ---------------------------------------------------------- encoder alone
+
+/// The block encoder of line protocol on its own, in this process: what
+/// an influx replay costs per row once the bytes are in memory, with
+/// nothing of reading, checking or writing around it.
+struct EncoderResult {
+    rows: u64,
+    bytes: u64,
+    /// Best of ENCODE_REPS: one pass of the encoder over the blocks.
+    encode_secs: f64,
+    /// Best of ENCODE_REPS: one copy of the same blocks (the baseline).
+    copy_secs: f64,
+}
+
+const ENCODE_REPS: usize = 15;
+
+/// Encode the rows of one rotated file of `h`, cut into blocks of the
+/// index's size at line ends as the store's index cuts them.
+fn bench_encoder(h: &History) -> Res<EncoderResult> {
+    use edge_agent::replay::format::{Encoder, Format};
+    let f = h
+        .files
+        .iter()
+        .find(|f| f.rotated)
+        .ok_or("the history has no rotated file")?;
+    let path = h.plain.join(&f.name);
+    let data = fs::read(&path).map_err(io_err(&path))?;
+    let rows = data
+        .get(HEADER.len()..)
+        .ok_or("a file shorter than its header")?;
+    let mut blocks = Vec::new();
+    let mut at = 0;
+    while at < rows.len() {
+        let mut end = (at + index::BLOCK as usize).min(rows.len());
+        if end < rows.len() {
+            end = at
+                + rows[at..end]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .ok_or("a line longer than a block")?
+                + 1;
+        }
+        blocks.push(&rows[at..end]);
+        at = end;
+    }
+    let (mut out, mut bad) = (Vec::new(), Vec::new());
+    let mut copy = vec![0u8; index::BLOCK as usize];
+    let (mut encode_secs, mut copy_secs, mut encoded) = (f64::MAX, f64::MAX, 0);
+    for _ in 0..ENCODE_REPS {
+        let mut encoder = Encoder::new(Format::Influx, "temperature");
+        let started = Instant::now();
+        encoded = 0;
+        for (i, b) in blocks.iter().enumerate() {
+            let (n, len) = encoder.influx_block(b, 2 + i as u64, None, &mut out, 0, &mut bad);
+            encoded += n;
+            std::hint::black_box(&out[..len]);
+        }
+        encode_secs = encode_secs.min(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        for b in &blocks {
+            copy[..b.len()].copy_from_slice(b);
+            std::hint::black_box(&copy);
+        }
+        copy_secs = copy_secs.min(started.elapsed().as_secs_f64());
+    }
+    if !bad.is_empty() {
+        return Err(format!(
+            "the encoder found {} bad lines in {}",
+            bad.len(),
+            path.display()
+        ));
+    }
+    Ok(EncoderResult {
+        rows: encoded,
+        bytes: rows.len() as u64,
+        encode_secs,
+        copy_secs,
+    })
+}
+
 // --------------------------------------------------------------- report
 
 fn verdict(pass: bool) -> String {
@@ -1265,6 +1349,14 @@ fn run_all() -> Res<()> {
     let large = generate(work, "1 GiB", LARGE_BYTES)?;
     check_identical(work, &small)?;
 
+    let enc = bench_encoder(&large)?;
+    println!(
+        "encoder alone: {} rows ({:.1} MiB) in {:.1} ms, a copy of them {:.2} ms (best of {ENCODE_REPS} each)",
+        enc.rows,
+        enc.bytes as f64 / MIB as f64,
+        enc.encode_secs * 1e3,
+        enc.copy_secs * 1e3
+    );
     println!("timing (page cache warm; cat and replay interleaved, {REPS} repetitions)");
     let s = bench_size(work, &small)?;
     let l = bench_size(work, &large)?;
@@ -1298,6 +1390,20 @@ fn run_all() -> Res<()> {
     let mut table = Vec::new();
     size_rows(&l, &mut table);
     size_rows(&s, &mut table);
+    table.push(row(
+        format!(
+            "influx block encoder alone: ns per row (one file, {} rows, best of {ENCODE_REPS})",
+            enc.rows
+        ),
+        format!(
+            "{:.1} ns ({:.0} MB/s of rows; a copy of the same bytes {:.0}x faster)",
+            enc.encode_secs * 1e9 / enc.rows as f64,
+            mbps(enc.bytes, enc.encode_secs),
+            enc.encode_secs / enc.copy_secs
+        ),
+        "-",
+        "-".into(),
+    ));
     if let Some(v) = &vm {
         let (lo, hi) = spread(&v.pps);
         table.push(row(
@@ -1329,7 +1435,7 @@ fn run_all() -> Res<()> {
          csv_mbps_1g={:.1} influx_s_1g={:.2} gz_mbps_1g={:.1} rss_csv_1g={:.2} rss_influx_1g={:.2} \
          rss_gz_1g={:.2} cat_mbps_100m={:.0} csv_ratio_100m={:.4} influx_ratio_100m={:.4} csv_mbps_100m={:.1} \
          gz_mbps_100m={:.1} rss_csv_100m={:.2} rss_influx_100m={:.2} rss_gz_100m={:.2} vm_pps={pps:.0} \
-         bare_csv_ratio_1g={:.4} bare_influx_ratio_1g={:.4} rss_bare_1g={:.2} elapsed_s={:.0}",
+         bare_csv_ratio_1g={:.4} bare_influx_ratio_1g={:.4} rss_bare_1g={:.2} encode_ns_per_row={:.2} elapsed_s={:.0}",
         mbps(l.bytes, l.cat_secs()),
         l.csv.ratio(l.cat_secs()),
         l.influx.ratio(l.cat_secs()),
@@ -1351,6 +1457,7 @@ fn run_all() -> Res<()> {
         l.bare_csv.ratio(l.cat_secs()),
         l.bare_influx.ratio(l.cat_secs()),
         l.bare_csv.rss_mib().max(l.bare_influx.rss_mib()),
+        enc.encode_secs * 1e9 / enc.rows as f64,
         started.elapsed().as_secs_f64()
     );
     drop(dir);
