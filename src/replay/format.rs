@@ -144,8 +144,7 @@ impl Encoder {
         // `out[at..o]` is written; what lies past it is room.
         let mut o = at;
         while start < buf.len() {
-            if let Some(fields) = fast_cut(buf, start) {
-                let end = fields[6].0 + fields[6].1;
+            if let Some((fields, end)) = fast_cut(buf, start) {
                 if let Some(time) = self.fast.tick_of(&buf[start..start + 24]) {
                     let (from, len) = fields[0];
                     if wants.is_none_or(|w| w(time, &buf[from..from + len])) {

@@ -223,12 +223,15 @@ fn split8<'a>(line: &'a [u8], fields: &mut [&'a [u8]; 8]) -> bool {
 /// A loop per separator mispredicted about once per field.
 ///
 /// Returns the seven fields after the time as (start, length) in `buf`,
-/// the last one ending at the row's newline, or `None` for any other line
-/// (split by [`split8`], as a row read one by one).
-/// The caller checks that the first 24 bytes are a time: then they hold
-/// no comma or newline.
+/// and where the row's newline is, or `None` for any other line (split by
+/// [`split8`], as a row read one by one). The caller checks that the first
+/// 24 bytes are a time: then they hold no comma or newline.
+///
+/// The newline's place comes straight from the masks, not through the
+/// fields: the next row's start waits on it, and a chain of six separators
+/// taken off one by one in between made every row wait for the last.
 #[inline(always)]
-pub(crate) fn fast_cut(buf: &[u8], start: usize) -> Option<[(usize, usize); 7]> {
+pub(crate) fn fast_cut(buf: &[u8], start: usize) -> Option<([(usize, usize); 7], usize)> {
     let bytes: &[u8; 65] = buf.get(start + 24..start + 25 + 64)?.try_into().ok()?;
     if bytes[0] != b',' {
         return None;
@@ -236,31 +239,34 @@ pub(crate) fn fast_cut(buf: &[u8], start: usize) -> Option<[(usize, usize); 7]> 
     let (below, commas) = simd::masks(bytes[1..].try_into().ok()?);
     let others = below & !commas;
     let end = others & others.wrapping_neg();
+    let base = start + 25;
+    let newline = base + end.trailing_zeros() as usize;
     if end == 0 || bytes[1 + end.trailing_zeros() as usize] != b'\n' {
         return None;
     }
     // The commas before the newline, then the newline: the separators
     // that end the seven fields. Taken off one at a time, lowest first;
     // with fewer than six commas a field's length is nonsense, but then
-    // no bit is left for the seventh, and it is not used.
-    let base = start + 25;
+    // no bit is left for the newline, and it is not used.
     let mut seps = commas & (end - 1) | end;
     let mut from = base;
-    let next = |seps: &mut u64, from: &mut usize| {
+    let mut next = || {
         let at = base + seps.trailing_zeros() as usize;
-        *seps &= seps.wrapping_sub(1);
-        let field = (*from, at.wrapping_sub(*from));
-        *from = at + 1;
+        seps &= seps.wrapping_sub(1);
+        let field = (from, at.wrapping_sub(from));
+        from = at + 1;
         field
     };
-    let mut n = || next(&mut seps, &mut from);
-    let six = [n(), n(), n(), n(), n(), n()];
-    // Exactly one bit left (the newline, the highest): six commas.
-    if seps == 0 || seps & (seps - 1) != 0 {
+    let six = [next(), next(), next(), next(), next(), next()];
+    // Exactly one bit left, the newline (the highest): six commas.
+    if seps != end {
         return None;
     }
-    let last = next(&mut seps, &mut from);
-    Some([six[0], six[1], six[2], six[3], six[4], six[5], last])
+    let last = (from, newline - from);
+    Some((
+        [six[0], six[1], six[2], six[3], six[4], six[5], last],
+        newline,
+    ))
 }
 
 /// Bit masks of 64 bytes (bit i: byte i): bytes below `-`, and commas.
