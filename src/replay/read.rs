@@ -239,11 +239,12 @@ pub(crate) fn fast_cut(buf: &[u8], start: usize) -> Option<([(usize, usize); 7],
     let (below, commas) = simd::masks(bytes[1..].try_into().ok()?);
     let others = below & !commas;
     let end = others & others.wrapping_neg();
-    let base = start + 25;
-    let newline = base + end.trailing_zeros() as usize;
-    if end == 0 || bytes[1 + end.trailing_zeros() as usize] != b'\n' {
+    let at = end.trailing_zeros() as usize;
+    if end == 0 || bytes[1 + at] != b'\n' {
         return None;
     }
+    let base = start + 25;
+    let newline = base + at;
     // The commas before the newline, then the newline: the separators
     // that end the seven fields. Taken off one at a time, lowest first;
     // with fewer than six commas a field's length is nonsense, but then
