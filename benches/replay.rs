@@ -27,7 +27,7 @@
 //!    no duplicate. Points/s = points of a window / its replay time.
 //!
 //! 5. Times the block encoder of line protocol alone, in this process, on
-//!    one rotated file of the 1 GiB history cut into index-sized blocks:
+//!    one rotated file of the 1 GiB history, in the blocks of its index:
 //!    ns per row, best of 15, beside a copy of the same bytes.
 //!
 //! With `REPLAY_BENCH_HISTORY=DIR` it only generates the 1 GiB history
@@ -1144,10 +1144,16 @@ struct EncoderResult {
     copy_secs: f64,
 }
 
+impl EncoderResult {
+    fn ns_per_row(&self) -> f64 {
+        self.encode_secs * 1e9 / self.rows as f64
+    }
+}
+
 const ENCODE_REPS: usize = 15;
 
-/// Encode the rows of one rotated file of `h`, cut into blocks of the
-/// index's size at line ends as the store's index cuts them.
+/// Encode the rows of one rotated file of `h`, block by block as its
+/// index (made by the store) cuts it.
 fn bench_encoder(h: &History) -> Res<EncoderResult> {
     use edge_agent::replay::format::{Encoder, Format};
     let f = h
@@ -1157,22 +1163,17 @@ fn bench_encoder(h: &History) -> Res<EncoderResult> {
         .ok_or("the history has no rotated file")?;
     let path = h.plain.join(&f.name);
     let data = fs::read(&path).map_err(io_err(&path))?;
-    let rows = data
-        .get(HEADER.len()..)
-        .ok_or("a file shorter than its header")?;
-    // (first line number, block): a block ends with the line that takes
-    // it to BLOCK bytes or more, as in `store::index`.
-    let block = index::BLOCK as usize;
-    let (mut blocks, mut at, mut line) = (Vec::new(), 0, 2);
-    while at < rows.len() {
-        let end = rows
-            .get(at + block - 1..)
-            .and_then(|r| r.iter().position(|&b| b == b'\n'))
-            .map_or(rows.len(), |p| at + block + p);
-        let b = &rows[at..end];
+    let entries = index::Index::load(&path)
+        .ok_or_else(|| format!("{} has no index", path.display()))?
+        .entries;
+    // (first line number, block); the header is line 1.
+    let (mut blocks, mut line) = (Vec::new(), 2);
+    for e in &entries {
+        let b = data
+            .get(e.offset as usize..e.end() as usize)
+            .ok_or_else(|| format!("{}: an index entry past the end", path.display()))?;
         blocks.push((line, b));
-        line += b.iter().filter(|&&c| c == b'\n').count() as u64;
-        at = end;
+        line += e.rows;
     }
     let (mut out, mut bad) = (Vec::new(), Vec::new());
     let mut copy = vec![0u8; blocks.iter().map(|(_, b)| b.len()).max().unwrap_or(0)];
@@ -1204,7 +1205,7 @@ fn bench_encoder(h: &History) -> Res<EncoderResult> {
     }
     Ok(EncoderResult {
         rows: encoded,
-        bytes: rows.len() as u64,
+        bytes: blocks.iter().map(|(_, b)| b.len() as u64).sum(),
         encode_secs,
         copy_secs,
     })
@@ -1397,7 +1398,7 @@ fn run_all() -> Res<()> {
         ),
         format!(
             "{:.1} ns ({:.0} MB/s of rows; a copy of the same bytes {:.0}x faster)",
-            enc.encode_secs * 1e9 / enc.rows as f64,
+            enc.ns_per_row(),
             mbps(enc.bytes, enc.encode_secs),
             enc.encode_secs / enc.copy_secs
         ),
@@ -1457,7 +1458,7 @@ fn run_all() -> Res<()> {
         l.bare_csv.ratio(l.cat_secs()),
         l.bare_influx.ratio(l.cat_secs()),
         l.bare_csv.rss_mib().max(l.bare_influx.rss_mib()),
-        enc.encode_secs * 1e9 / enc.rows as f64,
+        enc.ns_per_row(),
         started.elapsed().as_secs_f64()
     );
     drop(dir);
