@@ -42,7 +42,7 @@
 
 mod common;
 use common::{BIN, free_port, median, mib, print_table};
-use edge_agent::store::index;
+use edge_agent::history::index;
 
 use std::collections::HashSet;
 use std::fs;

@@ -13,26 +13,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::{Config, Unit};
+use crate::config::Config;
+use crate::history::row::{Row, Unit};
 use crate::poll::Outcome;
 use crate::schedule::align_down;
-
-/// One line of the CSV: a group's averages over one window.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// The window's scheduled start.
-    pub time: SystemTime,
-    pub group: String,
-    /// `None` when no reading of the window was good.
-    pub mean: Option<f64>,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-    pub unit: Unit,
-    /// Good readings in the window.
-    pub ok: u64,
-    /// Failed readings in the window.
-    pub failed: u64,
-}
 
 #[derive(Debug)]
 struct Window {

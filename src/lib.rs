@@ -25,10 +25,13 @@
 //!   control events; [`simulate`] serves fake sensors; [`plan`] prints what
 //!   `check` found.
 
+#![deny(unsafe_code)]
+
 pub mod aggregate;
 pub mod config;
 pub mod extract;
 pub mod health;
+pub mod history;
 pub mod plan;
 pub mod poll;
 pub mod replay;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::config::{Config, Fsync, HumanSize, Selector};
-use crate::store::names;
+use crate::history::names;
 
 /// A multi-line description of what `run` would do with `config`.
 pub fn describe(config: &Config) -> String {

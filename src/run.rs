@@ -89,7 +89,7 @@ pub async fn run_with(
         groups = config.groups.len(),
         "polling every {}, writing to {}",
         humantime::format_duration(config.interval),
-        crate::store::names::active(&config.output.dir, &config.output.prefix).display()
+        crate::history::names::active(&config.output.dir, &config.output.prefix).display()
     );
     let mut summary = Summary::default();
     loop {

@@ -21,9 +21,10 @@ use std::time::Duration;
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
-use crate::replay::read::{COLUMNS, FileReader, Next, Record};
+use crate::history::names;
+use crate::history::row::{COLUMNS, Record, csv_line};
+use crate::replay::read::{FileReader, Next};
 use crate::replay::sources;
-use crate::store::names;
 
 /// What to show.
 #[derive(Debug, Clone)]
@@ -162,7 +163,7 @@ async fn older_rows(opts: &TailOptions, n: usize) -> std::io::Result<Vec<Vec<u8>
 
 fn line_of(record: &Record) -> Vec<u8> {
     let mut line = Vec::with_capacity(80);
-    crate::replay::format::csv_line(&record.view(), &mut line);
+    csv_line(&record.view(), &mut line);
     line
 }
 

@@ -1,7 +1,7 @@
 //! Temperature units: conversion between the unit a sensor reports and the
 //! unit its group averages in, and the physical plausibility check.
 
-use crate::config::Unit;
+use crate::history::row::Unit;
 
 /// Why a reported value cannot be a temperature.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use edge_agent::store::index::{self, Index};
-use edge_agent::store::{HEADER, names};
+use edge_agent::history::index::{self, Index};
+use edge_agent::history::{HEADER, names};
 use support::{Agent, Reply, TestServer, read_text};
 
 const GROUPS: usize = 5;

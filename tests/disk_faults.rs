@@ -12,10 +12,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edge_agent::aggregate::Row;
 use edge_agent::config::{Fsync, Output, Unit};
+use edge_agent::history::HEADER;
+use edge_agent::history::Row;
 use edge_agent::store::disk::{Disk, DiskFile, IoFuture, RealDisk};
-use edge_agent::store::{HEADER, Store, StoreStats};
+use edge_agent::store::{Store, StoreStats};
 
 /// One kind of fault: fail `times` more calls (`usize::MAX`: until healed)
 /// with `errno`, after writing `partial` bytes of an append.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use edge_agent::store::HEADER;
+use edge_agent::history::HEADER;
 use support::{Agent, Reply, TestServer, fields, wait_rows};
 
 const LIMIT: Duration = Duration::from_secs(30);

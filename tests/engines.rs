@@ -208,7 +208,7 @@ async fn history(dir: &Path) {
         for (g, name) in ["greenhouse", "cold-store", "outdoor"].iter().enumerate() {
             let v = 10.0 * g as f64 + f64::from(i % 17) * 0.125;
             let gap = (i + g as u32) % 23 == 0;
-            rows.push(edge_agent::aggregate::Row {
+            rows.push(edge_agent::history::Row {
                 time: t0 + Duration::from_secs(30 * u64::from(i)),
                 group: name.to_string(),
                 mean: (!gap).then_some(v),

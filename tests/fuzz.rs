@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 
-use edge_agent::aggregate::Row;
 use edge_agent::config::Unit;
+use edge_agent::history::Row;
 use edge_agent::store::disk::RealDisk;
 
 /// `cases` unless `PROPTEST_CASES` asks for another count.
@@ -83,7 +83,7 @@ fn rows(max: usize) -> impl Strategy<Value = Vec<Row>> {
 
 /// Rows encoded by the store's own encoder.
 fn encode(rows: &[Row]) -> Vec<u8> {
-    block_on(edge_agent::store::encode(rows, 3)).unwrap()
+    block_on(edge_agent::history::row::encode(rows, 3)).unwrap()
 }
 
 /// The lines of `bytes` (each without its `\n`) and the partial rest.
@@ -96,7 +96,7 @@ fn lines(bytes: &[u8]) -> Vec<&[u8]> {
 fn parses(line: &[u8]) -> bool {
     std::str::from_utf8(line)
         .ok()
-        .is_some_and(|l| edge_agent::replay::Record::from_line(l).is_ok())
+        .is_some_and(|l| edge_agent::history::Record::from_line(l).is_ok())
 }
 
 mod config {
@@ -621,7 +621,8 @@ mod extract {
 
 mod repair {
     use super::*;
-    use edge_agent::store::{ActiveFile, HEADER};
+    use edge_agent::history::HEADER;
+    use edge_agent::store::ActiveFile;
 
     /// What follows the cut: nothing, zeros (a block allocated but never
     /// written), or arbitrary bytes, with or without newlines.
@@ -708,11 +709,10 @@ mod repair {
 
 mod replay {
     use super::*;
-    use edge_agent::replay::read::COLUMNS;
-    use edge_agent::replay::{
-        self as replayer, FileReader, FileWriter, Format, Next, Record, Sink,
-    };
-    use edge_agent::store::index::{self, Index};
+    use edge_agent::history::COLUMNS;
+    use edge_agent::history::Record;
+    use edge_agent::history::index::{self, Index};
+    use edge_agent::replay::{self as replayer, FileReader, FileWriter, Format, Next, Sink};
     use std::io::Write;
 
     #[derive(Debug, Clone)]
@@ -1088,8 +1088,9 @@ mod replay {
 /// The cases the targets found, kept as plain tests.
 mod found {
     use super::*;
+    use edge_agent::history::HEADER;
     use edge_agent::replay::{FileReader, Next};
-    use edge_agent::store::{ActiveFile, HEADER};
+    use edge_agent::store::ActiveFile;
 
     const ROW: &str = "2023-11-14T22:13:20.000Z,g,21.000,20.000,22.000,celsius,3,0\n";
 

@@ -11,10 +11,11 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edge_agent::aggregate::Row;
 use edge_agent::config::{Compress, Fsync, Output, Unit};
+use edge_agent::history::HEADER;
+use edge_agent::history::Row;
 use edge_agent::replay::{self, Format, Options, Sink};
-use edge_agent::store::{HEADER, Store};
+use edge_agent::store::Store;
 
 /// 2026-11-24T10:00:00Z plus `secs`.
 fn at(secs: u64) -> SystemTime {
@@ -534,7 +535,7 @@ async fn a_refused_batch_stops_the_replay_with_the_reason() {
 /// Index `files` again in blocks of `block` bytes (the store's are about
 /// 512 KiB: one block per file here), so block edges fall everywhere.
 fn reindex(files: &[PathBuf], block: u64) {
-    use edge_agent::store::index;
+    use edge_agent::history::index;
     for f in files {
         let plain = PathBuf::from(f.to_str().unwrap().trim_end_matches(".gz"));
         index::remove(&plain).unwrap();

@@ -6,9 +6,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edge_agent::aggregate::Row;
 use edge_agent::config::{Compress, Unit};
-use edge_agent::store::{HEADER, Store, StoreError, names};
+use edge_agent::history::Row;
+use edge_agent::history::{HEADER, names};
+use edge_agent::store::{Store, StoreError};
 
 /// 2026-11-24T10:00:00Z plus `secs`.
 fn at(secs: u64) -> SystemTime {
@@ -376,8 +377,8 @@ async fn new_settings_apply_to_the_same_files_after_queued_rows() {
 
 /// Each file's checksum index, as replay finds it: blocks that match the
 /// file's bytes, covering a rotated file to its end.
-fn check_index(file: &Path) -> edge_agent::store::index::Index {
-    let ix = edge_agent::store::index::Index::load(file)
+fn check_index(file: &Path) -> edge_agent::history::index::Index {
+    let ix = edge_agent::history::index::Index::load(file)
         .unwrap_or_else(|| panic!("no index for {}", file.display()));
     let bytes = read(file).into_bytes();
     for e in &ix.entries {
@@ -392,7 +393,7 @@ fn check_index(file: &Path) -> edge_agent::store::index::Index {
 
 #[tokio::test]
 async fn every_file_gets_an_index_that_follows_it_through_rotation_gzip_and_retention() {
-    use edge_agent::store::index;
+    use edge_agent::history::index;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // An index whose file is gone (removed by hand) is cleaned up at start.
@@ -448,7 +449,7 @@ async fn every_file_gets_an_index_that_follows_it_through_rotation_gzip_and_rete
 
 #[tokio::test]
 async fn an_index_that_no_longer_fits_the_active_file_is_rebuilt_at_start() {
-    use edge_agent::store::index;
+    use edge_agent::history::index;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let out = output(d);
@@ -470,7 +471,7 @@ async fn an_index_that_no_longer_fits_the_active_file_is_rebuilt_at_start() {
     // renames leaves the previous file's index behind).
     let mut text = HEADER.to_string();
     for i in 0..12_000u64 {
-        let r = edge_agent::replay::Record::from_line(&format!(
+        let r = edge_agent::history::Record::from_line(&format!(
             "{},h,1.000,1.000,1.000,celsius,1,0",
             humantime::format_rfc3339_millis(at(100_000 + i))
         ))

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use edge_agent::store::HEADER;
+use edge_agent::history::HEADER;
 use support::{Agent, Reply, TestServer};
 
 fn row(t: &str, g: &str) -> String {

@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use raw::{Compress, Format, Unit};
-pub(crate) use validate::is_name;
 pub(crate) use validate::parse_prom_selector as validate_prom_selector;
 pub use values::{HumanSize, Secret};
 
@@ -184,16 +183,6 @@ impl fmt::Display for Selector {
                 Ok(())
             }
             Selector::Text => f.write_str("(body)"),
-        }
-    }
-}
-
-impl Unit {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Unit::Celsius => "celsius",
-            Unit::Fahrenheit => "fahrenheit",
-            Unit::Kelvin => "kelvin",
         }
     }
 }

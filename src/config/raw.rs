@@ -105,14 +105,7 @@ pub struct RawGroup {
     pub sensors: Vec<RawSensor>,
 }
 
-/// Temperature units a sensor may report and a group may average in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Unit {
-    Celsius,
-    Fahrenheit,
-    Kelvin,
-}
+pub use crate::history::row::Unit;
 
 /// How a sensor's response body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

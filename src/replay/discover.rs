@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::store::names::{self, Rotated};
+use crate::history::names::{self, Rotated};
 
 /// Rows may be written up to this long after a later-named file started.
 const SLACK: Duration = Duration::from_secs(3600);

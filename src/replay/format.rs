@@ -4,7 +4,9 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::read::{BlockRows, COLUMNS, View, digits, fast_cut, fast_decimal};
+use crate::history::parse::{BlockRows, digits, fast_decimal};
+use crate::history::row::{COLUMNS, View, csv_line};
+use crate::history::scan::fast_cut;
 
 /// How replayed rows are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -205,21 +207,7 @@ impl Encoder {
     }
 }
 
-/// `r` as a CSV line: the recorded line, byte for byte. The reader splits
-/// on every comma (quotes mean nothing in our files) and [`super::read`]
-/// admits no field with a quote or line break, so joining the fields with
-/// commas gives the line back.
-pub(crate) fn csv_line(r: &View, out: &mut Vec<u8>) {
-    for (i, field) in r.fields.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(field);
-    }
-    out.push(b'\n');
-}
-
-/// A count as recorded (checked by [`super::read::parse`]), written anew so
+/// A count as recorded (checked by [`crate::history::parse::parse`]), written anew so
 /// that `007` comes out as `7`.
 fn push_count(field: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(
@@ -482,7 +470,7 @@ fn escape(text: &[u8], special: &[u8], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    use crate::replay::read::Record;
+    use crate::history::row::Record;
 
     fn record(line: &str) -> Record {
         Record::from_line(line).unwrap()
@@ -532,7 +520,7 @@ mod tests {
     /// A random line: mostly rows in the agent's form, with what the
     /// block encoder must hand to the row-by-row path mixed in.
     fn random_line(x: &mut u64, tick: &mut u64) -> String {
-        let mut pick = |n: u64| crate::replay::read::tests::xorshift(x) % n;
+        let mut pick = |n: u64| crate::history::parse::tests::xorshift(x) % n;
         if pick(8) == 0 {
             *tick += 5;
         }
@@ -631,7 +619,7 @@ mod tests {
                 // too short.
                 let mut got = (b"kept|".to_vec(), 0, Vec::new());
                 got.0.resize(
-                    5 + (crate::replay::read::tests::xorshift(&mut x) % 4096) as usize,
+                    5 + (crate::history::parse::tests::xorshift(&mut x) % 4096) as usize,
                     b'#',
                 );
                 let end;

@@ -24,12 +24,12 @@ use tokio::time::Instant;
 
 pub use discover::{Source, sources};
 pub use format::{Encoded, Encoder, Format};
-pub use read::{
-    Block, BlockRows, FileReader, Next, Prepare, Prepared, Record, Skip, View, Written,
-};
+pub use read::{Block, FileReader, Next, Prepare, Prepared, Skip, Written};
 pub use sink::{FileWriter, Output, Sink};
 
-use crate::store::index::Index;
+use crate::history::index::Index;
+use crate::history::parse::BlockRows;
+use crate::history::row::View;
 
 /// What to replay and how.
 #[derive(Debug, Clone)]

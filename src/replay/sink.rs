@@ -462,7 +462,7 @@ impl FileWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::read::tests::xorshift;
+    use crate::history::parse::tests::xorshift;
 
     /// A writer into a shared buffer that fails from its `fail_at`th write.
     #[derive(Clone)]

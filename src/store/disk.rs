@@ -19,7 +19,7 @@ use std::pin::Pin;
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::file::FILE_MODE;
+use crate::history::names::FILE_MODE;
 
 /// What the methods of [`Disk`] and [`DiskFile`] return.
 pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send + 'a>>;

@@ -20,13 +20,7 @@ use std::time::SystemTime;
 
 use super::StoreError;
 use super::disk::{Disk, DiskFile};
-
-/// Line 1 of every file.
-pub const HEADER: &str = "time,group,mean,min,max,unit,ok,failed\n";
-
-/// Mode of created data files: owner read/write, group read (for `tail -F`
-/// by an admin group), nothing for others.
-pub const FILE_MODE: u32 = 0o640;
+use crate::history::row::{HEADER, Record};
 
 pub struct ActiveFile {
     path: PathBuf,
@@ -276,7 +270,7 @@ async fn valid_length(file: &mut dyn DiskFile, len: u64) -> std::io::Result<u64>
 
 /// A line that replay would read as a row.
 fn is_row(line: &[u8]) -> bool {
-    std::str::from_utf8(line).is_ok_and(|l| crate::replay::Record::from_line(l).is_ok())
+    std::str::from_utf8(line).is_ok_and(|l| Record::from_line(l).is_ok())
 }
 
 /// The time in the first field of a CSV row.

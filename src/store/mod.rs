@@ -28,8 +28,6 @@
 #[doc(hidden)]
 pub mod disk;
 mod file;
-pub mod index;
-pub mod names;
 mod rotate;
 
 use std::path::{Path, PathBuf};
@@ -41,12 +39,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::aggregate::Row;
 use crate::config::{Compress, Fsync, Output};
 use crate::schedule::align_down;
 
+use crate::history::index;
+use crate::history::names;
+use crate::history::row::{Row, encode};
 use disk::{Disk, RealDisk};
-pub use file::{ActiveFile, HEADER};
+pub use file::ActiveFile;
 
 /// While the queue stays full, how often the count of dropped rows is
 /// logged again.
@@ -687,53 +687,5 @@ async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Rows as CSV bytes, through csv-async: quoting stays right whatever a
-/// group name holds.
-pub async fn encode(rows: &[Row], decimals: usize) -> Result<Vec<u8>, csv_async::Error> {
-    let mut w = csv_async::AsyncWriterBuilder::new()
-        .has_headers(false)
-        .create_writer(Vec::with_capacity(rows.len() * 64));
-    for row in rows {
-        let num = |v: Option<f64>| v.map(|v| format_number(v, decimals)).unwrap_or_default();
-        w.write_record([
-            humantime::format_rfc3339_millis(row.time).to_string(),
-            row.group.clone(),
-            num(row.mean),
-            num(row.min),
-            num(row.max),
-            row.unit.as_str().to_string(),
-            row.ok.to_string(),
-            row.failed.to_string(),
-        ])
-        .await?;
-    }
-    w.into_inner()
-        .await
-        .map_err(|e| csv_async::Error::from(std::io::Error::other(e.to_string())))
-}
-
-/// Fixed decimals, and never `-0.000`.
-fn format_number(v: f64, decimals: usize) -> String {
-    let s = format!("{v:.decimals$}");
-    if s.starts_with('-') && s[1..].bytes().all(|b| b == b'0' || b == b'.') {
-        s[1..].to_string()
-    } else {
-        s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers() {
-        assert_eq!(format_number(21.456789, 3), "21.457");
-        assert_eq!(format_number(-0.0001, 3), "0.000");
-        assert_eq!(format_number(-1.5, 1), "-1.5");
-        assert_eq!(format_number(3.0, 0), "3");
     }
 }

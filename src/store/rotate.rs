@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::names::{Rotated, parse_rotated};
+use crate::history::index;
+use crate::history::names::{Rotated, parse_rotated};
 
 /// Rotated files of `prefix` in `dir`, oldest first: (name info, path).
 pub fn list(dir: &Path, prefix: &str) -> std::io::Result<Vec<(Rotated, PathBuf)>> {
@@ -46,7 +47,7 @@ pub fn recover(dir: &Path, prefix: &str, gzip: bool) -> std::io::Result<Vec<Path
         }
         // An index whose file is gone (removed by hand, or a crash between
         // a rotation's two renames).
-        if let Some(data) = super::index::data_name(name) {
+        if let Some(data) = index::data_name(name) {
             let ours = data == format!("{prefix}.csv") || parse_rotated(prefix, data).is_some();
             let plain = dir.join(data);
             let gz = dir.join(format!("{data}.gz"));
@@ -105,7 +106,7 @@ pub fn retain(dir: &Path, prefix: &str, keep: usize) -> std::io::Result<usize> {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-            super::index::remove(path)?;
+            index::remove(path)?;
         }
     }
     Ok(excess)
@@ -130,7 +131,7 @@ pub fn gzip(path: &Path) -> std::io::Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(super::file::FILE_MODE)
+            .mode(crate::history::names::FILE_MODE)
             .open(&tmp)?;
         let mut enc = flate2::write::GzEncoder::new(
             std::io::BufWriter::new(out),

@@ -543,7 +543,7 @@ pub fn all_names(dir: &Path) -> Vec<String> {
 /// The names of the data files in `dir`, sorted: all but the indexes.
 pub fn file_names(dir: &Path) -> Vec<String> {
     let mut names = all_names(dir);
-    names.retain(|n| edge_agent::store::index::data_name(n).is_none());
+    names.retain(|n| edge_agent::history::index::data_name(n).is_none());
     names
 }
 

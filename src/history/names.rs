@@ -1,4 +1,4 @@
-//! File names of the store.
+//! File names of the history, and the mode its files are created with.
 //!
 //! The active file has a stable name, `PREFIX.csv`, so `tail -F` keeps
 //! working across rotations. A rotated file is named after the time of its
@@ -9,6 +9,10 @@
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+/// Mode of created data files: owner read/write, group read (for `tail -F`
+/// by an admin group), nothing for others.
+pub const FILE_MODE: u32 = 0o640;
 
 /// The active file of `prefix` in `dir`.
 pub fn active(dir: &Path, prefix: &str) -> PathBuf {
@@ -25,7 +29,7 @@ pub fn compact_time(t: SystemTime) -> String {
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use edge_agent::store::names::{parse_rotated, rotated};
+/// use edge_agent::history::names::{parse_rotated, rotated};
 ///
 /// let t = UNIX_EPOCH + Duration::from_secs(1_795_514_400);
 /// assert_eq!(rotated("readings", t, 0), "readings-20261124T100000Z.csv");

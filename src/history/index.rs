@@ -6,7 +6,7 @@
 //! written. The index lists consecutive blocks of whole rows (about
 //! [`BLOCK`] bytes each) with their byte range, row count, earliest and
 //! latest time and a CRC-32 of their bytes. Every row of a block passed the
-//! same check replay makes (`replay::read::parse`) when the block was
+//! same check replay makes ([`super::parse::parse`]) when the block was
 //! indexed. Replay recomputes the CRC (several GB/s), and a block whose
 //! bytes still match is known to be those rows; a block that does not
 //! match, and whatever comes after the last block, is read row by row as
@@ -32,7 +32,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use super::file::{FILE_MODE, HEADER};
+use super::names::FILE_MODE;
+use super::parse;
+use super::row::{HEADER, Record};
 
 /// Bytes of rows per block: large enough that a replay checks one CRC per
 /// few thousand rows, small enough to hold one block in memory at a time.
@@ -185,7 +187,7 @@ impl Gather {
 /// would read, checked in `record` (reused: no allocation per row). Our
 /// writer never writes `\r` or an empty line, so those end an index too:
 /// the row-by-row reader decides what they are.
-fn row_ms(line: &[u8], record: &mut crate::replay::Record) -> Option<u64> {
+fn row_ms(line: &[u8], record: &mut Record) -> Option<u64> {
     let line = line.strip_suffix(b"\n")?;
     if line.contains(&b'\r') {
         return None;
@@ -194,7 +196,7 @@ fn row_ms(line: &[u8], record: &mut crate::replay::Record) -> Option<u64> {
     for field in line.split(|&b| b == b',') {
         record.raw.push_field(field);
     }
-    crate::replay::read::parse(record).ok()?;
+    parse::parse(record).ok()?;
     let ms = record.row.time.duration_since(UNIX_EPOCH).ok()?.as_millis();
     u64::try_from(ms).ok()
 }
@@ -232,7 +234,7 @@ pub fn update_with(data: &Path, last: bool, block_size: u64, limit: u64) -> io::
     let mut new = Vec::new();
     let mut block = Gather::at(start);
     let mut line = Vec::with_capacity(256);
-    let mut record = crate::replay::Record::default();
+    let mut record = Record::default();
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line)? == 0 || !line.ends_with(b"\n") {
