@@ -176,7 +176,8 @@ mod tests {
 
     fn config(window: &str) -> Config {
         let text = format!(
-            "interval: 5s\ntimeout: 1s\noutput: {{ dir: /tmp/x }}\ngroups:\n  - name: g\n    unit: celsius\n    window: {window}\n    sensors:\n      - {{ id: a, url: 'http://127.0.0.1:1/a', format: text }}\n"
+            "interval: 5s\ntimeout: 1s\noutput: {{ dir: '{}' }}\ngroups:\n  - name: g\n    unit: celsius\n    window: {window}\n    sensors:\n      - {{ id: a, url: 'http://127.0.0.1:1/a', format: text }}\n",
+            std::env::temp_dir().display()
         );
         Config::parse(&text, std::path::Path::new("t.yaml")).unwrap()
     }

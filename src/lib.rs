@@ -40,5 +40,6 @@ pub mod schedule;
 pub mod shutdown;
 pub mod simulate;
 pub mod store;
+mod sync;
 pub mod tail;
 pub mod units;

@@ -7,7 +7,25 @@
 
 use std::time::{Duration, SystemTime};
 
+use csv_async::ByteRecord;
+
 use super::row::{COLUMNS, Record, Unit, View, is_name};
+
+impl Record {
+    /// Parse one CSV line of ours (no quoting: our fields never need it).
+    pub fn from_line(line: &str) -> Result<Record, String> {
+        let mut record = Record {
+            raw: ByteRecord::from(
+                line.trim_end_matches(['\n', '\r'])
+                    .split(',')
+                    .collect::<Vec<_>>(),
+            ),
+            ..Record::default()
+        };
+        parse(&mut record)?;
+        Ok(record)
+    }
+}
 
 /// Check and convert `record.raw` into the record's fields.
 ///

@@ -113,20 +113,6 @@ impl Record {
         std::str::from_utf8(&self.raw[i]).unwrap_or_default()
     }
 
-    /// Parse one CSV line of ours (no quoting: our fields never need it).
-    pub fn from_line(line: &str) -> Result<Record, String> {
-        let mut record = Record {
-            raw: ByteRecord::from(
-                line.trim_end_matches(['\n', '\r'])
-                    .split(',')
-                    .collect::<Vec<_>>(),
-            ),
-            ..Record::default()
-        };
-        super::parse::parse(&mut record)?;
-        Ok(record)
-    }
-
     /// This (parsed, so eight-field) row as a [`View`].
     pub fn view(&self) -> View<'_> {
         let mut fields = [&b""[..]; 8];

@@ -1,6 +1,6 @@
 //! The bytes of one file in pieces: as a stream read ahead by a task of
 //! its own ([`spawn`]), or one indexed block read by the calling thread
-//! ([`read_at`], for the lanes of [`super::read`]).
+//! ([`read_at`], for the lanes of [`super::lanes`]).
 //!
 //! A task on tokio's blocking pool opens the file (and inflates a `.gz`),
 //! reads it in `--chunk-size` reads and hands the bytes over as a
@@ -25,9 +25,11 @@
 
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
+
+use super::pool::Pool;
 
 /// Batches read ahead of the one in use.
 const READ_AHEAD: usize = 1;
@@ -41,15 +43,12 @@ const PAGE: usize = 4096;
 
 /// Buffers of pieces dropped, for the next ones (of any file): a fresh
 /// buffer of this size costs page faults on every page.
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static POOL: Pool = Pool::new(POOL_MAX);
 
 /// A buffer of at least `len` bytes, from the pool if it has one.
 fn buffer(len: usize) -> Vec<u8> {
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    match pool.iter().position(|b| b.len() >= len) {
-        Some(i) => pool.swap_remove(i),
-        None => vec![0; len],
-    }
+    POOL.take(|b| b.len() >= len)
+        .unwrap_or_else(|| vec![0; len])
 }
 
 /// A run of bytes of the file; hands its buffer back when dropped.
@@ -68,10 +67,7 @@ impl std::ops::Deref for Piece {
 
 impl Drop for Piece {
     fn drop(&mut self) {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < POOL_MAX {
-            pool.push(std::mem::take(&mut self.buf));
-        }
+        POOL.give(std::mem::take(&mut self.buf));
     }
 }
 

@@ -9,12 +9,17 @@
 //! batches ([`http`]). Damaged lines are skipped with a warning naming file
 //! and line and counted; `--strict` turns any skip into an error at the end.
 
+mod block;
 mod chunks;
 mod discover;
+mod error;
 pub mod format;
 pub mod http;
+mod lanes;
+mod pool;
 pub mod read;
 mod sink;
+mod turns;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,10 +27,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+pub use block::{Block, Prepare, Prepared, Written};
 pub use discover::{Source, sources};
+pub use error::ReplayError;
 pub use format::{Encoded, Encoder, Format};
-pub use read::{Block, FileReader, Next, Prepare, Prepared, Skip, Written};
-pub use sink::{FileWriter, Output, Sink};
+pub use read::{FileReader, Next, Skip};
+pub use sink::{FileWriter, Sink};
 
 use crate::history::index::Index;
 use crate::history::parse::BlockRows;
@@ -57,21 +64,6 @@ pub struct Summary {
     pub files: usize,
     pub rows: u64,
     pub skipped: u64,
-}
-
-/// Why a replay failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error("cannot read the directory {}: {source}", path.display())]
-    Dir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write the output: {0}")]
-    Output(#[source] std::io::Error),
-    #[error(transparent)]
-    Http(#[from] http::PushError),
 }
 
 /// Keeps replayed rows at `speed` times their recorded spacing.
@@ -153,7 +145,7 @@ fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
     let capacity = b.piece.len() * 2;
     let mut bad_lines = Vec::new();
     if encoder.format() == Format::Influx {
-        let mut bytes = sink::room(capacity);
+        let mut bytes = pool::room(capacity);
         let wants = |time, group: &[u8]| filter.wants_at(time, group);
         let wants: Option<format::Wants> = if filter.wants_all(b) {
             None
@@ -169,7 +161,7 @@ fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
             bad_lines,
         };
     }
-    let mut bytes = sink::spare(capacity);
+    let mut bytes = pool::spare(capacity);
     let (mut rows, mut lines, mut view) = (0, BlockRows::default(), View::default());
     for (line_no, line) in b.lines() {
         if !lines.fill(line, &mut view) {

@@ -6,7 +6,7 @@
 //! they were indexed and have not changed since. In a plain file two
 //! lanes (threads of the blocking pool) take every other block: each reads
 //! it in `--chunk-size` positioned reads, checks it and runs the replay's
-//! [`Prepare`] on it (filter, encode), and, given an [`Output`], writes it
+//! [`Prepare`] on it (filter, encode), and, given an [`Turns`], writes it
 //! there itself in its turn. A `.csv.gz` is inflated in order by a task of
 //! its own ([`super::chunks`]), its blocks checked as they come. From the
 //! first block that does not match, and after the last one, the bytes come
@@ -26,7 +26,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use csv_async::ByteRecord;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -34,10 +33,13 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_util::io::StreamReader;
 
+use super::block::{
+    Block, Checked, Prepare, Written, matches_entry, prepared, verified, warn_mismatch,
+};
 use super::chunks::{self, Piece, Pieces, Start};
-use super::format::Encoded;
-use super::sink::{Chunk, Output};
-use crate::history::index::{self, Entry, Index};
+use super::lanes::{LANES, Tickets, lanes};
+use super::turns::Turns;
+use crate::history::index::{Entry, Index};
 use crate::history::parse::parse;
 use crate::history::row::{COLUMNS, HEADER, Record};
 
@@ -59,72 +61,6 @@ impl std::fmt::Display for Skip {
     }
 }
 
-/// Rows whose bytes match their block in the file's index: every line is a
-/// row that passed [`parse`] when it was indexed, newline included.
-pub struct Block {
-    /// The bytes, in the buffer they were read into.
-    pub piece: Piece,
-    pub rows: u64,
-    /// Earliest and latest row time in the block.
-    pub min: SystemTime,
-    pub max: SystemTime,
-    /// Line number of the first row.
-    pub first_line: u64,
-    /// What the reader's [`Prepare`] made of it, on the thread that
-    /// checked it.
-    pub prepared: Option<Prepared>,
-}
-
-/// What becomes of a verified block (see [`Prepare`]).
-pub enum Prepared {
-    /// No row of it is wanted.
-    Nothing,
-    /// It goes out as it is.
-    Whole,
-    /// These lines go out.
-    Lines(Encoded),
-}
-
-/// Work done on each verified block by the thread of the blocking pool
-/// that read and checked it (the replay's filter and encoding), while the
-/// block is in that core's cache.
-pub type Prepare = Arc<dyn Fn(&Block) -> Prepared + Send + Sync>;
-
-/// Verified blocks that their reading threads wrote to the output
-/// themselves (see [`FileReader::open_indexed`]).
-#[derive(Default)]
-pub struct Written {
-    /// Rows that went out.
-    pub rows: u64,
-    /// Lines that were not rows after all.
-    pub bad_lines: Vec<u64>,
-}
-
-/// What a lane that writes its blocks did, reported when it is done.
-#[derive(Default)]
-struct Report {
-    /// Blocks given to the output: (index, rows written, lines that were
-    /// not rows). One given after a block another lane stopped at was
-    /// dropped, not written.
-    blocks: Vec<(usize, u64, Vec<u64>)>,
-    /// The block it stopped at (what it found follows the report).
-    stopped_at: Option<usize>,
-}
-
-impl Block {
-    /// The block's lines (without newlines), each with its line number.
-    pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        let mut start = 0;
-        memchr::memchr_iter(b'\n', &self.piece)
-            .zip(self.first_line..)
-            .map(move |(end, line)| {
-                let text = &self.piece[start..end];
-                start = end + 1;
-                (line, text)
-            })
-    }
-}
-
 /// What reading yields: a row, a verified block of rows, verified blocks
 /// written to the output already, or a skipped line / damaged rest of
 /// file.
@@ -135,18 +71,13 @@ pub enum Next<'a> {
     Skip(Skip),
 }
 
-type Source = Pin<Box<dyn AsyncRead + Send>>;
+/// The bytes the row-by-row reader reads.
+type RawBytes = Pin<Box<dyn AsyncRead + Send>>;
 
 /// Blocks of a `.csv.gz` being prepared at once on the blocking pool while
 /// its inflating task reads on (the pool has four threads: with the
 /// inflating task and a file's writer, three keep both cores busy).
 const DEPTH: usize = 3;
-
-/// Threads that read, check and prepare the blocks of a plain file, each
-/// every LANES-th block. The blocking pool has four threads: with a file or
-/// stdout written by one, two lanes leave one for a reader of the rest of
-/// a file.
-const LANES: usize = 2;
 
 /// Where the blocks of an indexed file come from.
 enum Blocks {
@@ -196,50 +127,11 @@ impl Fast {
     }
 }
 
-/// The output tickets of a plain file's blocks, when its lanes write them
-/// (see [`Output`]): block `i` is ticket `base + i`. Those of blocks not
-/// written when reading stops (a block that does not match, a replay that
-/// ends early) are voided, so later writes do not wait for them.
-struct Tickets {
-    output: Arc<Output>,
-    base: u64,
-    blocks: u64,
-    /// Whether every lane reported (and voided what it did not write).
-    drained: bool,
-    /// Where the lanes stopped early: the first block that did not match
-    /// or could not be read (each lane stops at its own).
-    stop: Option<(usize, Checked)>,
-}
-
-impl Drop for Tickets {
-    fn drop(&mut self) {
-        if !self.drained {
-            self.output.void(self.base..self.base + self.blocks);
-        }
-    }
-}
-
 /// A queued block of a stream: its task, or what it is (nothing to
 /// prepare).
 enum Pending {
     Task(tokio::task::JoinHandle<Checked>),
     Ready(Checked),
-}
-
-/// What became of one indexed block (in a lane or a task of a stream), or
-/// what a lane did.
-enum Checked {
-    Block(Block),
-    /// Bytes that do not match their entry, read up to file byte `resume`;
-    /// `whole`: the file's first bytes, whose header is not ours.
-    Mismatch {
-        piece: Piece,
-        resume: u64,
-        whole: bool,
-    },
-    Failed(std::io::Error),
-    /// What a lane wrote (see [`Tickets`]).
-    Report(Report),
 }
 
 /// Rows of one file.
@@ -250,7 +142,7 @@ pub struct FileReader {
     /// For every verified block.
     prepare: Option<Prepare>,
     /// The row-by-row reader, once reading goes row by row.
-    csv: Option<csv_async::AsyncReader<Tracked<Source>>>,
+    csv: Option<csv_async::AsyncReader<Tracked<RawBytes>>>,
     last_byte: Arc<AtomicU8>,
     bytes: Arc<AtomicU64>,
     /// Lines before the row-by-row reader's first line.
@@ -288,7 +180,7 @@ impl FileReader {
         chunk_size: usize,
         index: Option<Index>,
         prepare: Option<Prepare>,
-        output: Option<Arc<Output>>,
+        output: Option<Arc<Turns>>,
     ) -> std::io::Result<FileReader> {
         let (entries, ended) = index.map_or((Vec::new(), false), |i| (i.entries, i.ended));
         if gzip || entries.is_empty() {
@@ -386,7 +278,7 @@ impl FileReader {
     ) {
         let stream =
             tokio_stream::iter(first.map(Ok).into_iter().chain(error.map(Err))).chain(pieces);
-        let source: Source = Box::pin(StreamReader::new(stream));
+        let source: RawBytes = Box::pin(StreamReader::new(stream));
         self.bytes.store(bytes, Ordering::Relaxed);
         let tracked = Tracked {
             inner: source,
@@ -682,188 +574,6 @@ impl Fast {
             self.next += 1;
         }
     }
-}
-
-/// Start the lanes of a plain file: lane `k` reads, checks and prepares
-/// blocks `k`, `k + LANES`, ... until one does not match, and hands each
-/// over in order (two ahead) or, given `to` (the output and the first
-/// block's ticket), writes it there in its turn and reports once, at the
-/// end, what it wrote (and the block it stopped at, having voided the
-/// tickets from there on).
-fn lanes(
-    file: Arc<std::fs::File>,
-    entries: &[Entry],
-    chunk: usize,
-    prepare: Option<Prepare>,
-    to: Option<(Arc<Output>, u64)>,
-) -> Vec<mpsc::Receiver<Checked>> {
-    let mut line = 1;
-    let blocks: Arc<Vec<(Entry, u64)>> = Arc::new(
-        entries
-            .iter()
-            .map(|e| {
-                line += e.rows;
-                (*e, line - e.rows + 1)
-            })
-            .collect(),
-    );
-    (0..LANES)
-        .map(|k| {
-            let (tx, rx) = mpsc::channel(2);
-            let (file, blocks) = (file.clone(), blocks.clone());
-            let (prepare, to) = (prepare.clone(), to.clone());
-            tokio::task::spawn_blocking(move || match &to {
-                Some((output, base)) => {
-                    let mut report = Report::default();
-                    let mut stop = None;
-                    for (i, &(e, first_line)) in blocks.iter().enumerate().skip(k).step_by(LANES) {
-                        if output.is_void(base + i as u64) {
-                            break; // the other lane stopped before it, or a write failed
-                        }
-                        // A panic (were panics not to abort) is a block
-                        // that could not be read, not a lane gone silent.
-                        let checked =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                check_at(&file, e, i == 0, first_line, chunk, prepare.as_ref())
-                            }))
-                            .unwrap_or_else(|_| {
-                                Checked::Failed(std::io::Error::other("a reading thread panicked"))
-                            });
-                        match checked {
-                            Checked::Block(b) => match write(b, output, base + i as u64) {
-                                Some((rows, bad)) => report.blocks.push((i, rows, bad)),
-                                None => break, // voided
-                            },
-                            other => {
-                                // Nor is any block after it written.
-                                let end = base + blocks.len() as u64;
-                                output.void(base + i as u64..end);
-                                report.stopped_at = Some(i);
-                                stop = Some(other);
-                                break;
-                            }
-                        }
-                    }
-                    // The channel has room for both.
-                    let _ = tx.blocking_send(Checked::Report(report));
-                    if let Some(stop) = stop {
-                        let _ = tx.blocking_send(stop);
-                    }
-                }
-                None => {
-                    for (i, &(e, first_line)) in blocks.iter().enumerate().skip(k).step_by(LANES) {
-                        let checked =
-                            check_at(&file, e, i == 0, first_line, chunk, prepare.as_ref());
-                        let go_on = matches!(checked, Checked::Block(_));
-                        if tx.blocking_send(checked).is_err() || !go_on {
-                            break;
-                        }
-                    }
-                }
-            });
-            rx
-        })
-        .collect()
-}
-
-/// Write what was prepared of `b` as write `ticket` of `output`; `None` if
-/// the ticket was voided. A failed write is left to the output to report
-/// (see [`Output::failed`]): the block counts as written.
-fn write(b: Block, output: &Output, ticket: u64) -> Option<(u64, Vec<u64>)> {
-    let Block {
-        piece,
-        rows,
-        prepared,
-        ..
-    } = b;
-    let (chunk, rows, bad_lines) = match prepared {
-        Some(Prepared::Whole) => (Chunk::Piece(piece), rows, Vec::new()),
-        // The piece goes back to its pool before the write waits its turn.
-        Some(Prepared::Lines(e)) => {
-            drop(piece);
-            (Chunk::Bytes(e.bytes, e.len), e.rows, e.bad_lines)
-        }
-        Some(Prepared::Nothing) | None => {
-            drop(piece);
-            (Chunk::nothing(), 0, Vec::new())
-        }
-    };
-    output
-        .write(ticket, chunk)
-        .unwrap_or(true)
-        .then_some((rows, bad_lines))
-}
-
-/// The block of `e`, read from `file` (from its start, header included,
-/// for the first one), checked and prepared.
-fn check_at(
-    file: &std::fs::File,
-    e: Entry,
-    first: bool,
-    first_line: u64,
-    chunk: usize,
-    prepare: Option<&Prepare>,
-) -> Checked {
-    let from = if first { 0 } else { e.offset };
-    let mut piece = match chunks::read_at(file, from, (e.end() - from) as usize, chunk) {
-        Ok(piece) => piece,
-        Err(error) => return Checked::Failed(error),
-    };
-    let resume = from + piece.len() as u64;
-    if first {
-        if !piece.starts_with(HEADER.as_bytes()) {
-            return Checked::Mismatch {
-                piece,
-                resume,
-                whole: true,
-            };
-        }
-        bytes::Buf::advance(&mut piece, HEADER.len());
-    }
-    if !matches_entry(&piece, &e) {
-        return Checked::Mismatch {
-            piece,
-            resume,
-            whole: false,
-        };
-    }
-    let block = verified(piece, &e, first_line);
-    match prepare {
-        Some(prepare) => prepared(block, prepare),
-        None => Checked::Block(block),
-    }
-}
-
-/// Whether `bytes` are those `e` was made of.
-fn matches_entry(bytes: &[u8], e: &Entry) -> bool {
-    bytes.len() as u64 == e.len && crc32fast::hash(bytes) == e.crc
-}
-
-/// Rows from `line` of `path` on no longer match their index.
-fn warn_mismatch(path: &Path, line: u64) {
-    tracing::warn!(
-        "{}:{line}: the rows from here on do not match their checksum in {}; reading them one by one",
-        path.display(),
-        index::path_for(path).display()
-    );
-}
-
-/// `piece`, whose bytes match `e`, as a block.
-fn verified(piece: Piece, e: &Entry, first_line: u64) -> Block {
-    let ms = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
-    Block {
-        piece,
-        rows: e.rows,
-        min: ms(e.min_ms),
-        max: ms(e.max_ms),
-        first_line,
-        prepared: None,
-    }
-}
-
-fn prepared(mut block: Block, prepare: &Prepare) -> Checked {
-    block.prepared = Some(prepare(&block));
-    Checked::Block(block)
 }
 
 /// Passes reads through, remembering the last byte and the count.

@@ -18,8 +18,8 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::StoreError;
 use super::disk::{Disk, DiskFile};
+use super::error::StoreError;
 use crate::history::row::{HEADER, Record};
 
 pub struct ActiveFile {

@@ -27,6 +27,7 @@
 
 #[doc(hidden)]
 pub mod disk;
+mod error;
 mod file;
 mod rotate;
 
@@ -41,11 +42,13 @@ use tokio::time::Instant;
 
 use crate::config::{Compress, Fsync, Output};
 use crate::schedule::align_down;
+use crate::sync::lock;
 
 use crate::history::index;
 use crate::history::names;
 use crate::history::row::{Row, encode};
 use disk::{Disk, RealDisk};
+pub use error::StoreError;
 pub use file::ActiveFile;
 
 /// While the queue stays full, how often the count of dropped rows is
@@ -56,24 +59,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// At shutdown, rows still failing this long after the disk started failing
 /// are given up (and counted as dropped).
 const GIVE_UP_AT_SHUTDOWN: Duration = Duration::from_secs(5);
-
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "{} does not start with the edge-agent header (found `{found}`); \
-         refusing to append to a file that is not ours. Move it away or set output.prefix to another name",
-        path.display()
-    )]
-    ForeignFile { path: PathBuf, found: String },
-}
 
 /// Counters the writer keeps, reported at shutdown (and by metrics later).
 #[derive(Debug, Default)]
@@ -184,10 +169,6 @@ impl DropLog {
             );
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running store.
