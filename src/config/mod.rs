@@ -3,9 +3,11 @@
 //! Loading happens in three steps, each with one job:
 //! 1. [`raw`]: serde turns the YAML into typed structs, rejecting unknown keys
 //!    and wrong types (serde knows the position of these errors).
-//! 2. [`validate`]: cross-field rules, `${VAR}` expansion, password files, URL
-//!    and selector parsing. It collects *every* problem rather than stopping
-//!    at the first, so one `edge-agent check` shows all that is wrong.
+//! 2. [`validate`]: cross-field rules, with the rules of the parts beside it
+//!    ([`output`], [`sensor`]), `${VAR}` and password files in [`secrets`],
+//!    file-system questions in [`probe`], and selectors parsed by
+//!    [`crate::extract::selector`]. It collects *every* problem rather than
+//!    stopping at the first, so one `edge-agent check` shows all that is wrong.
 //! 3. [`locate`]: positions for the problems of step 2, so each one reads
 //!    `agent.yaml:14:9: groups[0].sensors[2].value: not a JSON pointer`.
 //!
@@ -13,7 +15,11 @@
 //! never re-validates anything.
 
 mod locate;
+mod output;
+mod probe;
 pub mod raw;
+mod secrets;
+mod sensor;
 mod validate;
 pub mod values;
 
@@ -21,14 +27,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use raw::{Compress, Format, Unit};
+pub use crate::extract::selector::{PromSelector, Selector};
+pub use probe::WRITE_PROBE_PREFIX;
+pub use raw::{BodyFormat, Compress, Unit};
 pub(crate) use validate::is_name;
-pub(crate) use validate::parse_prom_selector as validate_prom_selector;
 pub use values::{HumanSize, Secret};
-
-/// Name prefix of the file made and removed to try `output.dir` for write
-/// access; the store removes one a killed start left behind.
-pub const WRITE_PROBE_PREFIX: &str = ".edge-agent-probe-";
 
 /// The resolved, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,7 +110,7 @@ pub struct Sensor {
     pub shown_url: String,
     /// `scheme://host:port`, the unit `limit_per_host` counts in.
     pub host: String,
-    pub format: Format,
+    pub format: BodyFormat,
     /// Where the number is in the body.
     pub selector: Selector,
     /// Unit the sensor reports.
@@ -150,44 +153,6 @@ pub struct Tls {
     pub ca_file: Option<PathBuf>,
 }
 
-/// How to find the reading in a response body.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Selector {
-    /// RFC 6901 pointer into a JSON document (`/temperature_f`).
-    JsonPointer(String),
-    /// A Prometheus series: `name{label="value",...}`.
-    Prometheus(PromSelector),
-    /// The whole body is the number.
-    Text,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PromSelector {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-}
-
-impl fmt::Display for Selector {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Selector::JsonPointer(p) => write!(f, "{p}"),
-            Selector::Prometheus(s) => {
-                write!(f, "{}", s.name)?;
-                if !s.labels.is_empty() {
-                    let labels: Vec<String> = s
-                        .labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}=\"{v}\""))
-                        .collect();
-                    write!(f, "{{{}}}", labels.join(","))?;
-                }
-                Ok(())
-            }
-            Selector::Text => f.write_str("(body)"),
-        }
-    }
-}
-
 impl Unit {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -198,12 +163,12 @@ impl Unit {
     }
 }
 
-impl Format {
+impl BodyFormat {
     pub fn as_str(self) -> &'static str {
         match self {
-            Format::Json => "json",
-            Format::Prometheus => "prometheus",
-            Format::Text => "text",
+            BodyFormat::Json => "json",
+            BodyFormat::Prometheus => "prometheus",
+            BodyFormat::Text => "text",
         }
     }
 }

@@ -117,7 +117,7 @@ pub enum Unit {
 /// How a sensor's response body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Format {
+pub enum BodyFormat {
     Json,
     Prometheus,
     Text,
@@ -128,7 +128,7 @@ pub enum Format {
 pub struct RawSensor {
     pub id: String,
     pub url: String,
-    pub format: Format,
+    pub format: BodyFormat,
     pub value: Option<String>,
     pub unit: Option<Unit>,
     #[serde(default)]
