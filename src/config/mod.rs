@@ -3,209 +3,35 @@
 //! Loading happens in three steps, each with one job:
 //! 1. [`raw`]: serde turns the YAML into typed structs, rejecting unknown keys
 //!    and wrong types (serde knows the position of these errors).
-//! 2. [`validate`]: cross-field rules, `${VAR}` expansion, password files, URL
-//!    and selector parsing. It collects *every* problem rather than stopping
-//!    at the first, so one `edge-agent check` shows all that is wrong.
+//! 2. [`validate`]: cross-field rules, with the rules of the parts beside it
+//!    ([`output`], [`sensor`]), `${VAR}` and password files in [`secrets`],
+//!    file-system questions in [`probe`], and selectors parsed by
+//!    [`crate::extract::selector`]. It collects *every* problem rather than
+//!    stopping at the first, so one `edge-agent check` shows all that is wrong.
 //! 3. [`locate`]: positions for the problems of step 2, so each one reads
 //!    `agent.yaml:14:9: groups[0].sensors[2].value: not a JSON pointer`.
 //!
 //! The result, [`Config`], holds only checked values: the rest of the agent
 //! never re-validates anything.
 
+mod checker;
 mod locate;
+mod model;
+mod output;
+mod probe;
 pub mod raw;
+mod secrets;
+mod sensor;
 mod validate;
 pub mod values;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-pub use raw::{Compress, Format, Unit};
-pub(crate) use validate::parse_prom_selector as validate_prom_selector;
+pub use crate::extract::selector::{PromSelector, Selector};
+pub use model::{BasicAuth, Config, Fsync, Group, Output, Problem, Sensor, Tls};
+pub use probe::WRITE_PROBE_PREFIX;
+pub use raw::{BodyFormat, Compress, Unit};
 pub use values::{HumanSize, Secret};
-
-/// Name prefix of the file made and removed to try `output.dir` for write
-/// access; the store removes one a killed start left behind.
-pub const WRITE_PROBE_PREFIX: &str = ".edge-agent-probe-";
-
-/// The resolved, validated configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// The file this was read from, for messages.
-    pub source: PathBuf,
-    /// One poll of every sensor per interval.
-    pub interval: Duration,
-    /// Default per-request timeout, shorter than `interval`.
-    pub timeout: Duration,
-    /// Requests in flight in total.
-    pub limit: usize,
-    /// Requests in flight to one host (scheme + host + port).
-    pub limit_per_host: usize,
-    /// Largest response body accepted; longer bodies count as failed.
-    pub max_body: u64,
-    pub output: Output,
-    pub groups: Vec<Group>,
-    /// Loopback address of the `/metrics` and `/healthz` listener, if on.
-    pub metrics: Option<std::net::SocketAddr>,
-    /// Things that work but deserve a word when the config is loaded (a
-    /// world-readable file holding secrets, say).
-    pub warnings: Vec<String>,
-}
-
-/// Where and how rows are stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    pub dir: PathBuf,
-    /// File name stem: `PREFIX.csv` active, `PREFIX-YYYYMMDDTHHMMSSZ.csv[.gz]` rotated.
-    pub prefix: String,
-    /// Rotate before a write would take the active file past this size.
-    pub max_size: Option<u64>,
-    /// Rotate when rows cross a UTC-aligned boundary of this length.
-    pub every: Option<Duration>,
-    /// Rotated files kept; older ones are removed after each rotation.
-    pub keep: usize,
-    pub compress: Compress,
-    pub fsync: Fsync,
-    /// Decimals written for mean, min and max.
-    pub decimals: usize,
-    /// Batches the writer may fall behind before rows are dropped (and counted).
-    pub queue: usize,
-}
-
-/// When written rows are forced to stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fsync {
-    /// On rotation and on shutdown.
-    Rotate,
-    /// After every batch of rows.
-    Always,
-    /// At most this long after a batch was written.
-    Every(Duration),
-}
-
-/// Sensors averaged together into one row per window.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Group {
-    pub name: String,
-    /// Unit of the averaged columns.
-    pub unit: Unit,
-    /// Row length: a whole multiple of `interval`.
-    pub window: Duration,
-    pub sensors: Vec<Sensor>,
-}
-
-/// One HTTP sensor. Its `Debug` shows [`Sensor::shown_url`], never `url`,
-/// which may carry a token from `${VAR}`.
-#[derive(Clone, PartialEq)]
-pub struct Sensor {
-    pub id: String,
-    /// What is requested; only the HTTP client reads it.
-    pub url: url::Url,
-    /// The URL for people: password and query redacted, `${VAR}` unexpanded.
-    pub shown_url: String,
-    /// `scheme://host:port`, the unit `limit_per_host` counts in.
-    pub host: String,
-    pub format: Format,
-    /// Where the number is in the body.
-    pub selector: Selector,
-    /// Unit the sensor reports.
-    pub unit: Unit,
-    pub headers: Vec<(String, Secret)>,
-    pub basic_auth: Option<BasicAuth>,
-    pub tls: Tls,
-    pub timeout: Duration,
-}
-
-impl fmt::Debug for Sensor {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.debug_struct("Sensor")
-            .field("id", &self.id)
-            .field("url", &self.shown_url)
-            .field("host", &self.host)
-            .field("format", &self.format)
-            .field("selector", &self.selector)
-            .field("unit", &self.unit)
-            .field("headers", &self.headers)
-            .field("basic_auth", &self.basic_auth)
-            .field("tls", &self.tls)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct BasicAuth {
-    pub username: String,
-    pub password: Option<Secret>,
-}
-
-/// TLS settings of a sensor; sensors with equal settings share one client.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Tls {
-    /// Accept any certificate (logged as a warning at start).
-    pub insecure: bool,
-    /// Extra CA certificates (PEM) trusted besides the system's.
-    pub ca_file: Option<PathBuf>,
-}
-
-/// How to find the reading in a response body.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Selector {
-    /// RFC 6901 pointer into a JSON document (`/temperature_f`).
-    JsonPointer(String),
-    /// A Prometheus series: `name{label="value",...}`.
-    Prometheus(PromSelector),
-    /// The whole body is the number.
-    Text,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PromSelector {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-}
-
-impl fmt::Display for Selector {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Selector::JsonPointer(p) => write!(f, "{p}"),
-            Selector::Prometheus(s) => {
-                write!(f, "{}", s.name)?;
-                if !s.labels.is_empty() {
-                    let labels: Vec<String> = s
-                        .labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}=\"{v}\""))
-                        .collect();
-                    write!(f, "{{{}}}", labels.join(","))?;
-                }
-                Ok(())
-            }
-            Selector::Text => f.write_str("(body)"),
-        }
-    }
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Json => "json",
-            Format::Prometheus => "prometheus",
-            Format::Text => "text",
-        }
-    }
-}
-
-/// One thing wrong with a config file, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Key path such as `groups[0].sensors[2].value`; empty for the whole file.
-    pub key: String,
-    pub line: Option<usize>,
-    pub col: Option<usize>,
-    pub message: String,
-}
 
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -110,7 +110,7 @@ pub use crate::history::row::Unit;
 /// How a sensor's response body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Format {
+pub enum BodyFormat {
     Json,
     Prometheus,
     Text,
@@ -121,7 +121,7 @@ pub enum Format {
 pub struct RawSensor {
     pub id: String,
     pub url: String,
-    pub format: Format,
+    pub format: BodyFormat,
     pub value: Option<String>,
     pub unit: Option<Unit>,
     #[serde(default)]

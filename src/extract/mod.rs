@@ -2,8 +2,14 @@
 //!
 //! Every failure says what was wrong in words fit for a log line; the number
 //! itself is checked for finiteness later, in [`crate::units`].
+//!
+//! This layer sits below `config`: it imports nothing from it. The selector
+//! types and their grammar are in [`selector`], which `config` uses to check
+//! a sensor's `value`.
 
-use crate::config::{PromSelector, Selector};
+pub mod selector;
+
+pub use selector::{PromSelector, Selector};
 
 /// Why no number could be read from a body.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -149,7 +155,7 @@ fn split_sample(line: &str) -> Option<Sample<'_>> {
     let mut labels = Vec::new();
     if rest.starts_with('{') {
         let close = find_label_end(rest)?;
-        let sel = crate::config::validate_prom_selector(&line[..name_end + close + 1]).ok()?;
+        let sel = selector::parse_prom_selector(&line[..name_end + close + 1]).ok()?;
         labels = sel.labels;
         rest = &rest[close + 1..];
     }
@@ -186,8 +192,8 @@ fn find_label_end(s: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::selector::parse_prom_selector;
     use super::*;
-    use crate::config::validate_prom_selector;
 
     fn ptr(p: &str) -> Selector {
         Selector::JsonPointer(p.into())
@@ -224,7 +230,7 @@ mod tests {
     #[test]
     fn prometheus_values() {
         let body = b"# HELP temp a\n# TYPE temp gauge\ntemp{sensor=\"a\",room=\"x y\"} 21.5 1700000000\ntemp{sensor=\"b\"} -3e1\nother 5\n";
-        let sel = |s| Selector::Prometheus(validate_prom_selector(s).unwrap());
+        let sel = |s| Selector::Prometheus(parse_prom_selector(s).unwrap());
         assert_eq!(extract(body, &sel(r#"temp{sensor="a"}"#)), Ok(21.5));
         assert_eq!(extract(body, &sel(r#"temp{sensor="b"}"#)), Ok(-30.0));
         assert_eq!(extract(body, &sel("other")), Ok(5.0));

@@ -1,0 +1,205 @@
+//! Rules for one sensor: its id, URL, selector, headers, basic auth, CA
+//! file and timeout, resolved into a [`Sensor`].
+
+use std::time::Duration;
+
+use super::checker::Checker;
+use super::model::{BasicAuth, Sensor, Tls};
+use super::probe::read_small;
+use super::raw::Unit;
+use super::raw::{BodyFormat, RawSensor};
+use super::secrets;
+use super::values::{Secret, show_duration};
+use crate::extract::selector::{Selector, check_pointer, parse_prom_selector};
+use crate::history::row::is_name;
+
+/// Resolve the sensor at `key`; `None` when it is unusable (the problems
+/// are reported). `timing` is as for a group.
+pub(super) fn resolve(
+    c: &mut Checker,
+    key: &str,
+    s: RawSensor,
+    group_unit: Unit,
+    timing: (Option<Duration>, Duration),
+) -> Option<Sensor> {
+    let (interval, default_timeout) = timing;
+    if !is_name(&s.id) {
+        c.fail(
+            format!("{key}.id"),
+            format!(
+                "`{}` is not a usable sensor id; use letters, digits, `_`, `-`, `.`",
+                s.id
+            ),
+        );
+    }
+    let url =
+        c.expand(&format!("{key}.url"), &s.url)
+            .and_then(|text| match url::Url::parse(&text) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                    Some(u)
+                }
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                    c.fail(
+                        format!("{key}.url"),
+                        format!("scheme `{}` is not http or https", u.scheme()),
+                    );
+                    None
+                }
+                Ok(_) => {
+                    c.fail(format!("{key}.url"), "has no host");
+                    None
+                }
+                Err(e) => {
+                    c.fail(format!("{key}.url"), format!("not a URL ({e})"));
+                    None
+                }
+            });
+    let selector = selector(c, &format!("{key}.value"), s.format, s.value.as_deref());
+    let mut headers = Vec::new();
+    for (name, value) in &s.headers {
+        let hkey = format!("{key}.headers.{name}");
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            c.fail(&hkey, format!("`{name}` is not a valid HTTP header name"));
+            continue;
+        }
+        if let Some(v) = c.secret(&hkey, value.expose()) {
+            if reqwest::header::HeaderValue::from_str(&v).is_err() {
+                c.fail(
+                    &hkey,
+                    "value is not a valid HTTP header value (control characters?)",
+                );
+            } else {
+                headers.push((name.clone(), Secret::new(v)));
+            }
+        }
+    }
+    let basic_auth = s.basic_auth.and_then(|b| {
+        let bkey = format!("{key}.basic_auth");
+        let username = c.expand(&format!("{bkey}.username"), &b.username)?;
+        let password = match (b.password, b.password_file) {
+            (Some(_), Some(_)) => {
+                c.fail(&bkey, "give either password or password_file, not both");
+                return None;
+            }
+            (Some(p), None) => {
+                let pkey = format!("{bkey}.password");
+                Some(Secret::new(c.secret(&pkey, p.expose())?))
+            }
+            (None, Some(file)) => match secrets::read_password_file(&bkey, &file) {
+                Ok((password, warning)) => {
+                    c.warnings.extend(warning);
+                    Some(password)
+                }
+                Err(e) => {
+                    c.fail(format!("{bkey}.password_file"), e);
+                    return None;
+                }
+            },
+            (None, None) => None,
+        };
+        Some(BasicAuth { username, password })
+    });
+    if let Some(ca) = &s.tls.ca_file {
+        match read_small(ca, 1024 * 1024) {
+            Ok(pem) => {
+                if reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_or(true, |certs| certs.is_empty())
+                {
+                    c.fail(
+                        format!("{key}.tls.ca_file"),
+                        format!("{} holds no PEM certificate", ca.display()),
+                    );
+                }
+            }
+            Err(e) => c.fail(format!("{key}.tls.ca_file"), e),
+        }
+    }
+    let timeout = s
+        .timeout
+        .as_deref()
+        .and_then(|t| c.duration(&format!("{key}.timeout"), t));
+    if let (Some(t), Some(interval)) = (timeout, interval) {
+        if t.is_zero() || t >= interval {
+            c.fail(
+                format!("{key}.timeout"),
+                format!(
+                    "must be greater than 0 and shorter than interval ({})",
+                    show_duration(interval)
+                ),
+            );
+        }
+    }
+    let url = url?;
+    if secrets::url_has_literal_password(&s.url) {
+        c.literal_secrets.push(format!("{key}.url"));
+    }
+    let shown_url = secrets::shown_url(&s.url, &url);
+    let host = format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    );
+    if s.tls.insecure {
+        c.warnings.push(format!(
+            "{key}.tls.insecure is set: certificates of {host} are not verified"
+        ));
+    }
+    Some(Sensor {
+        id: s.id,
+        url,
+        shown_url,
+        host,
+        format: s.format,
+        selector: selector?,
+        unit: s.unit.unwrap_or(group_unit),
+        headers,
+        basic_auth,
+        tls: Tls {
+            insecure: s.tls.insecure,
+            ca_file: s.tls.ca_file,
+        },
+        timeout: timeout.unwrap_or(default_timeout),
+    })
+}
+
+/// The selector `value` is for a body of `format`, in the grammar
+/// [`crate::extract::selector`] defines (extraction reads bodies by it).
+fn selector(
+    c: &mut Checker,
+    key: &str,
+    format: BodyFormat,
+    value: Option<&str>,
+) -> Option<Selector> {
+    match (format, value) {
+        (BodyFormat::Text, None) => Some(Selector::Text),
+        (BodyFormat::Text, Some(_)) => {
+            c.fail(key, "format text reads the whole body; remove `value`");
+            None
+        }
+        (_, None) => {
+            c.fail(
+                key,
+                format!(
+                    "format {} needs `value` (where the number is in the body)",
+                    format.as_str()
+                ),
+            );
+            None
+        }
+        (BodyFormat::Json, Some(p)) => match check_pointer(p) {
+            Ok(()) => Some(Selector::JsonPointer(p.to_string())),
+            Err(why) => {
+                c.fail(key, format!("not a JSON pointer: {why}"));
+                None
+            }
+        },
+        (BodyFormat::Prometheus, Some(s)) => match parse_prom_selector(s) {
+            Ok(sel) => Some(Selector::Prometheus(sel)),
+            Err(why) => {
+                c.fail(key, format!("not a Prometheus selector: {why}"));
+                None
+            }
+        },
+    }
+}
