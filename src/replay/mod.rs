@@ -10,10 +10,13 @@
 //! and line and counted; `--strict` turns any skip into an error at the end.
 
 mod chunks;
+mod destination;
 mod discover;
 pub mod format;
 pub mod http;
+mod range;
 pub mod read;
+mod report;
 mod sink;
 
 use std::path::{Path, PathBuf};
@@ -22,11 +25,14 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+pub use destination::{Batches, Destination, DestinationError};
 pub use discover::{Source, sources};
 pub use format::{Encoded, Encoder, Format};
+pub use range::{EmptyRange, WhenError, parse_when};
 pub use read::{
     Block, BlockRows, FileReader, Next, Prepare, Prepared, Record, Skip, View, Written,
 };
+pub use report::{Pushed, Report};
 pub use sink::{FileWriter, Output, Sink};
 
 use crate::store::index::Index;
