@@ -2,8 +2,10 @@
 //! library, and turn errors into messages and exit codes.
 //!
 //! Exit codes: 0 success, 1 the agent failed while running, 2 bad usage or
-//! an invalid configuration.
+//! an invalid configuration. Each command returns a [`CliError`] that says
+//! which; [`exit`] alone turns it into the message and the code.
 
+use std::fmt;
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 
-use edge_agent::config::Config;
+use edge_agent::config::{Config, ConfigError};
 use edge_agent::{plan, replay, run, schedule, shutdown, simulate, tail};
 
 const DEFAULT_CONFIG: &str = "/etc/edge-agent/agent.yaml";
@@ -79,21 +81,16 @@ struct Files {
 }
 
 impl Files {
-    fn resolve(&self) -> Result<(PathBuf, String), ExitCode> {
+    fn resolve(&self) -> Result<(PathBuf, String), CliError> {
         if let Some(dir) = &self.dir {
             let prefix = self.prefix.clone().unwrap_or_else(|| "readings".into());
             return Ok((dir.clone(), prefix));
         }
-        match Config::load(&self.config) {
-            Ok(c) => Ok((c.output.dir, self.prefix.clone().unwrap_or(c.output.prefix))),
-            Err(e) => {
-                eprintln!("{e}");
-                eprintln!(
-                    "hint: pass --dir DIR, or --config FILE naming the agent's configuration"
-                );
-                Err(ExitCode::from(2))
-            }
-        }
+        let c = Config::load(&self.config).map_err(|error| CliError::Config {
+            error,
+            hint: Some("pass --dir DIR, or --config FILE naming the agent's configuration"),
+        })?;
+        Ok((c.output.dir, self.prefix.clone().unwrap_or(c.output.prefix)))
     }
 }
 
@@ -102,10 +99,10 @@ struct ReplayArgs {
     #[command(flatten)]
     files: Files,
     /// Rows at or after this time: RFC 3339 (2026-11-24T10:00:00Z) or an age (2h, 7days).
-    #[arg(long, value_parser = parse_when, value_name = "T")]
+    #[arg(long, value_parser = replay::parse_when, value_name = "T")]
     since: Option<SystemTime>,
     /// Rows before this time: RFC 3339 or an age.
-    #[arg(long, value_parser = parse_when, value_name = "T")]
+    #[arg(long, value_parser = replay::parse_when, value_name = "T")]
     until: Option<SystemTime>,
     /// Only this group; repeat for several.
     #[arg(long = "group", value_name = "NAME")]
@@ -150,21 +147,6 @@ struct TailArgs {
     groups: Vec<String>,
 }
 
-/// RFC 3339, or a humantime age meaning that long ago.
-fn parse_when(s: &str) -> Result<SystemTime, String> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        return Ok(t);
-    }
-    match humantime::parse_duration(s) {
-        Ok(age) => SystemTime::now()
-            .checked_sub(age)
-            .ok_or_else(|| format!("`{s}` reaches before 1970")),
-        Err(_) => Err(format!(
-            "`{s}` is neither an RFC 3339 time (2026-11-24T10:00:00Z) nor an age (2h, 7days)"
-        )),
-    }
-}
-
 fn parse_speed(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
@@ -188,54 +170,116 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Why a command failed: what goes to stderr, and the exit code.
+#[derive(Debug)]
+enum CliError {
+    /// Bad usage or a configuration the agent refused (exit 2).
+    Usage(String),
+    /// The command failed while running (exit 1).
+    Failed(String),
+    /// A configuration that cannot be loaded (exit 2): its problems as they
+    /// are (each names file, line and key), then what to try.
+    Config {
+        error: ConfigError,
+        hint: Option<&'static str>,
+    },
+}
+
+impl CliError {
+    fn usage(e: impl fmt::Display) -> CliError {
+        CliError::Usage(e.to_string())
+    }
+
+    fn failed(e: impl fmt::Display) -> CliError {
+        CliError::Failed(e.to_string())
+    }
+
+    fn code(&self) -> u8 {
+        match self {
+            CliError::Failed(_) => 1,
+            CliError::Usage(_) | CliError::Config { .. } => 2,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Usage(m) | CliError::Failed(m) => write!(f, "error: {m}"),
+            CliError::Config { error, hint } => {
+                write!(f, "{error}")?;
+                match hint {
+                    Some(hint) => write!(f, "\nhint: {hint}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_level);
+    let runtime = match runtime_for(&cli.command) {
+        Ok(r) => r,
+        Err(e) => return exit(Err(e)),
+    };
+    // The message goes out before the runtime is dropped (which waits for
+    // its blocking threads).
+    exit(runtime.block_on(run(cli)))
+}
+
+/// The one place where an outcome becomes a message and an exit code.
+fn exit(outcome: Result<(), CliError>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.code())
+        }
+    }
+}
+
+/// A runtime sized for `command`.
+fn runtime_for(command: &Command) -> Result<tokio::runtime::Runtime, CliError> {
     // Replay does its heavy work on the blocking pool (reading, encoding,
     // writing); its one async task hands blocks between them, and with two
     // workers it moved between them and woke the idle one, a wake-up per
     // block: with one worker a csv replay of 1 GiB ran at 0.73-0.83 of
     // `cat` instead of 0.60-0.75 (four interleaved runs) and influx --since
     // at 0.24 instead of 0.22 (a current-thread runtime: 0.70 for csv).
-    let workers = match cli.command {
+    let workers = match command {
         Command::Replay(_) => 1,
         _ => 2,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         // Two workers are plenty for I/O-bound polling and keep RSS small on a Pi.
         .worker_threads(workers)
         .max_blocking_threads(4)
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
+}
+
+/// Run the command of `cli`.
+async fn run(cli: Cli) -> Result<(), CliError> {
     // The work runs in a spawned task, on the worker threads: driven from
     // `block_on` it would sit on the main thread and every finished request
     // would have to wake it (measured: ~13% more CPU per cycle).
-    runtime.block_on(async {
-        let work = tokio::spawn(async move {
-            match cli.command {
-                Command::Check { config } => check(&config),
-                Command::Run { config, simulate } => run_agent(&config, simulate).await,
-                Command::Replay(args) => replay_files(args).await,
-                Command::Tail(args) => tail_files(args).await,
-                Command::Simulate {
-                    listen,
-                    latency,
-                    fail_rate,
-                } => serve_simulator(&listen, latency, fail_rate).await,
-            }
-        });
-        work.await.unwrap_or_else(|e| {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        })
-    })
+    let work = tokio::spawn(async move {
+        match cli.command {
+            Command::Check { config } => check(&config),
+            Command::Run { config, simulate } => run_agent(&config, simulate).await,
+            Command::Replay(args) => replay_files(args).await,
+            Command::Tail(args) => tail_files(args).await,
+            Command::Simulate {
+                listen,
+                latency,
+                fail_rate,
+            } => serve_simulator(&listen, latency, fail_rate).await,
+        }
+    });
+    work.await.unwrap_or_else(|e| Err(CliError::failed(e)))
 }
 
 fn init_logging(level: tracing::Level) {
@@ -272,224 +316,105 @@ fn init_logging(level: tracing::Level) {
     }
 }
 
-fn load(path: &Path) -> Result<Config, ExitCode> {
-    let config = Config::load_to_run(path).map_err(|e| {
-        eprintln!("{e}");
-        if path == Path::new(DEFAULT_CONFIG) && !path.exists() {
-            eprintln!(
-                "hint: pass --config FILE; try the demo with `edge-agent run --config agent.yaml --simulate`"
-            );
-        }
-        ExitCode::from(2)
+fn load(path: &Path) -> Result<Config, CliError> {
+    let config = Config::load_to_run(path).map_err(|error| {
+        let hint = (path == Path::new(DEFAULT_CONFIG) && !path.exists()).then_some(
+            "pass --config FILE; try the demo with `edge-agent run --config agent.yaml --simulate`",
+        );
+        CliError::Config { error, hint }
     })?;
     config.log_warnings();
     Ok(config)
 }
 
-fn check(path: &Path) -> ExitCode {
-    match load(path) {
-        Ok(config) => {
-            print!("{}", plan::describe(&config));
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
-    }
-}
-
-async fn run_agent(path: &Path, with_simulator: bool) -> ExitCode {
-    let config = match load(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    if with_simulator {
-        if let Err(e) = start_simulated_site(&config).await {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    let control = match shutdown::listen() {
-        Ok(rx) => rx,
-        Err(e) => {
-            eprintln!("error: cannot install signal handlers: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match run::run(config, path.to_path_buf(), control, schedule::Clock::System).await {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(match e {
-                run::RunError::Config(_) => 2,
-                _ => 1,
-            })
-        }
-    }
-}
-
-/// Start simulated sensors on every host the config polls; all must be on
-/// loopback, so `--simulate` never answers for a real device.
-async fn start_simulated_site(config: &Config) -> Result<(), String> {
-    let mut addrs: Vec<SocketAddr> = Vec::new();
-    for (_, s) in config.sensors() {
-        let host = s.url.host_str().unwrap_or_default();
-        let ip: IpAddr = match host {
-            "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            h => h.trim_matches(['[', ']']).parse().map_err(|_| {
-                format!(
-                    "--simulate needs sensors on loopback addresses; sensor {} is on {host}",
-                    s.id
-                )
-            })?,
-        };
-        if !ip.is_loopback() {
-            return Err(format!(
-                "--simulate needs sensors on loopback addresses; sensor {} is on {ip}",
-                s.id
-            ));
-        }
-        if s.url.scheme() != "http" {
-            return Err(format!(
-                "--simulate serves plain http; sensor {} uses {}",
-                s.id,
-                s.url.scheme()
-            ));
-        }
-        let addr = SocketAddr::new(ip, s.url.port_or_known_default().unwrap_or(80));
-        if !addrs.contains(&addr) {
-            addrs.push(addr);
-        }
-    }
-    let bound = simulate::start(&addrs, simulate::Behaviour::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let shown: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
-    tracing::info!("simulating the site's sensors on {}", shown.join(", "));
+fn check(path: &Path) -> Result<(), CliError> {
+    let config = load(path)?;
+    print!("{}", plan::describe(&config));
     Ok(())
 }
 
-async fn serve_simulator(listen: &[SocketAddr], latency: Duration, fail_rate: f64) -> ExitCode {
-    let behaviour = simulate::Behaviour { latency, fail_rate };
-    match simulate::start(listen, behaviour).await {
-        Ok(bound) => {
-            for a in &bound {
-                tracing::info!(
-                    "serving simulated sensors on http://{a}/json/ID, /prometheus/ID, /text/ID"
-                );
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+fn listen_for_signals() -> Result<tokio::sync::mpsc::Receiver<shutdown::Control>, CliError> {
+    shutdown::listen().map_err(|e| CliError::failed(format!("cannot install signal handlers: {e}")))
+}
+
+async fn run_agent(path: &Path, with_simulator: bool) -> Result<(), CliError> {
+    let config = load(path)?;
+    if with_simulator {
+        simulate::serve_site(&config)
+            .await
+            .map_err(CliError::usage)?;
     }
-    let mut control = match shutdown::listen() {
-        Ok(rx) => rx,
-        Err(e) => {
-            eprintln!("error: cannot install signal handlers: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let control = listen_for_signals()?;
+    match run::run(config, path.to_path_buf(), control, schedule::Clock::System).await {
+        Ok(_) => Ok(()),
+        Err(e @ run::RunError::Config(_)) => Err(CliError::usage(e)),
+        Err(e) => Err(CliError::failed(e)),
+    }
+}
+
+async fn serve_simulator(
+    listen: &[SocketAddr],
+    latency: Duration,
+    fail_rate: f64,
+) -> Result<(), CliError> {
+    let behaviour = simulate::Behaviour { latency, fail_rate };
+    let bound = simulate::start(listen, behaviour)
+        .await
+        .map_err(CliError::failed)?;
+    for a in &bound {
+        tracing::info!("serving simulated sensors on http://{a}/json/ID, /prometheus/ID, /text/ID");
+    }
+    let mut control = listen_for_signals()?;
     while let Some(c) = control.recv().await {
         if c == shutdown::Control::Shutdown {
             break;
         }
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
-async fn replay_files(args: ReplayArgs) -> ExitCode {
-    let (dir, prefix) = match args.files.resolve() {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    if let (Some(s), Some(u)) = (args.since, args.until) {
-        if s >= u {
-            eprintln!("error: --since must be before --until");
-            return ExitCode::from(2);
-        }
-    }
+async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
+    let (dir, prefix) = args.files.resolve()?;
     let opts = replay::Options {
         dir,
         prefix,
         since: args.since,
         until: args.until,
-        groups: args.groups.clone(),
+        groups: args.groups,
         format: args.format,
-        measurement: args.measurement.clone(),
+        measurement: args.measurement,
         speed: args.speed,
         chunk_size: args.chunk_size as usize,
     };
-    let mut sink = match open_sink(&args.output, &args, opts.format).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    opts.check_range().map_err(CliError::usage)?;
+    let batches = replay::Batches {
+        rows: args.batch_rows,
+        bytes: args.batch_size as usize,
     };
+    let mut sink = args
+        .output
+        .parse::<replay::Destination>()
+        .and_then(|d| d.open(opts.format, batches))
+        .map_err(CliError::usage)?;
     match replay::replay(&opts, &mut sink).await {
         Ok(summary) => {
-            let mut line = format!(
-                "replayed {} row(s) from {} file(s), skipped {} line(s)",
-                summary.rows, summary.files, summary.skipped
-            );
-            if let replay::Sink::Http(p) = &sink {
-                line.push_str(&format!(
-                    "; {} row(s) acknowledged in {} batch(es), {} retried",
-                    p.acknowledged(),
-                    p.batches_sent,
-                    p.retries
-                ));
-            }
-            eprintln!("{line}");
+            eprintln!("{}", replay::Report::new(&summary, &sink));
             if args.strict && summary.skipped > 0 {
-                eprintln!("error: --strict: {} line(s) were skipped", summary.skipped);
-                return ExitCode::from(1);
+                let skipped = summary.skipped;
+                return Err(CliError::failed(format!(
+                    "--strict: {skipped} line(s) were skipped"
+                )));
             }
-            ExitCode::SUCCESS
+            Ok(())
         }
         // The reader went away (`| head`): not an error, as for `tail`.
-        Err(replay::ReplayError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
+        Err(replay::ReplayError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::failed(e)),
     }
 }
 
-async fn open_sink(
-    output: &str,
-    args: &ReplayArgs,
-    format: replay::Format,
-) -> Result<replay::Sink, String> {
-    if output == "-" {
-        let out = Box::new(std::io::stdout());
-        return Ok(replay::Sink::File(replay::FileWriter::new(out)));
-    }
-    if output.starts_with("http://") || output.starts_with("https://") {
-        let url = output
-            .parse()
-            .map_err(|e| format!("--output {output}: {e}"))?;
-        let opts = replay::http::PushOptions {
-            max_rows: args.batch_rows.max(1),
-            max_bytes: args.batch_size as usize,
-            content_type: format.content_type(),
-            ..Default::default()
-        };
-        return replay::http::Pusher::new(url, opts)
-            .map(|p| replay::Sink::Http(Box::new(p)))
-            .map_err(|e| e.to_string());
-    }
-    let file = std::fs::File::create(output).map_err(|e| format!("cannot create {output}: {e}"))?;
-    Ok(replay::Sink::File(replay::FileWriter::new(Box::new(file))))
-}
-
-async fn tail_files(args: TailArgs) -> ExitCode {
-    let (dir, prefix) = match args.files.resolve() {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+async fn tail_files(args: TailArgs) -> Result<(), CliError> {
+    let (dir, prefix) = args.files.resolve()?;
     let opts = tail::TailOptions {
         dir,
         prefix,
@@ -503,12 +428,9 @@ async fn tail_files(args: TailArgs) -> ExitCode {
         let _ = tokio::signal::ctrl_c().await;
     };
     match tail::tail(&opts, &mut out, stop).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Ok(()),
         // The reader went away (`| head`): not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::failed(e)),
     }
 }

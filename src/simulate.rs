@@ -18,9 +18,13 @@
 //! GET /prometheus/gh-1  sim_temperature_celsius{sensor="gh-1"} 21.310
 //! GET /text/gh-1        21.310
 //! ```
+//!
+//! `run --simulate` stands in for a whole site ([`serve_site`]): one server
+//! per address the config polls, each of which must be on loopback and plain
+//! http, so the agent never answers for a real device.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -28,6 +32,8 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+use crate::config::Config;
 
 /// Defaults for every simulated sensor of a server.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,6 +68,66 @@ pub async fn start(addrs: &[SocketAddr], behaviour: Behaviour) -> std::io::Resul
         bound.push(l.local_addr()?);
         tokio::spawn(serve(l, behaviour));
     }
+    Ok(bound)
+}
+
+/// Why `run --simulate` cannot stand in for the sensors of a config.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    /// A sensor's host is not a loopback address (`host` as the URL names it).
+    #[error("--simulate needs sensors on loopback addresses; sensor {sensor} is on {host}")]
+    NotLoopback { sensor: String, host: String },
+    #[error("--simulate serves plain http; sensor {sensor} uses {scheme}")]
+    NotHttp { sensor: String, scheme: String },
+    #[error(transparent)]
+    Listen(std::io::Error),
+}
+
+/// Every address the sensors of `config` are polled on, each once, in the
+/// order of the config; an error if one is not on loopback or not plain
+/// http (`localhost` is taken as 127.0.0.1).
+pub fn site_addrs(config: &Config) -> Result<Vec<SocketAddr>, SiteError> {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for (_, s) in config.sensors() {
+        let host = s.url.host_str().unwrap_or_default();
+        let not_loopback = |host: String| SiteError::NotLoopback {
+            sensor: s.id.clone(),
+            host,
+        };
+        let ip: IpAddr = match host {
+            "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            h => h
+                .trim_matches(['[', ']'])
+                .parse()
+                .map_err(|_| not_loopback(host.to_string()))?,
+        };
+        if !ip.is_loopback() {
+            return Err(not_loopback(ip.to_string()));
+        }
+        if s.url.scheme() != "http" {
+            return Err(SiteError::NotHttp {
+                sensor: s.id.clone(),
+                scheme: s.url.scheme().to_string(),
+            });
+        }
+        let addr = SocketAddr::new(ip, s.url.port_or_known_default().unwrap_or(80));
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    Ok(addrs)
+}
+
+/// Serve simulated sensors for every address of [`site_addrs`], with the
+/// default [`Behaviour`] (the URLs' queries shape each sensor); the bound
+/// addresses.
+pub async fn serve_site(config: &Config) -> Result<Vec<SocketAddr>, SiteError> {
+    let addrs = site_addrs(config)?;
+    let bound = start(&addrs, Behaviour::default())
+        .await
+        .map_err(SiteError::Listen)?;
+    let shown: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+    tracing::info!("simulating the site's sensors on {}", shown.join(", "));
     Ok(bound)
 }
 
@@ -231,5 +297,66 @@ mod tests {
             assert!((11.0..=29.0).contains(&c), "{c}");
             assert_eq!(c, celsius(&id, t));
         }
+    }
+
+    /// A config whose sensors have these URLs, one group.
+    fn site(urls: &[&str]) -> Config {
+        let mut text = String::from(
+            "interval: 2s\ntimeout: 1s\noutput: { dir: /tmp/sim-site }\n\
+             groups:\n  - name: g\n    unit: celsius\n    sensors:\n",
+        );
+        for (i, url) in urls.iter().enumerate() {
+            text.push_str(&format!(
+                "      - {{ id: s{i}, url: \"{url}\", format: text }}\n"
+            ));
+        }
+        Config::parse(&text, std::path::Path::new("t.yaml")).unwrap()
+    }
+
+    fn refusal(urls: &[&str]) -> String {
+        site_addrs(&site(urls)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_site_on_loopback_is_served_once_per_address() {
+        let addrs = site_addrs(&site(&[
+            "http://127.0.0.1:18321/json/a",
+            "http://localhost:18321/text/b",
+            "http://127.0.0.2/text/c",
+            "http://[::1]:9000/text/d",
+            "http://127.0.0.1:18321/prometheus/e",
+        ]))
+        .unwrap();
+        let want: Vec<SocketAddr> = ["127.0.0.1:18321", "127.0.0.2:80", "[::1]:9000"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(addrs, want);
+    }
+
+    #[test]
+    fn a_site_off_loopback_or_not_plain_http_is_refused() {
+        let loopback = "--simulate needs sensors on loopback addresses";
+        assert_eq!(
+            refusal(&["http://127.0.0.1/a", "http://10.0.0.1:1/b"]),
+            format!("{loopback}; sensor s1 is on 10.0.0.1")
+        );
+        assert_eq!(
+            refusal(&["http://sensor.example:1/a"]),
+            format!("{loopback}; sensor s0 is on sensor.example")
+        );
+        assert_eq!(
+            refusal(&["http://[::2]:1/a"]),
+            format!("{loopback}; sensor s0 is on ::2")
+        );
+        assert_eq!(
+            refusal(&["https://127.0.0.1/a"]),
+            "--simulate serves plain http; sensor s0 uses https"
+        );
+        // Off loopback is said first.
+        assert_eq!(
+            refusal(&["https://10.0.0.1/a"]),
+            format!("{loopback}; sensor s0 is on 10.0.0.1")
+        );
     }
 }

@@ -11,60 +11,40 @@
 
 mod block;
 mod chunks;
+mod destination;
 mod discover;
 mod error;
 pub mod format;
 pub mod http;
 mod lanes;
+mod options;
 mod pool;
+mod range;
 pub mod read;
+mod report;
 mod sink;
 mod turns;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 pub use block::{Block, Prepare, Prepared, Written};
+pub use destination::{Batches, Destination, DestinationError};
 pub use discover::{Source, sources};
 pub use error::ReplayError;
 pub use format::{Encoded, Encoder, Format};
+pub use options::Options;
+pub use range::{EmptyRange, WhenError, parse_when};
 pub use read::{FileReader, Next, Skip};
+pub use report::{Pushed, Report, Summary};
 pub use sink::{FileWriter, Sink};
 
 use crate::history::index::Index;
 use crate::history::parse::BlockRows;
 use crate::history::row::View;
-
-/// What to replay and how.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub dir: PathBuf,
-    pub prefix: String,
-    /// Rows at or after this time.
-    pub since: Option<SystemTime>,
-    /// Rows before this time.
-    pub until: Option<SystemTime>,
-    /// Only these groups (all when empty).
-    pub groups: Vec<String>,
-    pub format: Format,
-    /// Measurement name of the influx format.
-    pub measurement: String,
-    /// `None`: as fast as possible; `Some(x)`: x times the recorded pace.
-    pub speed: Option<f64>,
-    /// Bytes read from a file at a time.
-    pub chunk_size: usize,
-}
-
-/// Counts printed at the end of a replay.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Summary {
-    pub files: usize,
-    pub rows: u64,
-    pub skipped: u64,
-}
 
 /// Keeps replayed rows at `speed` times their recorded spacing.
 pub struct Pacer {
