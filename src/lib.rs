@@ -5,6 +5,10 @@
 //!
 //! ```text
 //! config ─> schedule ─> poll (caps) ─> extract + units ─> aggregate ─> store (rotating CSV)
+//!                                                                        │ writes
+//!                                                                     history (the files' format)
+//!                                                                        │ read by
+//!                                                                  replay, tail
 //! ```
 //!
 //! - [`config`] reads and validates `agent.yaml` into a [`config::Config`];
@@ -15,6 +19,9 @@
 //! - [`extract`] reads the number from a body; [`units`] converts it and
 //!   refuses impossible values.
 //! - [`aggregate`] turns readings into one row per group per window.
+//! - [`history`] owns what is on disk (file names, header, row, parse,
+//!   index) and imports nothing else of the crate: the writer and the
+//!   readers meet only there.
 //! - [`store`] is the writer task: bounded queue, whole-row appends, rotation,
 //!   compression, retention and repair of torn files.
 //! - [`replay`] streams recorded files back out (csv, jsonl, influx; to a
@@ -24,13 +31,17 @@
 //! - [`run`] ties them into the agent's loop; [`shutdown`] turns signals into
 //!   control events; [`simulate`] serves fake sensors; [`plan`] prints what
 //!   `check` found.
+//!
+//! The binary and the integration tests use what is `pub` here; `aggregate`,
+//! `health` and `sync` are the agent's own, and `store::disk` is public only
+//! as a test seam (fault injection), hidden from the docs.
 
 #![deny(unsafe_code)]
 
-pub mod aggregate;
+mod aggregate;
 pub mod config;
 pub mod extract;
-pub mod health;
+mod health;
 pub mod history;
 pub mod plan;
 pub mod poll;

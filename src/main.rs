@@ -5,6 +5,8 @@
 //! an invalid configuration. Each command returns a [`CliError`] that says
 //! which; [`exit`] alone turns it into the message and the code.
 
+#![deny(unsafe_code)]
+
 use std::fmt;
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

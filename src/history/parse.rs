@@ -38,13 +38,7 @@ pub fn parse(record: &mut Record) -> Result<(), String> {
         return Err(format!("{} field(s), expected {}", r.len(), COLUMNS.len()));
     }
     let lossy = |i: usize| short(&String::from_utf8_lossy(&r[i]));
-    record.row.time = match fast_time(&r[0]) {
-        Some(t) => t,
-        None => std::str::from_utf8(&r[0])
-            .ok()
-            .and_then(|t| humantime::parse_rfc3339(t).ok())
-            .ok_or_else(|| format!("time `{}` is not RFC 3339", lossy(0)))?,
-    };
+    record.row.time = time(&r[0]).ok_or_else(|| format!("time `{}` is not RFC 3339", lossy(0)))?;
     let group = std::str::from_utf8(&r[1]).map_err(|_| "group is not valid UTF-8".to_string())?;
     if group.is_empty() {
         return Err("empty group".into());
@@ -81,6 +75,19 @@ pub fn parse(record: &mut Record) -> Result<(), String> {
     (row.mean, row.min, row.max) = (mean, min, max);
     (row.unit, row.ok, row.failed) = (unit, ok, failed);
     Ok(())
+}
+
+/// A row's time field: the agent's own form read straight from the bytes,
+/// any other RFC 3339 spelling through humantime.
+pub fn time(b: &[u8]) -> Option<SystemTime> {
+    fast_time(b).or_else(|| any_time(b))
+}
+
+/// Any RFC 3339 time, through humantime.
+fn any_time(b: &[u8]) -> Option<SystemTime> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
 }
 
 /// An unsigned decimal integer (1 to 19 digits, so it fits a u64).
@@ -214,9 +221,7 @@ impl BlockRows {
             self.minute = Some(t - Duration::from_millis(into_minute));
             return Some(t);
         }
-        std::str::from_utf8(b)
-            .ok()
-            .and_then(|t| humantime::parse_rfc3339(t).ok())
+        any_time(b)
     }
 }
 

@@ -276,5 +276,5 @@ fn is_row(line: &[u8]) -> bool {
 /// The time in the first field of a CSV row.
 fn row_time(line: &[u8]) -> Option<SystemTime> {
     let field = line.split(|b| *b == b',').next()?;
-    humantime::parse_rfc3339(std::str::from_utf8(field).ok()?).ok()
+    crate::history::parse::time(field)
 }
