@@ -7,7 +7,7 @@
 //! trusted through `tls.ca_file`; accepted with `tls.insecure` (which warns
 //! at start); a certificate for another name refused.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

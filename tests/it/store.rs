@@ -1,7 +1,7 @@
 //! The store on real files in temp dirs: rotation by size and by time,
 //! retention, gzip, torn-line repair, foreign files and crash leftovers.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

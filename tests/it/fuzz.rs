@@ -7,26 +7,34 @@
 //! a debug build); for a longer local run raise the count, e.g.
 //!
 //! ```text
-//! PROPTEST_CASES=200000 cargo test --release --test fuzz
+//! PROPTEST_CASES=200000 cargo test --release --test it fuzz::
 //! ```
 //!
-//! A failing case is shrunk by proptest and saved under
-//! `proptest-regressions/`; real bugs found are also kept as plain tests at
-//! the end of each module.
+//! A failing case is shrunk by proptest and its seed saved beside the
+//! source file (see [`cases`]); real bugs found are also kept as plain
+//! tests at the end.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 
 use edge_agent::aggregate::Row;
 use edge_agent::config::Unit;
 use edge_agent::store::disk::RealDisk;
 
-/// `cases` unless `PROPTEST_CASES` asks for another count.
+/// `cases` unless `PROPTEST_CASES` asks for another count. Failing cases
+/// are kept beside the test's source file, `NAME.rs` in
+/// `NAME.proptest-regressions`: proptest's default would look for a
+/// `proptest-regressions/` tree beside the directory holding `main.rs`.
 fn cases(cases: u32) -> ProptestConfig {
-    let mut config = ProptestConfig::default();
+    let mut config = ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    };
     if std::env::var_os("PROPTEST_CASES").is_none() {
         config.cases = cases;
     }

@@ -2,7 +2,7 @@
 //! `/metrics` counts what happened, `/healthz` turns 503 when a cycle runs
 //! out of time, and READY/WATCHDOG/STOPPING reach a notify socket.
 
-mod support;
+use crate::support;
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! level), not in errors or a refused reload, not in `check`. A config file
 //! that holds a secret and is readable by everyone gets a warning.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! follows the live file across rotations while the real agent writes,
 //! printing every row once, whole, under a single header.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

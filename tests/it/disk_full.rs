@@ -5,7 +5,7 @@
 //! Mounting needs root (CAP_SYS_ADMIN); where that is not allowed the test
 //! says why and passes without checking anything.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

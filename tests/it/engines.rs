@@ -7,7 +7,7 @@
 //! machine without them) the test says so and passes, except under CI
 //! (`CI` set), where a missing engine is a failure.
 
-mod support;
+use crate::support;
 
 use support::{client, free_port};
 

@@ -4,7 +4,7 @@
 //! also after writing part of a buffer). Timing goes through tokio's paused
 //! clock, so minutes of backoff take no time.
 
-mod support;
+use crate::support;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -538,7 +538,7 @@ async fn the_poll_loop_keeps_its_schedule_while_the_disk_is_full() {
     assert!(times.windows(2).all(|w| w[0] < w[1]), "{rows:#?}");
     let polled_while_full = times
         .iter()
-        .filter(|t| (full_from..full_until).contains(t))
+        .filter(|t| (full_from..full_until).contains(*t))
         .count();
     assert!(
         polled_while_full >= 3,

@@ -3,7 +3,7 @@
 //! read, units are converted, and each kind of bad answer counts as failed
 //! with a reason.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

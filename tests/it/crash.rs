@@ -15,7 +15,7 @@
 //! The seed of the random delays is printed; `CRASH_SEED=N` replays a run,
 //! `CRASH_KILLS=N` changes the number of kills (default 220).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! finishing the cycle in flight, SIGHUP with a good and a bad config, and
 //! the shipped demo config with `--simulate`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;
