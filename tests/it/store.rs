@@ -412,6 +412,8 @@ async fn every_file_gets_an_index_that_follows_it_through_rotation_gzip_and_rete
             .map(|i| row(at(i), "greenhouse", 20.0 + (i % 1000) as f64 / 7.0))
             .collect();
         tx.send(rows);
+        // Pacing, not waiting for anything: batches arrive over time, as
+        // from the poll loop, not all queued at once.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(tx);
@@ -460,6 +462,7 @@ async fn an_index_that_no_longer_fits_the_active_file_is_rebuilt_at_start() {
                 .map(|i| row(at(batch * 1000 + i), "g", i as f64))
                 .collect(),
         );
+        // Pacing, as above: batches over time, not all queued at once.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(tx);
