@@ -7,9 +7,9 @@
 //! machine without them) the test says so and passes, except under CI
 //! (`CI` set), where a missing engine is a failure.
 
-mod support;
+use crate::support;
 
-use support::{client, free_port};
+use support::client;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -56,6 +56,9 @@ fn require(binary: &str, package: &str) -> Option<String> {
     found
 }
 
+/// How long an engine may take to start.
+const START: Duration = Duration::from_secs(60);
+
 async fn wait_ready(url: &str, child: &mut Child) {
     let client = client();
     let start = Instant::now();
@@ -68,50 +71,72 @@ async fn wait_ready(url: &str, child: &mut Child) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{url}: server exited with {status}");
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{url} not ready in 60 s"
-        );
+        assert!(start.elapsed() < START, "{url} not ready in {START:?}");
+        // The interval between checks (each an HTTP request) of a wait
+        // bounded by START.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn victoria(dir: &Path, binary: &str) -> Engine {
-    let port = free_port();
+    // Port 0: VictoriaMetrics logs the address as given (`:0`), so the port
+    // it got is read from its socket.
     let mut child = Command::new(binary)
         .arg(format!("-storageDataPath={}", dir.join("vm").display()))
-        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg("-httpListenAddr=127.0.0.1:0")
         .arg("-retentionPeriod=100y")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!(
+        "http://{}",
+        support::listening_addr(&mut child, START).await
+    );
     wait_ready(&format!("{url}/health"), &mut child).await;
     Engine { child, url }
 }
 
+/// The address in influxd's `msg="Listening on HTTP" ... addr=HOST:PORT`
+/// log line, once it is there.
+fn influx_http_addr(log: &str) -> Option<&str> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("msg=\"Listening on HTTP\""))?;
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("addr="))
+}
+
 async fn influx(dir: &Path, binary: &str) -> Engine {
-    let (http, rpc) = (free_port(), free_port());
+    // Both listeners on port 0: influxd logs the HTTP address it got.
     let d = dir.join("influx");
     let config = format!(
-        "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+        "reporting-disabled = true\nbind-address = \"127.0.0.1:0\"\n\
          [meta]\n  dir = \"{d}/meta\"\n\
          [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-         [http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n\
+         [http]\n  bind-address = \"127.0.0.1:0\"\n  log-enabled = false\n\
          [monitor]\n  store-enabled = false\n",
         d = d.display()
     );
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("influxdb.conf"), config).unwrap();
+    let log = d.join("influxd.log");
     let mut child = Command::new(binary)
         .arg("-config")
         .arg(d.join("influxdb.conf"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let url = format!("http://127.0.0.1:{http}");
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    support::wait_until(START, "influxd's HTTP address in its log", || {
+        influx_http_addr(&text()).is_some() || child.try_wait().unwrap().is_some()
+    })
+    .await;
+    let text = text();
+    let addr = influx_http_addr(&text)
+        .unwrap_or_else(|| panic!("influxd exited before it listened:\n{text}"));
+    let url = format!("http://{addr}");
     wait_ready(&format!("{url}/ping"), &mut child).await;
     let r = client()
         .post(

@@ -3,7 +3,7 @@
 //! `run` writes nothing, and a SIGHUP with it keeps the running config. A
 //! valid config prints its plan with secrets redacted.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

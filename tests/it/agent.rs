@@ -2,7 +2,7 @@
 //! finishing the cycle in flight, SIGHUP with a good and a bad config, and
 //! the shipped demo config with `--simulate`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;
@@ -121,11 +121,13 @@ async fn sigterm_finishes_the_cycle_in_flight_and_flushes() {
     let mut agent = Agent::start(&["run", "--config", config.to_str().unwrap()], dir.path());
     let csv = dir.path().join("data/readings.csv");
     wait_rows(&csv, 1, LIMIT, |_| true).await;
-    // Wait for the next cycle's request to be in flight, then stop.
+    // Wait for the next cycle's request to be in flight (it takes 400ms),
+    // then stop.
     let seen = server.counters.requests();
-    while server.counters.requests() == seen {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    support::wait_until(LIMIT, "the next cycle's request", || {
+        server.counters.requests() > seen
+    })
+    .await;
     let before = support::rows(&csv).len();
     agent.signal(libc::SIGTERM);
     let status = agent.wait(LIMIT);
@@ -220,27 +222,55 @@ async fn sighup_applies_a_valid_config_and_keeps_running_on_a_bad_one() {
     assert_eq!(keys.len(), n, "duplicate rows:\n{rows:#?}");
 }
 
+/// A port nothing listens on right now (a listener on port 0, dropped).
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_demo_runs_with_simulated_sensors() {
+    /// Starts with other ports when another process took one meanwhile.
+    const TRIES: usize = 5;
     let dir = tempfile::tempdir().unwrap();
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/agent.yaml")).unwrap();
-    // Same config on free ports, so the test never collides with a running demo.
-    let mut text = shipped.clone();
-    for port in ["18321", "18322"] {
-        let free = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        text = text.replace(port, &free.to_string());
-    }
-    let config = write(dir.path(), "agent.yaml", &text);
-    let mut agent = Agent::start(
-        &["run", "--config", config.to_str().unwrap(), "--simulate"],
-        dir.path(),
-    );
     let csv = dir.path().join("data/readings.csv");
+    // Same config on free ports, so the test never collides with a running
+    // demo. `--simulate` listens on the ports the sensors' URLs name, so
+    // they cannot be port 0: ports free a moment ago are written in, and
+    // should another process bind one before the agent does, the agent
+    // exits saying so and the test starts it again on new ones.
+    let mut tries = 0;
+    let mut agent = loop {
+        tries += 1;
+        let mut text = shipped.clone();
+        for port in ["18321", "18322"] {
+            text = text.replace(port, &unused_port().to_string());
+        }
+        let config = write(dir.path(), "agent.yaml", &text);
+        let mut agent = Agent::start(
+            &["run", "--config", config.to_str().unwrap(), "--simulate"],
+            dir.path(),
+        );
+        let mut exited = None;
+        support::wait_until(LIMIT, "4 rows or the agent's exit", || {
+            exited = agent.child.try_wait().unwrap();
+            exited.is_some() || support::rows(&csv).len() >= 4
+        })
+        .await;
+        let Some(status) = exited else {
+            break agent;
+        };
+        let log = agent.log_text();
+        assert!(
+            tries < TRIES && log.contains("Address already in use"),
+            "the agent exited with {status}:\n{log}"
+        );
+    };
     let rows = wait_rows(&csv, 4, LIMIT, |_| true).await;
     agent.signal(libc::SIGINT);
     assert!(agent.wait(LIMIT).success(), "{}", agent.log_text());

@@ -5,7 +5,7 @@
 //! Mounting needs root (CAP_SYS_ADMIN); where that is not allowed the test
 //! says why and passes without checking anything.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -104,13 +104,22 @@ async fn a_full_file_system_holds_rows_until_there_is_room_again() {
         .wait_log(LIMIT, |l| l.contains("cannot write to"))
         .await;
     let full_from = SystemTime::now();
-    // Cycles go on while nothing can be written.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Cycles go on while nothing can be written: 15 of them (two sensors,
+    // so two requests a cycle) polled while the disk is full.
+    let polled = server.counters.requests();
+    support::wait_until(LIMIT, "15 cycles polled while the disk is full", || {
+        server.counters.requests() >= polled + 2 * 15
+    })
+    .await;
     let full_until = SystemTime::now();
     std::fs::remove_file(&filler).unwrap();
     agent.wait_log(LIMIT, |l| l.contains("works again")).await;
     // A few more cycles (the active file may rotate, so no row count here).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let polled = server.counters.requests();
+    support::wait_until(LIMIT, "5 more cycles", || {
+        server.counters.requests() >= polled + 2 * 5
+    })
+    .await;
     agent.signal(libc::SIGTERM);
     assert!(agent.wait(LIMIT).success(), "{}", agent.log_text());
 

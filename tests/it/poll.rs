@@ -3,7 +3,7 @@
 //! read, units are converted, and each kind of bad answer counts as failed
 //! with a reason.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -201,9 +201,8 @@ async fn bad_answers_fail_with_a_reason() {
     server.route("/slow", Reply::ok("1").after(Duration::from_secs(3)));
     server.route("/500", Reply::status(500));
     // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let refused = format!("http://{}/x", closed.local_addr().unwrap());
-    drop(closed);
+    let closed = support::closed_port();
+    let refused = format!("http://{}/x", closed.addr);
     let json = |id: &str, path: &str| {
         format!(
             "{{ id: {id}, url: '{}', format: json, value: /t }}",
@@ -275,7 +274,10 @@ async fn a_moved_deadline_cuts_the_poll_short() {
     let poller = Poller::new(cfg).unwrap();
     let (tx, rx) = watch::channel(Instant::now() + Duration::from_secs(9));
     let poll = tokio::spawn(async move { poller.poll(rx).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    support::wait_until(Duration::from_secs(3), "the request in flight", || {
+        server.counters.requests() == 1
+    })
+    .await;
     // What a shutdown does: the cycle may run at most this much longer.
     tx.send_modify(|d| *d = Instant::now() + Duration::from_millis(200));
     let out = tokio::time::timeout(Duration::from_secs(3), poll)

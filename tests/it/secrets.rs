@@ -3,7 +3,7 @@
 //! level), not in errors or a refused reload, not in `check`. A config file
 //! that holds a secret and is readable by everyone gets a warning.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -79,7 +79,9 @@ async fn secrets_are_sent_but_never_printed() {
         &format!("/slow/{TOKEN}"),
         Reply::ok("1").after(Duration::from_secs(2)),
     );
-    let closed = format!("127.0.0.1:{}", support::free_port());
+    // Held until the end: the "refused" sensor's port, where nothing listens.
+    let closed_port = support::closed_port();
+    let closed = closed_port.addr.to_string();
     let site = server.url(0, "");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.yaml");

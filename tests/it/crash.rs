@@ -15,7 +15,7 @@
 //! The seed of the random delays is printed; `CRASH_SEED=N` replays a run,
 //! `CRASH_KILLS=N` changes the number of kills (default 220).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -274,6 +274,8 @@ fn sigkill_at_random_moments_loses_tears_and_repeats_nothing() {
             .or_default() += 1;
         std::fs::write(&config_path, config(&server, &data, gzip, fsync)).unwrap();
         let mut agent = Agent::start(&args, dir.path());
+        // The behaviour under test: a kill at a random moment of the
+        // agent's life, from its start-up repair to writing and rotating.
         std::thread::sleep(Duration::from_millis(rng.below(300)));
         if let Some(status) = agent.child.try_wait().unwrap() {
             panic!(
@@ -295,7 +297,8 @@ fn sigkill_at_random_moments_loses_tears_and_repeats_nothing() {
     // One clean start and stop: repair, finish compression, then check.
     std::fs::write(&config_path, config(&server, &data, true, "rotate")).unwrap();
     let mut agent = Agent::start(&args, dir.path());
-    std::thread::sleep(Duration::from_millis(300));
+    // Started once it says it polls: repair is done and SIGTERM is handled.
+    rt.block_on(agent.wait_log(Duration::from_secs(20), |l| l.contains("polling every")));
     agent.signal(libc::SIGTERM);
     let status = agent.wait(Duration::from_secs(20));
     assert!(status.success(), "{}", agent.log_text());

@@ -3,7 +3,7 @@
 //! lines and line protocol field by field, damaged input, pacing on tokio's
 //! paused clock, and an HTTP target that fails a batch and recovers.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,27 +2,48 @@
 //! `/metrics` counts what happened, `/healthz` turns 503 when a cycle runs
 //! out of time, and READY/WATCHDOG/STOPPING reach a notify socket.
 
-mod support;
+use crate::support;
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use support::{Agent, Reply, TestServer, client, free_port};
+use support::{Agent, Reply, TestServer, client};
+
+/// How long a notification or the agent may take.
+const LIMIT: Duration = Duration::from_secs(20);
 
 async fn get(url: &str) -> (u16, String) {
     let r = client().get(url).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-fn config(
-    dir: &std::path::Path,
-    port: u16,
-    server: &TestServer,
-    sensors: usize,
-    limit: usize,
-) -> String {
+/// Datagrams on the notify socket until `done` holds for all received so
+/// far; panics naming `what` if that takes longer than [`LIMIT`].
+fn notifications(
+    socket: &UnixDatagram,
+    what: &str,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let start = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !done(&seen) {
+        let left = LIMIT.checked_sub(start.elapsed());
+        let left = left.filter(|l| !l.is_zero());
+        let left = left.unwrap_or_else(|| panic!("no {what} within {LIMIT:?}: {seen:?}"));
+        socket.set_read_timeout(Some(left)).unwrap();
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no {what} within {LIMIT:?} ({e}): {seen:?}"));
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    seen
+}
+
+/// The agent's config; its metrics listener on port 0 (the system picks).
+fn config(dir: &std::path::Path, server: &TestServer, sensors: usize, limit: usize) -> String {
     let mut s = format!(
-        "interval: 500ms\ntimeout: 450ms\nlimit: {limit}\nlimit_per_host: {limit}\noutput: {{ dir: {} }}\nmetrics: {{ listen: 127.0.0.1:{port} }}\ngroups:\n  - name: g\n    unit: celsius\n    sensors:\n",
+        "interval: 500ms\ntimeout: 450ms\nlimit: {limit}\nlimit_per_host: {limit}\noutput: {{ dir: {} }}\nmetrics: {{ listen: 127.0.0.1:0 }}\ngroups:\n  - name: g\n    unit: celsius\n    sensors:\n",
         dir.join("data").display()
     );
     for i in 0..sensors {
@@ -39,18 +60,16 @@ async fn metrics_count_and_healthz_reports_cycles_that_run_out_of_time() {
     let server = TestServer::start(&["127.0.0.1"]).await;
     server.route("/v", Reply::ok("20"));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let path = dir.path().join("agent.yaml");
-    std::fs::write(&path, config(dir.path(), port, &server, 3, 1)).unwrap();
+    std::fs::write(&path, config(dir.path(), &server, 3, 1)).unwrap();
     let mut agent = Agent::start(&["run", "--config", path.to_str().unwrap()], dir.path());
-    support::wait_rows(
-        &dir.path().join("data/readings.csv"),
-        2,
-        Duration::from_secs(20),
-        |_| true,
-    )
-    .await;
-    let base = format!("http://127.0.0.1:{port}");
+    support::wait_rows(&dir.path().join("data/readings.csv"), 2, LIMIT, |_| true).await;
+    // The agent logs the address as configured (port 0): the port it got
+    // is read from its socket.
+    let base = format!(
+        "http://{}",
+        support::listening_addr(&mut agent.child, LIMIT).await
+    );
     let (status, body) = get(&format!("{base}/healthz")).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     let (status, metrics) = get(&format!("{base}/metrics")).await;
@@ -98,14 +117,13 @@ async fn metrics_count_and_healthz_reports_cycles_that_run_out_of_time() {
             assert!(body.contains("ran out of time"), "{body}");
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "healthz never turned 503"
-        );
+        assert!(start.elapsed() < LIMIT, "healthz never turned 503");
+        // The interval between checks (each an HTTP request) of a wait
+        // bounded by LIMIT.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     agent.signal(libc::SIGTERM);
-    assert!(agent.wait(Duration::from_secs(20)).success());
+    assert!(agent.wait(LIMIT).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,11 +133,8 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
     let path = dir.path().join("agent.yaml");
-    let text = config(dir.path(), free_port(), &server, 1, 1).replace("metrics: ", "# metrics: ");
+    let text = config(dir.path(), &server, 1, 1).replace("metrics: ", "# metrics: ");
     std::fs::write(&path, text).unwrap();
     let log = dir.path().join("agent.log");
     let mut child = std::process::Command::new(support::binary())
@@ -129,22 +144,15 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 512];
-    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
-        && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
-    {
-        let n = socket.recv(&mut buf).expect("a notification within 20 s");
-        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
+    let seen = notifications(&socket, "READY=1 and two WATCHDOG=1", |seen| {
+        seen.iter().any(|m| m.contains("READY=1"))
+            && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2
+    });
     assert!(seen[0].contains("READY=1"), "READY comes first: {seen:?}");
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    loop {
-        let n = socket.recv(&mut buf).expect("STOPPING=1 within 20 s");
-        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
-            break;
-        }
-    }
+    notifications(&socket, "STOPPING=1", |seen| {
+        seen.last().is_some_and(|m| m.contains("STOPPING=1"))
+    });
     assert!(
         child.wait().unwrap().success(),
         "{}",
@@ -159,11 +167,8 @@ async fn the_watchdog_is_fed_while_a_long_cycle_runs() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
     let path = dir.path().join("agent.yaml");
-    let text = config(dir.path(), free_port(), &server, 1, 1)
+    let text = config(dir.path(), &server, 1, 1)
         .replace("metrics: ", "# metrics: ")
         .replace("interval: 500ms", "interval: 5s")
         .replace("timeout: 450ms", "timeout: 4s");
@@ -181,25 +186,18 @@ async fn the_watchdog_is_fed_while_a_long_cycle_runs() {
         .spawn()
         .unwrap();
     // Wait for the sensor's (3 s) request to be in flight.
-    let start = std::time::Instant::now();
-    while server.counters.requests() == 0 {
-        assert!(start.elapsed() < Duration::from_secs(15), "no request");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::wait_until(LIMIT, "the sensor's request", || {
+        server.counters.requests() > 0
+    })
+    .await;
     // Drop what was sent before, then count pings while the request runs.
     socket.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 512];
     while socket.recv(&mut buf).is_ok() {}
     socket.set_nonblocking(false).unwrap();
-    let mut pings = 0;
-    while pings < 2 {
-        let n = socket
-            .recv(&mut buf)
-            .expect("a watchdog ping during the cycle");
-        if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
-            pings += 1;
-        }
-    }
+    notifications(&socket, "two watchdog pings during the cycle", |seen| {
+        seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2
+    });
     assert_eq!(server.counters.max_total(), 1);
     assert!(
         server

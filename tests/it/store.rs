@@ -1,7 +1,7 @@
 //! The store on real files in temp dirs: rotation by size and by time,
 //! retention, gzip, torn-line repair, foreign files and crash leftovers.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -413,6 +413,8 @@ async fn every_file_gets_an_index_that_follows_it_through_rotation_gzip_and_rete
             .map(|i| row(at(i), "greenhouse", 20.0 + (i % 1000) as f64 / 7.0))
             .collect();
         tx.send(rows);
+        // Pacing, not waiting for anything: batches arrive over time, as
+        // from the poll loop, not all queued at once.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(tx);
@@ -461,6 +463,7 @@ async fn an_index_that_no_longer_fits_the_active_file_is_rebuilt_at_start() {
                 .map(|i| row(at(batch * 1000 + i), "g", i as f64))
                 .collect(),
         );
+        // Pacing, as above: batches over time, not all queued at once.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(tx);

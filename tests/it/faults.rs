@@ -7,7 +7,7 @@
 //! trusted through `tls.ca_file`; accepted with `tls.insecure` (which warns
 //! at start); a certificate for another name refused.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -96,6 +96,8 @@ async fn resetting_server() -> String {
                 let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"t\": 2";
                 let _ = stream.write_all(head.as_bytes()).await;
                 let _ = stream.flush().await;
+                // The fault under test: the reset comes after the client
+                // has had the head and the start of the body.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let _ = stream.set_zero_linger();
             });
@@ -104,9 +106,9 @@ async fn resetting_server() -> String {
     url
 }
 
-/// `http://` on a port where nothing listens.
-fn refused_url() -> String {
-    format!("http://127.0.0.1:{}/t", support::free_port())
+/// `http://` on `closed`, where nothing listens.
+fn refused_url(closed: &support::ClosedPort) -> String {
+    format!("http://{}/t", closed.addr)
 }
 
 /// A host name that fails to resolve without any packet leaving the
@@ -163,6 +165,7 @@ async fn every_fault_at_once_beside_good_sensors() {
     let server = TestServer::start(&["127.0.0.1"]).await;
     let tls = TestServer::start_tls(&["127.0.0.1"], pki.right_name.clone()).await;
     let tls_other = TestServer::start_tls(&["127.0.0.1"], pki.wrong_name.clone()).await;
+    let closed = support::closed_port();
     let dir = tempfile::tempdir().unwrap();
     let ca = write(dir.path(), "ca.pem", &pki.ca_pem);
     let ca = ca.display();
@@ -285,7 +288,7 @@ async fn every_fault_at_once_beside_good_sensors() {
             "-0.5 kelvin is below absolute zero",
         ),
         (
-            text("refused", refused_url()),
+            text("refused", refused_url(&closed)),
             "cannot connect: Connection refused",
         ),
         (

@@ -1,18 +1,17 @@
-//! Shared pieces of the integration tests: an instrumented HTTP server that
-//! serves scripted sensor answers on several loopback addresses and records
-//! how many requests were in flight, and helpers to run the real binary.
-#![allow(dead_code)]
+//! Sensors for the tests: an instrumented HTTP server that serves scripted
+//! answers (status, headers, delay, a body sent whole, dripped, stalled or
+//! endless) on several loopback addresses and records how many requests were
+//! in flight, per host and in total; and a bare status server for replay's
+//! HTTP targets.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Frame;
@@ -257,6 +256,7 @@ async fn handle(
         ..Reply::ok("not found\n")
     });
     if !reply.delay.is_zero() {
+        // The scripted slowness: what the test asked this sensor to do.
         tokio::time::sleep(reply.delay).await;
     }
     let body = ScriptedBody {
@@ -352,7 +352,7 @@ impl hyper::body::Body for ScriptedBody {
     }
 }
 
-/// An HTTP/1 server on 127.0.0.1 (a free port) that answers every request
+/// An HTTP/1 server on 127.0.0.1 (port 0: the system picks) that answers every request
 /// with the status `handle` returns and an empty body; for sinks that only
 /// need a yes or no (replay's HTTP targets).
 pub async fn serve_status<F, Fut>(handle: F) -> SocketAddr
@@ -382,200 +382,4 @@ where
         }
     });
     addr
-}
-
-/// The built `edge-agent` binary.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_edge-agent")
-}
-
-/// A running `edge-agent` with its stderr going to a file.
-pub struct Agent {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Agent {
-    pub fn start(args: &[&str], dir: &Path) -> Agent {
-        Agent::start_with(args, dir, &[])
-    }
-
-    /// Start with extra environment variables.
-    pub fn start_with(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Agent {
-        let log = dir.join(format!("agent-{}.log", std::process::id()));
-        let err = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary())
-            .args(args)
-            .current_dir(dir)
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("start edge-agent");
-        Agent { child, log }
-    }
-
-    pub fn signal(&self, sig: libc::c_int) {
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(rc, 0, "kill failed");
-    }
-
-    /// Wait up to `limit` for the process to exit; panics if it does not.
-    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if start.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!(
-                    "edge-agent did not exit within {limit:?}; log:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Poll `cond` on the log until it holds, up to `limit`.
-    pub async fn wait_log(&self, limit: Duration, cond: impl Fn(&str) -> bool) {
-        let start = Instant::now();
-        while !cond(&self.log_text()) {
-            assert!(
-                start.elapsed() < limit,
-                "log condition not met in {limit:?}; log:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Write `text` to `dir/name`; returns the path.
-pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// One entry of `groups:` in agent.yaml, sensors given as YAML flow maps.
-pub fn group(name: &str, unit: &str, sensors: &[String]) -> String {
-    let mut s = format!("  - name: {name}\n    unit: {unit}\n    sensors:\n");
-    for sensor in sensors {
-        s.push_str(&format!("      - {sensor}\n"));
-    }
-    s
-}
-
-/// Data lines (not the header) of a CSV file, or none if it does not exist.
-pub fn rows(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().skip(1).map(str::to_string).collect()
-}
-
-/// Wait until `path` holds at least `n` rows matching `filter`.
-pub async fn wait_rows(
-    path: &Path,
-    n: usize,
-    limit: Duration,
-    filter: impl Fn(&str) -> bool,
-) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let found: Vec<String> = rows(path).into_iter().filter(|r| filter(r)).collect();
-        if found.len() >= n {
-            return found;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "only {} of {n} rows in {} after {limit:?}",
-            found.len(),
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// One CSV row split into its fields.
-pub fn fields(row: &str) -> Vec<String> {
-    row.split(',').map(str::to_string).collect()
-}
-
-/// The text of a data file, decompressing `.gz`.
-pub fn read_text(path: &Path) -> String {
-    use std::io::Read;
-    let bytes = std::fs::read(path).unwrap();
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut s = String::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_string(&mut s)
-            .unwrap();
-        s
-    } else {
-        String::from_utf8(bytes).unwrap()
-    }
-}
-
-/// The names of the files in `dir`, sorted, indexes (`.NAME.idx`) too.
-pub fn all_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
-
-/// The names of the data files in `dir`, sorted: all but the indexes.
-pub fn file_names(dir: &Path) -> Vec<String> {
-    let mut names = all_names(dir);
-    names.retain(|n| edge_agent::history::index::data_name(n).is_none());
-    names
-}
-
-/// A port free on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An HTTP client for tests. reqwest is built without a default crypto
-/// provider: install ring first.
-pub fn client() -> reqwest::Client {
-    edge_agent::poll::install_crypto_provider();
-    reqwest::Client::new()
-}
-
-/// Store settings for tests: `readings` files in `dir`, no rotation, no
-/// compression, fsync on rotation.
-pub fn output(dir: &Path) -> edge_agent::config::Output {
-    use edge_agent::config::{Compress, Fsync, Output};
-    Output {
-        dir: dir.to_path_buf(),
-        prefix: "readings".into(),
-        max_size: None,
-        every: None,
-        keep: 100,
-        compress: Compress::None,
-        fsync: Fsync::Rotate,
-        decimals: 3,
-        queue: 1024,
-    }
 }

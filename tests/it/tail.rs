@@ -2,10 +2,11 @@
 //! follows the live file across rotations while the real agent writes,
 //! printing every row once, whole, under a single header.
 
-mod support;
+use crate::support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edge_agent::history::HEADER;
@@ -102,12 +103,23 @@ async fn follow_prints_every_row_once_across_rotations() {
     let active = data.join("readings.csv");
     support::wait_rows(&active, 2, Duration::from_secs(20), |_| true).await;
 
-    let tail = Command::new(support::binary())
+    let mut tail = Command::new(support::binary())
         .args(["tail", "-f", "-n", "3", "--dir", data.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // What tail prints, collected as it comes.
+    let printed: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let reader = std::thread::spawn({
+        let (mut stdout, printed) = (tail.stdout.take().unwrap(), printed.clone());
+        move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                printed.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }
+    });
     // Let at least three rotations happen while tail follows.
     let rotated = || {
         support::file_names(&data)
@@ -116,22 +128,12 @@ async fn follow_prints_every_row_once_across_rotations() {
             .count()
     };
     let before = rotated();
-    let start = std::time::Instant::now();
-    while rotated() < before + 3 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no rotation happened"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_until(Duration::from_secs(30), "three rotations", || {
+        rotated() >= before + 3
+    })
+    .await;
     agent.signal(libc::SIGTERM);
     assert!(agent.wait(Duration::from_secs(20)).success());
-    // Give tail a few polls to print the last rows, then stop it like a person would.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    unsafe { libc::kill(tail.id() as libc::pid_t, libc::SIGINT) };
-    let out = tail.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let printed = String::from_utf8(out.stdout).unwrap();
 
     // Everything the agent wrote, in file order.
     let mut files: Vec<_> = support::file_names(&data)
@@ -152,6 +154,18 @@ async fn follow_prints_every_row_once_across_rotations() {
                 .collect::<Vec<_>>()
         })
         .collect();
+    // Tail has printed the last row written, then stop it like a person would.
+    let last = all.last().unwrap().clone();
+    support::wait_until(
+        Duration::from_secs(20),
+        "tail to print the last row",
+        || printed.lock().unwrap().ends_with(last.as_bytes()),
+    )
+    .await;
+    unsafe { libc::kill(tail.id() as libc::pid_t, libc::SIGINT) };
+    assert!(tail.wait().unwrap().success());
+    reader.join().unwrap();
+    let printed = String::from_utf8(printed.lock().unwrap().clone()).unwrap();
 
     let mut lines: Vec<String> = printed.lines().map(|l| format!("{l}\n")).collect();
     assert_eq!(lines.remove(0), HEADER, "one header first");

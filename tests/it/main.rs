@@ -1,0 +1,21 @@
+//! The integration tests, as one test binary (`cargo test --test it`):
+//! each file beside this one is a module of it, all sharing [`support`].
+//! One binary links the crate and compiles the shared helpers once, where a
+//! binary per file did both for every file.
+
+mod support;
+
+mod agent;
+mod config;
+mod crash;
+mod disk_faults;
+mod disk_full;
+mod engines;
+mod faults;
+mod fuzz;
+mod health;
+mod poll;
+mod replay;
+mod secrets;
+mod store;
+mod tail;

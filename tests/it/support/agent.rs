@@ -1,0 +1,86 @@
+//! The real `edge-agent` binary as the tests run it: started in a temp dir
+//! with its stderr in a file, signalled, waited for with a deadline, and
+//! killed when the test is done with it, whatever happened.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::wait::{eventually, eventually_blocking};
+
+/// The built `edge-agent` binary.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_edge-agent")
+}
+
+/// A running `edge-agent` with its stderr going to a file.
+pub struct Agent {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(args: &[&str], dir: &Path) -> Agent {
+        Agent::start_with(args, dir, &[])
+    }
+
+    /// Start with extra environment variables.
+    pub fn start_with(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Agent {
+        let log = dir.join(format!("agent-{}.log", std::process::id()));
+        let err = std::fs::File::create(&log).unwrap();
+        let child = Command::new(binary())
+            .args(args)
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("start edge-agent");
+        Agent { child, log }
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Wait up to `limit` for the process to exit; panics if it does not.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let mut status = None;
+        let exited = eventually_blocking(limit, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        if !exited {
+            let _ = self.child.kill();
+            panic!(
+                "edge-agent did not exit within {limit:?}; log:\n{}",
+                self.log_text()
+            );
+        }
+        status.unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Poll `cond` on the log until it holds, up to `limit`.
+    pub async fn wait_log(&self, limit: Duration, cond: impl Fn(&str) -> bool) {
+        if !eventually(limit, || cond(&self.log_text())).await {
+            panic!(
+                "log condition not met in {limit:?}; log:\n{}",
+                self.log_text()
+            );
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

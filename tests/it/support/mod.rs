@@ -1,0 +1,19 @@
+//! Shared pieces of the integration tests, one concern per file: scripted
+//! sensors ([`server`]), the real binary ([`agent`]), configs and the files
+//! the store leaves ([`config`], [`files`]), loopback ports ([`net`]) and
+//! waiting with a deadline ([`wait`]). The tests name them through this
+//! module (`support::Agent`, `support::wait_rows`, ...).
+
+mod agent;
+mod config;
+mod files;
+mod net;
+mod server;
+mod wait;
+
+pub use agent::{Agent, binary};
+pub use config::{group, output};
+pub use files::{all_names, fields, file_names, read_text, rows, wait_rows, write};
+pub use net::{ClosedPort, client, closed_port, listening_addr};
+pub use server::{Body, Reply, TestServer, serve_status};
+pub use wait::wait_until;
