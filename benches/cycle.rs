@@ -24,8 +24,8 @@
 
 mod common;
 use common::{
-    BIN, Cycle, Guard, Res, free_port, median, mib, parse_cycle, print_table, proc_status_kib,
-    start_agent, wait_listening, write_checked_config,
+    BIN, Cycle, Guard, Res, exit_code, free_port, median, mib, outside_bench, parse_cycle,
+    print_table, start_agent, verdict, vm_hwm_kib, wait_listening, write_checked_config,
 };
 
 use std::collections::VecDeque;
@@ -55,17 +55,10 @@ const DEMO_SECONDS: u64 = 12;
 const DEMO_PORTS: [u16; 2] = [18321, 18322];
 
 fn main() -> ExitCode {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("cycle: run with `cargo bench --bench cycle`; nothing to do in test mode");
+    if outside_bench("cycle") {
         return ExitCode::SUCCESS;
     }
-    match run_all() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cycle bench FAILED: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code("cycle", run_all())
 }
 
 /// CPU time (user + system) of `pid`, in clock ticks.
@@ -81,11 +74,6 @@ fn cpu_ticks(pid: u32) -> Res<u64> {
             .ok_or_else(|| format!("malformed /proc/{pid}/stat"))
     };
     Ok(field(11)? + field(12)?)
-}
-
-/// Peak resident set size (VmHWM) of `pid`, in KiB.
-fn vm_hwm_kib(pid: u32) -> Res<u64> {
-    proc_status_kib(pid, "VmHWM")
 }
 
 fn clock_ticks_per_second() -> (f64, &'static str) {
@@ -468,10 +456,6 @@ fn lock_packages() -> Res<usize> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock");
     let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(text.lines().filter(|l| l.trim() == "[[package]]").count())
-}
-
-fn verdict(pass: bool) -> &'static str {
-    if pass { "pass" } else { "FAIL" }
 }
 
 fn run_all() -> Res<()> {

@@ -31,8 +31,8 @@
 
 mod common;
 use common::{
-    BIN, Guard, Res, free_port, mib, parse_cycle, print_table, proc_status_kib, start_agent,
-    wait_listening, write_checked_config,
+    BIN, Guard, Res, exit_code, free_port, mib, outside_bench, parse_cycle, print_table,
+    proc_status_kib, start_agent, wait_listening, write_checked_config,
 };
 
 use std::fs;
@@ -50,8 +50,7 @@ const GOAL_RSS_GROWTH_MIB: f64 = 1.0;
 const LIMIT: usize = 16;
 
 fn main() -> ExitCode {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("soak: run with `cargo bench --bench soak`; nothing to do in test mode");
+    if outside_bench("soak") {
         return ExitCode::SUCCESS;
     }
     let cycles = match std::env::var("SOAK_CYCLES") {
@@ -64,13 +63,7 @@ fn main() -> ExitCode {
         },
         Err(_) => 10_000,
     };
-    match soak(cycles) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("soak bench FAILED: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code("soak", soak(cycles))
 }
 
 /// Open descriptors of `pid`, and what they are (`socket`, `anon_inode`, a

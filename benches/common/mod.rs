@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,12 +15,44 @@ pub type Res<T> = Result<T, String>;
 /// The release binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
 
+/// Without `--bench` (e.g. under `cargo test --all-targets`) a bench does
+/// nothing, so test runs stay fast: true then, after saying so.
+pub fn outside_bench(name: &str) -> bool {
+    if std::env::args().any(|a| a == "--bench") {
+        return false;
+    }
+    println!("{name}: run with `cargo bench --bench {name}`; nothing to do in test mode");
+    true
+}
+
+/// A bench exits non-zero only when the run itself failed (the reason on
+/// stderr), not when a goal is missed.
+pub fn exit_code(name: &str, result: Res<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name} bench FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An I/O error as `PATH: error`.
+pub fn io_err(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", path.display())
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> Res<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+/// The result column of a figure with a goal.
+pub fn verdict(pass: bool) -> &'static str {
+    if pass { "pass" } else { "FAIL" }
 }
 
 /// A Markdown table with padded columns.
@@ -222,6 +254,11 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Res<u64> {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// Peak resident set size (VmHWM) of `pid`, in KiB.
+pub fn vm_hwm_kib(pid: u32) -> Res<u64> {
+    proc_status_kib(pid, "VmHWM")
 }
 
 /// Write `yaml` to `path` and have `edge-agent check` accept it.

@@ -16,7 +16,12 @@ pub const FILE_MODE: u32 = 0o640;
 
 /// The active file of `prefix` in `dir`.
 pub fn active(dir: &Path, prefix: &str) -> PathBuf {
-    dir.join(format!("{prefix}.csv"))
+    dir.join(active_name(prefix))
+}
+
+/// The active file's name for `prefix`.
+pub fn active_name(prefix: &str) -> String {
+    format!("{prefix}.csv")
 }
 
 /// `20261124T100000Z` for a time.

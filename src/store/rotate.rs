@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::history::index;
-use crate::history::names::{Rotated, parse_rotated};
+use crate::history::names::{self, Rotated, parse_rotated};
 
 /// Rotated files of `prefix` in `dir`, oldest first: (name info, path).
 pub fn list(dir: &Path, prefix: &str) -> std::io::Result<Vec<(Rotated, PathBuf)>> {
@@ -48,7 +48,7 @@ pub fn recover(dir: &Path, prefix: &str, gzip: bool) -> std::io::Result<Vec<Path
         // An index whose file is gone (removed by hand, or a crash between
         // a rotation's two renames).
         if let Some(data) = index::data_name(name) {
-            let ours = data == format!("{prefix}.csv") || parse_rotated(prefix, data).is_some();
+            let ours = data == names::active_name(prefix) || parse_rotated(prefix, data).is_some();
             let plain = dir.join(data);
             let gz = dir.join(format!("{data}.gz"));
             if ours && !plain.exists() && !gz.exists() {
