@@ -71,7 +71,7 @@ impl Pacer {
 }
 
 /// Bytes of output gathered before one write to a file or stdout.
-const BLOCK: usize = 64 * 1024;
+const OUTPUT_BATCH: usize = 64 * 1024;
 
 /// Which rows are wanted.
 #[derive(Debug, Clone)]
@@ -182,7 +182,7 @@ impl Emit {
         self.encoder.encode(row, &mut self.block);
         self.block_rows += 1;
         self.summary.rows += 1;
-        self.per_row || self.block.len() >= BLOCK
+        self.per_row || self.block.len() >= OUTPUT_BATCH
     }
 
     async fn row(&mut self, row: &View<'_>, sink: &mut Sink) -> Result<(), ReplayError> {
@@ -291,7 +291,7 @@ impl Emit {
     /// Write what is gathered.
     async fn flush(&mut self, sink: &mut Sink) -> Result<(), ReplayError> {
         if !self.block.is_empty() {
-            let full = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK + 512));
+            let full = std::mem::replace(&mut self.block, Vec::with_capacity(OUTPUT_BATCH + 512));
             sink.write(full, self.block_rows, self.pacer.is_some())
                 .await?;
             self.block_rows = 0;
@@ -330,7 +330,7 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
         encoder: Encoder::new(opts.format, &opts.measurement),
         pacer,
         per_row,
-        block: Vec::with_capacity(BLOCK + 512),
+        block: Vec::with_capacity(OUTPUT_BATCH + 512),
         block_rows: 0,
         summary: Summary::default(),
     };
