@@ -80,7 +80,10 @@ pub async fn run_with(
     );
     if let Some(addr) = config.metrics {
         let listener = health::bind(addr).await.map_err(RunError::Metrics)?;
-        tracing::info!("serving http://{addr}/metrics and /healthz");
+        // The address bound, not the one asked for: with port 0 the kernel
+        // picks the port, and the log is where an operator finds it.
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!("serving http://{bound}/metrics and /healthz");
         tokio::spawn(health::serve(listener, health.clone()));
     }
     health::notify(&[sd_notify::NotifyState::Ready]);

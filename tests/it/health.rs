@@ -64,12 +64,12 @@ async fn metrics_count_and_healthz_reports_cycles_that_run_out_of_time() {
     std::fs::write(&path, config(dir.path(), &server, 3, 1)).unwrap();
     let mut agent = Agent::start(&["run", "--config", path.to_str().unwrap()], dir.path());
     support::wait_rows(&dir.path().join("data/readings.csv"), 2, LIMIT, |_| true).await;
-    // The agent logs the address as configured (port 0): the port it got
-    // is read from its socket.
-    let base = format!(
-        "http://{}",
-        support::listening_addr(&mut agent.child, LIMIT).await
-    );
+    // The port the system picked, read from the agent's socket; the log
+    // names that port, not the configured 0.
+    let bound = support::listening_addr(&mut agent.child, LIMIT).await;
+    let serving = format!("serving http://{bound}/metrics and /healthz");
+    assert!(agent.log_text().contains(&serving), "{}", agent.log_text());
+    let base = format!("http://{bound}");
     let (status, body) = get(&format!("{base}/healthz")).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     let (status, metrics) = get(&format!("{base}/metrics")).await;
