@@ -6,6 +6,14 @@
 //! names sort in time order and replay can pick files by name alone. Two
 //! files starting in the same second (tiny `max_size`) get `_1`, `_2` ...
 //! after the time, which still sorts after the plain name.
+//!
+//! When `PREFIX.csv` cannot be used (something that is not ours, or not a
+//! regular file, stands there), the store never touches it and writes its
+//! active file beside it as `PREFIX+1.csv` (`+2`, ... if that is taken too):
+//! `+` is not allowed in a prefix, so no other prefix's file has such a
+//! name. Such an alternate active file is rotated like the usual one, and the
+//! next active file goes back to `PREFIX.csv` if that can be used again.
+//! Readers treat every active name ([`parse_active`]) as active.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -22,6 +30,26 @@ pub fn active(dir: &Path, prefix: &str) -> PathBuf {
 /// The active file's name for `prefix`.
 pub fn active_name(prefix: &str) -> String {
     format!("{prefix}.csv")
+}
+
+/// The `n`th alternate active file of `prefix` in `dir` (`n` >= 1), for
+/// when `PREFIX.csv` cannot be used.
+pub fn alternate_active(dir: &Path, prefix: &str, n: u32) -> PathBuf {
+    dir.join(format!("{prefix}+{n}.csv"))
+}
+
+/// Which active file `name` is: `Some(0)` for `PREFIX.csv`, `Some(n)` for
+/// the alternate `PREFIX+n.csv`, `None` for any other name.
+pub fn parse_active(prefix: &str, name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(prefix)?.strip_suffix(".csv")?;
+    if rest.is_empty() {
+        return Some(0);
+    }
+    let n = rest.strip_prefix('+')?;
+    if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
 }
 
 /// `20261124T100000Z` for a time.
@@ -103,6 +131,28 @@ pub fn parse_rotated(prefix: &str, name: &str) -> Option<Rotated> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn active_names_and_their_alternates() {
+        let dir = Path::new("/d");
+        assert_eq!(alternate_active(dir, "r", 2), Path::new("/d/r+2.csv"));
+        assert_eq!(parse_active("r", "r.csv"), Some(0));
+        assert_eq!(parse_active("r", "r+1.csv"), Some(1));
+        assert_eq!(parse_active("r", "r+12.csv"), Some(12));
+        for other in [
+            "r+.csv",
+            "r+01.csv",
+            "r+1x.csv",
+            "r-1.csv",
+            "rr.csv",
+            "r.csv.gz",
+            "r+1.csv.gz",
+        ] {
+            assert_eq!(parse_active("r", other), None, "{other}");
+        }
+        // Another prefix's rotated file is never an alternate of this one.
+        assert_eq!(parse_active("r", "r-20261124T100000Z.csv"), None);
+    }
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
