@@ -14,10 +14,13 @@
 //!   masks (the only `unsafe` code of the crate, beside its scalar
 //!   reference);
 //! - [`index`]: the checksum index beside each data file: its format, how
-//!   it is built, and how it is checked.
+//!   it is built, and how it is checked;
+//! - [`order`]: the order rotated files were written in (a journal beside
+//!   them), which a wrong clock cannot disturb as it does their names.
 
 pub mod index;
 pub mod names;
+pub mod order;
 pub mod parse;
 pub mod row;
 pub mod scan;

@@ -15,10 +15,12 @@
 //! With `fsync: always` a failed fsync cuts the batch off and writes it
 //! again (after a failed fsync the kernel may have dropped the pages).
 //!
-//! Rotation (by size, by UTC-aligned time, or both): flush, fsync, rename the
-//! active file to its time-stamped name, fsync the directory, open a fresh
-//! active file with its header, then compress (in the background) and apply
-//! retention.
+//! Rotation (by size, by UTC-aligned time, or both): flush, fsync, record
+//! the rotated name in the order journal ([`crate::history::order`]), rename
+//! the active file to its time-stamped name (never over an existing file),
+//! fsync the directory, open a fresh active file with its header, then
+//! compress (in the background) and apply retention, which removes the files
+//! written first, whatever their names say.
 //!
 //! The writer also keeps each file's checksum index ([`index`]) current:
 //! a block is added once that many bytes have been written, the last one at
@@ -46,6 +48,7 @@ use crate::sync::lock;
 
 use crate::history::index;
 use crate::history::names;
+use crate::history::order;
 use crate::history::row::{Row, encode};
 use disk::{Disk, RealDisk};
 pub use error::StoreError;
@@ -574,7 +577,15 @@ impl Writer {
                 }
                 seq += 1;
             };
-            tokio::fs::rename(&active_path, &target)
+            // Recorded first: a crash after it leaves a line for a file that
+            // does not exist (ignored), never a rotated file out of order.
+            let (journal_dir, journal_prefix) = (dir.clone(), prefix.clone());
+            let name = target_name(&target);
+            blocking(move || order::record(&journal_dir, &journal_prefix, &name))
+                .await
+                .map_err(|e| io(&order::path(&dir, prefix), "record the rotation in", e))?;
+            let (from, to) = (active_path.clone(), target.clone());
+            blocking(move || rotate::rename_new(&from, &to))
                 .await
                 .map_err(|e| io(&target, "rename to", e))?;
             self.active.set_path(target.clone());
@@ -640,6 +651,13 @@ impl Writer {
             Err(e) => tracing::error!("retention task failed: {e}"),
         }
     }
+}
+
+/// The file name of `path`, for the order journal.
+fn target_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn report_compression(done: Result<(PathBuf, std::io::Result<()>), tokio::task::JoinError>) {

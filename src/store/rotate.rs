@@ -4,13 +4,23 @@
 //! Compression writes `X.csv.gz.tmp`, fsyncs it, renames it to `X.csv.gz`
 //! and only then removes `X.csv`. Whatever moment a crash picks, one complete
 //! copy of the rows exists; [`recover`] finishes or restarts the job.
+//!
+//! Retention removes the files written *first*, by the order the store
+//! records in the journal beside them ([`order`]), never by their names:
+//! names carry the wall-clock time of a file's first row, and a clock set
+//! ahead and then corrected (NTP on a board without a real-time clock) makes
+//! names that sort after every file written since. Keeping the newest
+//! *names* would then delete each freshly rotated file at once. Files the
+//! journal does not list (an older version's, or a lost journal) count as
+//! written before all listed ones, oldest name first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::history::index;
 use crate::history::names::{self, Rotated, parse_rotated};
+use crate::history::order::{self, Order};
 
 /// Rotated files of `prefix` in `dir`, oldest first: (name info, path).
 pub fn list(dir: &Path, prefix: &str) -> std::io::Result<Vec<(Rotated, PathBuf)>> {
@@ -88,17 +98,22 @@ pub fn recover(dir: &Path, prefix: &str, gzip: bool) -> std::io::Result<Vec<Path
     Ok(pending)
 }
 
-/// Remove the oldest rotated files so at most `keep` remain. A file counts
-/// once whether it is plain, compressed, or (mid-compression) both.
+/// Remove the rotated files written first so at most `keep` remain. A file
+/// counts once whether it is plain, compressed, or (mid-compression) both.
+/// When the journal has grown well past the files it lists, it is rewritten
+/// without the lines of removed files.
 pub fn retain(dir: &Path, prefix: &str, keep: usize) -> std::io::Result<usize> {
-    let files = list(dir, prefix)?;
-    let mut stems: Vec<String> = files.iter().map(|(r, _)| r.stem(prefix)).collect();
-    stems.dedup();
+    let mut files = list(dir, prefix)?;
+    let order = Order::load(dir, prefix)?;
+    order.sort(prefix, &mut files);
+    let mut seen = HashSet::new();
+    let stems: Vec<String> = files
+        .iter()
+        .map(|(r, _)| r.stem(prefix))
+        .filter(|s| seen.insert(s.clone()))
+        .collect();
     let excess = stems.len().saturating_sub(keep);
-    if excess == 0 {
-        return Ok(0);
-    }
-    let doomed = &stems[..excess];
+    let doomed: HashSet<&String> = stems[..excess].iter().collect();
     for (r, path) in &files {
         if doomed.contains(&r.stem(prefix)) {
             match std::fs::remove_file(path) {
@@ -109,7 +124,34 @@ pub fn retain(dir: &Path, prefix: &str, keep: usize) -> std::io::Result<usize> {
             index::remove(path)?;
         }
     }
+    let kept = &stems[excess..];
+    if order.lines() > 2 * kept.len() + JOURNAL_SLACK {
+        let names: Vec<String> = kept.iter().map(|s| format!("{s}.csv")).collect();
+        order::rewrite(dir, prefix, &names)?;
+    }
     Ok(excess)
+}
+
+/// Lines of removed files the journal may hold beyond twice the kept files
+/// before it is rewritten.
+const JOURNAL_SLACK: usize = 64;
+
+/// Rename `from` to `to` only if nothing exists at `to` (`renameat2` with
+/// `RENAME_NOREPLACE`): a rotation never replaces a file, whoever made it.
+/// Where the file system does not support that flag, a check then a plain
+/// rename.
+pub fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            if std::fs::symlink_metadata(to).is_ok() {
+                return Err(std::io::ErrorKind::AlreadyExists.into());
+            }
+            std::fs::rename(from, to)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Compress `path` (a rotated `.csv`) to `path.gz`, then remove `path`.
@@ -162,4 +204,86 @@ pub fn gzip(path: &Path) -> std::io::Result<()> {
 /// Make renames and removals in `dir` durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn name(secs: u64, seq: u32) -> String {
+        names::rotated(
+            "r",
+            UNIX_EPOCH + Duration::from_secs(1_795_514_400 + secs),
+            seq,
+        )
+    }
+
+    #[test]
+    fn rename_new_never_replaces_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&from, "rows").unwrap();
+        std::fs::write(&to, "someone's").unwrap();
+        let e = rename_new(&from, &to).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&to).unwrap(), "someone's");
+        assert_eq!(std::fs::read_to_string(&from).unwrap(), "rows");
+        std::fs::remove_file(&to).unwrap();
+        rename_new(&from, &to).unwrap();
+        assert_eq!(std::fs::read_to_string(&to).unwrap(), "rows");
+        assert!(!from.exists());
+    }
+
+    #[test]
+    fn retention_removes_the_files_written_first_whatever_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // An older version's file (not in the journal), then a day ahead,
+        // then today again after the correction.
+        let old = name(0, 0);
+        let ahead = name(86_400, 0);
+        let (today, today_1) = (name(600, 0), name(600, 1));
+        for n in [&old, &ahead, &today, &today_1] {
+            if n != &old {
+                order::record(d, "r", n).unwrap();
+            }
+        }
+        for n in [&old, &today] {
+            std::fs::write(d.join(n), "x").unwrap();
+        }
+        // Compressed: matched on the stem.
+        for n in [&ahead, &today_1] {
+            std::fs::write(d.join(format!("{n}.gz")), "x").unwrap();
+        }
+        assert_eq!(retain(d, "r", 3).unwrap(), 1);
+        assert!(!d.join(&old).exists(), "unlisted counts as written first");
+        assert_eq!(retain(d, "r", 2).unwrap(), 1);
+        assert!(!d.join(format!("{ahead}.gz")).exists());
+        assert!(d.join(&today).exists() && d.join(format!("{today_1}.gz")).exists());
+    }
+
+    #[test]
+    fn the_journal_is_rewritten_once_it_has_grown() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for i in 0..(2 + JOURNAL_SLACK as u64 + 10) {
+            let n = name(i * 60, 0);
+            order::record(d, "r", &n).unwrap();
+            std::fs::write(d.join(&n), "x").unwrap();
+            retain(d, "r", 1).unwrap();
+        }
+        let order = Order::load(d, "r").unwrap();
+        assert!(
+            order.lines() <= 2 + JOURNAL_SLACK + 1,
+            "{} lines",
+            order.lines()
+        );
+        let left = list(d, "r").unwrap();
+        assert_eq!(left.len(), 1);
+        assert!(
+            order.key("r", &left[0].0).0.is_some(),
+            "the kept file is listed"
+        );
+    }
 }

@@ -22,6 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use edge_agent::history::index::{self, Index};
+use edge_agent::history::order::Order;
 use edge_agent::history::{HEADER, names};
 use support::{Agent, Reply, TestServer, read_text};
 
@@ -131,6 +132,8 @@ fn check_files(data: &Path) -> Vec<String> {
     for name in support::all_names(data) {
         if let Some(of) = index::data_name(&name) {
             indexes.push(of.to_string());
+        } else if support::is_journal(&name) {
+            // The order journal: checked below.
         } else if name == "readings.csv" {
             has_active = true;
         } else if let Some(r) = names::parse_rotated("readings", &name) {
@@ -146,6 +149,19 @@ fn check_files(data: &Path) -> Vec<String> {
         rotated.len(),
         "a file exists plain and gzipped"
     );
+    // The order journal, recorded before each rotation's rename, lists
+    // every rotated file whatever the kills interrupted, and (the clock
+    // being right) in the order of their names.
+    let journal = Order::load(data, "readings").unwrap();
+    let mut written = rotated.clone();
+    journal.sort("readings", &mut written);
+    assert_eq!(written, rotated, "order of writing is not the names' order");
+    for (r, name) in &rotated {
+        assert!(
+            journal.key("readings", r).0.is_some(),
+            "{name} is missing from the order journal"
+        );
+    }
     let mut order: Vec<String> = rotated.into_iter().map(|(_, n)| n).collect();
     assert!(has_active, "no active file");
     order.push("readings.csv".into());

@@ -68,9 +68,15 @@ pub fn all_names(dir: &Path) -> Vec<String> {
     names
 }
 
-/// The names of the data files in `dir`, sorted: all but the indexes.
+/// The names of the data files in `dir`, sorted: all but the indexes and
+/// the order journal.
 pub fn file_names(dir: &Path) -> Vec<String> {
     let mut names = all_names(dir);
-    names.retain(|n| edge_agent::history::index::data_name(n).is_none());
+    names.retain(|n| edge_agent::history::index::data_name(n).is_none() && !is_journal(n));
     names
+}
+
+/// The order journal of rotations (`.PREFIX.rotations`), or its temp file.
+pub fn is_journal(name: &str) -> bool {
+    name.starts_with('.') && (name.ends_with(".rotations") || name.ends_with(".rotations.tmp"))
 }

@@ -13,7 +13,7 @@ mod wait;
 
 pub use agent::{Agent, binary};
 pub use config::{group, output};
-pub use files::{all_names, fields, file_names, read_text, rows, wait_rows, write};
+pub use files::{all_names, fields, file_names, is_journal, read_text, rows, wait_rows, write};
 pub use net::{ClosedPort, client, closed_port, listening_addr};
 pub use server::{Body, Reply, TestServer, serve_status};
 pub use wait::wait_until;
