@@ -189,6 +189,11 @@ impl Health {
                 "Rows dropped (queue full or disk never recovered).",
                 &store.rows_dropped,
             ),
+            (
+                "rows_repeated_total",
+                "Rows not written: their time and group are already in the files (clock set back).",
+                &store.rows_repeated,
+            ),
         ];
         for (name, help, value) in counters {
             metric(name, "counter", help, &one(value.load(Relaxed) as f64));

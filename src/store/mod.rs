@@ -22,11 +22,16 @@
 //! compress (in the background) and apply retention, which removes the files
 //! written first, whatever their names say.
 //!
+//! The wall clock may step (NTP on a board without a real-time clock): a row
+//! whose (time, group) is already in the files is skipped and counted
+//! (`rows_repeated`), never written twice ([`dedup`]).
+//!
 //! The writer also keeps each file's checksum index ([`index`]) current:
 //! a block is added once that many bytes have been written, the last one at
 //! rotation, and the index is renamed and removed with its file. Indexing
 //! never holds up rows: a failure is logged once and costs replay speed.
 
+mod dedup;
 #[doc(hidden)]
 pub mod disk;
 mod error;
@@ -72,6 +77,9 @@ pub struct StoreStats {
     pub write_errors: AtomicU64,
     /// Rows dropped because the queue was full or the disk never recovered.
     pub rows_dropped: AtomicU64,
+    /// Rows not written because a row for the same time and group is
+    /// already in the files (the clock was set back).
+    pub rows_repeated: AtomicU64,
     /// False while writes fail.
     pub writable: AtomicBool,
 }
@@ -207,6 +215,7 @@ impl Store {
         };
         let pending = rotate::recover(dir, &output.prefix, output.compress == Compress::Gzip)
             .map_err(|e| dir_err("clean up", e))?;
+        let written = dedup_start(dir, &output.prefix, active.path()).await;
         let stats = Arc::new(StoreStats::default());
         stats.writable.store(true, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(output.queue);
@@ -226,6 +235,7 @@ impl Store {
             rotate_retry: None,
             given_up: 0,
             indexed_end: 0,
+            written,
         };
         writer.indexed(indexed_end);
         for path in pending {
@@ -332,6 +342,8 @@ struct Writer {
     /// How far the active file's index reaches (`u64::MAX` after a failure:
     /// no more tries until the next file).
     indexed_end: u64,
+    /// The (time, group) pairs written, so none is written twice.
+    written: dedup::Written,
 }
 
 impl Writer {
@@ -360,6 +372,7 @@ impl Writer {
         }
         let total = self.stats.rows_dropped.load(Ordering::Relaxed);
         lock(&self.drops).drained(total);
+        self.written.close();
         let result = self.active.sync().await;
         while let Some(done) = self.background.join_next().await {
             report_compression(done);
@@ -421,7 +434,16 @@ impl Writer {
     /// retried with backoff while the batch waits here and later ones wait
     /// in the queue; with `fsync: always` a failed fsync cuts the batch off
     /// again and writes it anew, so it is on disk exactly once.
-    async fn write(&mut self, rows: Vec<Row>) {
+    async fn write(&mut self, mut rows: Vec<Row>) {
+        let repeated = self.written.admit(&mut rows);
+        if repeated > 0 {
+            self.stats
+                .rows_repeated
+                .fetch_add(repeated, Ordering::Relaxed);
+            if rows.is_empty() {
+                return;
+            }
+        }
         let bytes = match encode(&rows, self.output.decimals).await {
             Ok(b) => b,
             Err(e) => {
@@ -651,6 +673,25 @@ impl Writer {
             Err(e) => tracing::error!("retention task failed: {e}"),
         }
     }
+}
+
+/// What the files already hold, so no (time, group) is written twice: read
+/// from the newest rows (the active file, and the newest rotated file before
+/// it). A failure costs only that guard across this restart, and is logged.
+async fn dedup_start(dir: &Path, prefix: &str, active: &Path) -> dedup::Written {
+    let (dir, prefix, active) = (dir.to_path_buf(), prefix.to_string(), active.to_path_buf());
+    let result = blocking(move || {
+        let newest = rotate::list_in_order(&dir, &prefix)?.pop().map(|(_, p)| p);
+        dedup::Written::load(&active, newest.as_deref())
+    })
+    .await;
+    result.unwrap_or_else(|e| {
+        tracing::warn!(
+            "cannot read the newest rows to learn which times are written: {e}; if the clock \
+             was set back, rows of the repeated period may be written a second time"
+        );
+        dedup::Written::default()
+    })
 }
 
 /// The file name of `path`, for the order journal.

@@ -98,6 +98,14 @@ pub fn recover(dir: &Path, prefix: &str, gzip: bool) -> std::io::Result<Vec<Path
     Ok(pending)
 }
 
+/// Rotated files of `prefix` in `dir` in the order they were written,
+/// oldest first (see [`order`]).
+pub fn list_in_order(dir: &Path, prefix: &str) -> std::io::Result<Vec<(Rotated, PathBuf)>> {
+    let mut files = list(dir, prefix)?;
+    Order::load(dir, prefix)?.sort(prefix, &mut files);
+    Ok(files)
+}
+
 /// Remove the rotated files written first so at most `keep` remain. A file
 /// counts once whether it is plain, compressed, or (mid-compression) both.
 /// When the journal has grown well past the files it lists, it is rewritten
