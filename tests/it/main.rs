@@ -6,6 +6,7 @@
 mod support;
 
 mod agent;
+mod clock;
 mod config;
 mod crash;
 mod disk_faults;

@@ -1,10 +1,12 @@
 //! Shared pieces of the integration tests, one concern per file: scripted
-//! sensors ([`server`]), the real binary ([`agent`]), configs and the files
+//! sensors ([`server`]), the real binary ([`agent`]) and a wall clock it
+//! can be made to step ([`clock`]), configs and the files
 //! the store leaves ([`config`], [`files`]), loopback ports ([`net`]) and
 //! waiting with a deadline ([`wait`]). The tests name them through this
 //! module (`support::Agent`, `support::wait_rows`, ...).
 
 mod agent;
+mod clock;
 mod config;
 mod files;
 mod net;
@@ -12,6 +14,7 @@ mod server;
 mod wait;
 
 pub use agent::{Agent, binary};
+pub use clock::FakeClock;
 pub use config::{group, output};
 pub use files::{all_names, fields, file_names, is_journal, read_text, rows, wait_rows, write};
 pub use net::{ClosedPort, client, closed_port, listening_addr};
