@@ -218,19 +218,23 @@ async fn a_clock_set_back_writes_no_time_and_group_twice() {
     let mut agent = clock.agent(&["run", "--config", path.to_str().unwrap()], dir.path());
     let csv = dir.path().join("data/readings.csv");
     // Three seconds of rows, then the clock goes back two.
-    let before = support::wait_rows(&csv, 60, LIMIT, |_| true).await;
-    let last_before = before
+    support::wait_rows(&csv, 60, LIMIT, |_| true).await;
+    clock.set("-2");
+    agent
+        .wait_log(LIMIT, |l| l.contains("the clock went back by about"))
+        .await;
+    // Every row from before the step is written by now (the skipped one
+    // came after them): the latest time written before the step.
+    let before_step = support::rows(&csv)
         .iter()
         .map(|r| support::fields(r)[0].clone())
         .max()
         .unwrap();
-    clock.set("-2");
     agent
         .wait_log(LIMIT, |l| l.contains("rows are new again from"))
         .await;
     // The rows after the repeated period are written.
-    let after = |r: &str| support::fields(r)[0] > last_before;
-    support::wait_rows(&csv, 4, LIMIT, after).await;
+    support::wait_rows(&csv, 4, LIMIT, |r| support::fields(r)[0] > before_step).await;
     wait_metric(&mut agent, "rows_repeated_total", 10.0).await;
     agent.signal(libc::SIGTERM);
     assert!(agent.wait(LIMIT).success(), "{}", agent.log_text());
@@ -250,7 +254,8 @@ async fn a_clock_set_back_writes_no_time_and_group_twice() {
         .and_then(|s| humantime::parse_duration(s).ok())
         .unwrap_or_else(|| panic!("no step size in {}", told[0]));
     assert!(
-        size >= Duration::from_millis(1500) && size <= Duration::from_millis(2500),
+        // About 2 s; less if ticks were skipped around the step (a loaded machine).
+        size >= Duration::from_millis(1000) && size <= Duration::from_millis(2500),
         "{}",
         told[0]
     );
