@@ -16,37 +16,52 @@ use support::{Agent, FakeClock, Reply, TestServer, client, group, write};
 const LIMIT: Duration = Duration::from_secs(20);
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// An agent polling one sensor per group every `interval`, writing to
+/// A temp dir with a stepping clock, a sensor answering 20.5, and an
+/// agent.yaml polling it for each of `groups` every `interval`, writing to
 /// `dir/data` with `output` (YAML lines under `output:`), metrics on a port
-/// the system picks.
-fn config(
-    dir: &Path,
-    server: &TestServer,
-    interval: &str,
-    output: &str,
-    groups: &[&str],
-) -> PathBuf {
-    let mut text = format!(
-        "interval: {interval}\ntimeout: 50ms\nmetrics: {{ listen: 127.0.0.1:0 }}\noutput:\n  dir: {}\n{output}groups:\n",
-        dir.join("data").display()
-    );
-    for g in groups {
-        text += &group(
-            g,
-            "celsius",
-            &[format!(
-                "{{ id: s-{g}, url: '{}', format: text }}",
-                server.url(0, "/v")
-            )],
-        );
-    }
-    write(dir, "agent.yaml", &text)
+/// the system picks. `None` when libfaketime is missing.
+struct Rig {
+    dir: tempfile::TempDir,
+    clock: FakeClock,
+    _server: TestServer,
+    config: PathBuf,
 }
 
-async fn sensor() -> TestServer {
-    let server = TestServer::start(&["127.0.0.1"]).await;
-    server.route("/v", Reply::ok("20.5"));
-    server
+impl Rig {
+    async fn new(interval: &str, output: &str, groups: &[&str]) -> Option<Rig> {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = FakeClock::new(dir.path())?;
+        let server = TestServer::start(&["127.0.0.1"]).await;
+        server.route("/v", Reply::ok("20.5"));
+        let mut text = format!(
+            "interval: {interval}\ntimeout: 50ms\nmetrics: {{ listen: 127.0.0.1:0 }}\noutput:\n  dir: {}\n{output}groups:\n",
+            dir.path().join("data").display()
+        );
+        for g in groups {
+            let sensor = format!(
+                "{{ id: s-{g}, url: '{}', format: text }}",
+                server.url(0, "/v")
+            );
+            text += &group(g, "celsius", &[sensor]);
+        }
+        let config = write(dir.path(), "agent.yaml", &text);
+        Some(Rig {
+            dir,
+            clock,
+            _server: server,
+            config,
+        })
+    }
+
+    /// `edge-agent run` of this config, with its log in `cwd`.
+    fn agent(&self, cwd: &Path) -> Agent {
+        let args = ["run", "--config", self.config.to_str().unwrap()];
+        self.clock.agent(&args, cwd)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
 }
 
 /// The rotations the agent logged, in order: the rotated names.
@@ -102,14 +117,8 @@ fn assert_each_once(data: &Path) -> usize {
 
 /// One counter of the agent's `/metrics`.
 async fn metric(base: &str, name: &str) -> f64 {
-    let body = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let response = client().get(format!("{base}/metrics")).send().await;
+    let body = response.unwrap().text().await.unwrap();
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("edge_agent_{name} ")))
         .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
@@ -140,15 +149,12 @@ async fn wait_metric(agent: &mut Agent, name: &str, at_least: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_set_ahead_then_corrected_keeps_the_files_written_last() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(clock) = FakeClock::new(dir.path()) else {
-        return;
-    };
-    let server = sensor().await;
     // Three rows a file: a rotation every few cycles.
     let output = "  rotate: { max_size: 256 }\n  keep: 3\n  compress: gzip\n";
-    let path = config(dir.path(), &server, "100ms", output, &["g"]);
-    let mut agent = clock.agent(&["run", "--config", path.to_str().unwrap()], dir.path());
+    let Some(rig) = Rig::new("100ms", output, &["g"]).await else {
+        return;
+    };
+    let (clock, mut agent) = (&rig.clock, rig.agent(rig.dir.path()));
     let real = SystemTime::now();
     let ahead = |name: &String| name_time(name) > real + DAY / 2;
     let count = |pred: &dyn Fn(&String) -> bool, from: usize| {
@@ -186,7 +192,7 @@ async fn a_clock_set_ahead_then_corrected_keeps_the_files_written_last() {
         .map(|n| stem(n))
         .collect();
     last_three.sort();
-    let data = dir.path().join("data");
+    let data = rig.data();
     let mut kept: Vec<String> = support::file_names(&data)
         .into_iter()
         .filter(|n| n != "readings.csv")
@@ -209,14 +215,11 @@ async fn a_clock_set_ahead_then_corrected_keeps_the_files_written_last() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_set_back_writes_no_time_and_group_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(clock) = FakeClock::new(dir.path()) else {
+    let Some(rig) = Rig::new("100ms", "", &["a", "b"]).await else {
         return;
     };
-    let server = sensor().await;
-    let path = config(dir.path(), &server, "100ms", "", &["a", "b"]);
-    let mut agent = clock.agent(&["run", "--config", path.to_str().unwrap()], dir.path());
-    let csv = dir.path().join("data/readings.csv");
+    let (clock, mut agent) = (&rig.clock, rig.agent(rig.dir.path()));
+    let csv = rig.data().join("readings.csv");
     // Three seconds of rows, then the clock goes back two.
     support::wait_rows(&csv, 60, LIMIT, |_| true).await;
     clock.set("-2");
@@ -239,7 +242,7 @@ async fn a_clock_set_back_writes_no_time_and_group_twice() {
     agent.signal(libc::SIGTERM);
     assert!(agent.wait(LIMIT).success(), "{}", agent.log_text());
 
-    assert_each_once(&dir.path().join("data"));
+    assert_each_once(&rig.data());
     // The step is logged with its size, once.
     let log = agent.log_text();
     let told: Vec<&str> = log
@@ -263,16 +266,12 @@ async fn a_clock_set_back_writes_no_time_and_group_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_set_back_30s_writes_nothing_twice_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(clock) = FakeClock::new(dir.path()) else {
+    let Some(rig) = Rig::new("200ms", "", &["a", "b"]).await else {
         return;
     };
-    let server = sensor().await;
-    let path = config(dir.path(), &server, "200ms", "", &["a", "b"]);
-    let args = ["run", "--config", path.to_str().unwrap()];
     // What the files already hold: the last 40 seconds, written by the
     // previous run (rotated at its stop), on the agent's 200 ms grid.
-    let data = dir.path().join("data");
+    let data = rig.data();
     std::fs::create_dir(&data).unwrap();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -289,11 +288,11 @@ async fn a_clock_set_back_30s_writes_nothing_twice_across_a_restart() {
     }
     std::fs::write(data.join(names::rotated("readings", first, 0)), &text).unwrap();
 
-    let mut agent = clock.agent(&args, dir.path());
+    let mut agent = rig.agent(rig.dir.path());
     let csv = data.join("readings.csv");
     support::wait_rows(&csv, 4, LIMIT, |_| true).await;
     // The clock goes back 30 s, into the times of the previous run.
-    clock.set("-30");
+    rig.clock.set("-30");
     agent
         .wait_log(LIMIT, |l| l.contains("the clock went back by about"))
         .await;
@@ -302,9 +301,9 @@ async fn a_clock_set_back_30s_writes_nothing_twice_across_a_restart() {
     agent.signal(libc::SIGTERM);
     assert!(agent.wait(LIMIT).success(), "{}", agent.log_text());
     let first_log = agent.log_text();
-    let second = dir.path().join("second");
+    let second = rig.dir.path().join("second");
     std::fs::create_dir(&second).unwrap();
-    let mut agent = clock.agent(&args, &second);
+    let mut agent = rig.agent(&second);
     wait_metric(&mut agent, "rows_repeated_total", 10.0).await;
     agent.signal(libc::SIGTERM);
     assert!(agent.wait(LIMIT).success(), "{}", agent.log_text());
