@@ -679,16 +679,19 @@ impl Writer {
 /// from the newest rows (the active file, and the newest rotated file before
 /// it). A failure costs only that guard across this restart, and is logged.
 async fn dedup_start(dir: &Path, prefix: &str, active: &Path) -> dedup::Written {
-    let (dir, prefix, active) = (dir.to_path_buf(), prefix.to_string(), active.to_path_buf());
+    let (files, prefix, active) = (dir.to_path_buf(), prefix.to_string(), active.to_path_buf());
     let result = blocking(move || {
-        let newest = rotate::list_in_order(&dir, &prefix)?.pop().map(|(_, p)| p);
+        let newest = rotate::list_in_order(&files, &prefix)?
+            .pop()
+            .map(|(_, p)| p);
         dedup::Written::load(&active, newest.as_deref())
     })
     .await;
     result.unwrap_or_else(|e| {
         tracing::warn!(
-            "cannot read the newest rows to learn which times are written: {e}; if the clock \
-             was set back, rows of the repeated period may be written a second time"
+            "cannot read the newest rows in {} to learn which times are written: {e}; if the \
+             clock was set back, rows of the repeated period may be written a second time",
+            dir.display()
         );
         dedup::Written::default()
     })
