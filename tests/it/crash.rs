@@ -131,6 +131,8 @@ fn check_files(data: &Path) -> Vec<String> {
     for name in support::all_names(data) {
         if let Some(of) = index::data_name(&name) {
             indexes.push(of.to_string());
+        } else if name == edge_agent::store::LOCK_FILE {
+            // The output directory's lock: kept for good.
         } else if name == "readings.csv" {
             has_active = true;
         } else if let Some(r) = names::parse_rotated("readings", &name) {

@@ -68,9 +68,10 @@ pub fn all_names(dir: &Path) -> Vec<String> {
     names
 }
 
-/// The names of the data files in `dir`, sorted: all but the indexes.
+/// The names of the data files in `dir`, sorted: all but the hidden
+/// files (the indexes `.NAME.idx`, the lock file `.edge-agent.lock`).
 pub fn file_names(dir: &Path) -> Vec<String> {
     let mut names = all_names(dir);
-    names.retain(|n| edge_agent::history::index::data_name(n).is_none());
+    names.retain(|n| !n.starts_with('.'));
     names
 }
