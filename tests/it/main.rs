@@ -14,6 +14,7 @@ mod engines;
 mod faults;
 mod fuzz;
 mod health;
+mod outside;
 mod poll;
 mod replay;
 mod secrets;
