@@ -206,6 +206,8 @@ impl DropLog {
 /// A running store.
 pub struct Store {
     output: Output,
+    /// The active file the store opened with.
+    first_file: PathBuf,
     sender: StoreSender,
     closing: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Result<(), StoreError>>,
@@ -230,6 +232,7 @@ impl Store {
         active::finish_alternates(disk.as_ref(), dir, &output.prefix, chosen.file.path()).await?;
         let passed = chosen.passed;
         let active = chosen.file;
+        let first_file = active.path().to_path_buf();
         let indexed_end = {
             let (path, limit) = (active.path().to_path_buf(), active.size());
             blocking(move || index::reopen(&path, limit)).await
@@ -273,6 +276,7 @@ impl Store {
         let task = tokio::spawn(writer.run());
         Ok(Store {
             output: output.clone(),
+            first_file,
             sender: StoreSender { tx, stats, drops },
             closing,
             task,
@@ -285,6 +289,13 @@ impl Store {
 
     pub fn output(&self) -> &Output {
         &self.output
+    }
+
+    /// The active file the store opened with: `PREFIX.csv`, or an
+    /// alternate beside something that is not ours (for the start-up
+    /// line; rotations and other programs change it later).
+    pub fn first_file(&self) -> &Path {
+        &self.first_file
     }
 
     /// True when `output` names the same files as this store.

@@ -495,6 +495,48 @@ async fn a_second_agent_on_the_same_directory_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_another_directory_locks_it_before_letting_go_of_the_old() {
+    let one = setup("", false).await;
+    let two = setup("", false).await;
+    let mut first = one.running(2).await;
+    let mut other = two.running(2).await;
+    let original = std::fs::read_to_string(&one.config).unwrap();
+    let to = |data: &Path| {
+        let text = original.replace(&*one.data.to_string_lossy(), &data.to_string_lossy());
+        std::fs::write(&one.config, text).unwrap();
+    };
+
+    // Into a directory another agent writes to: refused, nothing changes.
+    to(&two.data);
+    first.signal(libc::SIGHUP);
+    first
+        .wait_log(LIMIT, |l| l.contains("reload refused"))
+        .await;
+    let refused = first.log_text();
+    assert!(
+        refused.contains(&format!("pid {}", other.child.id())),
+        "{refused}"
+    );
+    let had = support::rows(&one.active).len();
+    wait_rows(&one.active, had + 2, LIMIT, |_| true).await;
+
+    // Into a free one: taken, and the old one is free for another agent.
+    let three = one.dir.path().join("three");
+    to(&three);
+    first.signal(libc::SIGHUP);
+    wait_rows(&three.join("readings.csv"), 2, LIMIT, |_| true).await;
+    let again = one.dir.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    std::fs::write(&one.config, &original).unwrap();
+    let mut next = one.start_in(&again);
+    let had = support::rows(&one.active).len();
+    wait_rows(&one.active, had + 2, LIMIT, |_| true).await;
+    for agent in [&mut first, &mut other, &mut next] {
+        finish(agent);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_the_agent_may_not_write_is_passed_over() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
