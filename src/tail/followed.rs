@@ -65,15 +65,7 @@ impl Followed {
     pub async fn read_lines(&mut self) -> std::io::Result<Vec<Vec<u8>>> {
         let len = self.file.metadata().await?.len();
         if self.rewritten(len).await? {
-            tracing::warn!(
-                "{}: truncated and written again from its start (copytruncate?): reading it \
-                 again from there",
-                self.path.display()
-            );
-            self.file.seek(SeekFrom::Start(0)).await?;
-            (self.end, self.header_pending, self.foreign) = (0, true, false);
-            self.partial.clear();
-            self.first_row = None;
+            self.restart().await?;
         } else if len < self.len() {
             // A restarted agent (or a failed write) cut a partial last
             // line back: go on from the new end.
@@ -82,6 +74,32 @@ impl Followed {
             self.end = end;
             self.partial.clear();
         }
+        let lines = self.read_more().await?;
+        // Written again while being read: what was read may be of either.
+        let len = self.file.metadata().await?.len();
+        if self.rewritten(len).await? {
+            self.restart().await?;
+            return self.read_more().await;
+        }
+        Ok(lines)
+    }
+
+    /// Read the file again from its start, header first.
+    async fn restart(&mut self) -> std::io::Result<()> {
+        tracing::warn!(
+            "{}: truncated and written again from its start (copytruncate?): reading it again \
+             from there",
+            self.path.display()
+        );
+        self.file.seek(SeekFrom::Start(0)).await?;
+        (self.end, self.header_pending, self.foreign) = (0, true, false);
+        self.partial.clear();
+        self.first_row = None;
+        Ok(())
+    }
+
+    /// The complete lines from where reading stopped to the end.
+    async fn read_more(&mut self) -> std::io::Result<Vec<Vec<u8>>> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut lines = Vec::new();
         loop {

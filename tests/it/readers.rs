@@ -466,3 +466,42 @@ async fn tail_f_reports_rows_retention_removed_before_it_read_them() {
         );
     }
 }
+
+#[tokio::test]
+async fn tail_f_reads_a_file_truncated_and_written_again_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = now_secs() - 3600;
+    let at = |i: u64| base + i * 10;
+    let active = d.join("readings.csv");
+    data_file(d, "readings.csv", &(0..5).map(at).collect::<Vec<_>>());
+    let mut tail = Collected::spawn(&["tail", "--dir", d.to_str().unwrap(), "-n", "1", "-f"]);
+    tail.wait_out("the last row", |o| o == expected(&[at(4)]))
+        .await;
+    // copytruncate, and the writer starting the file again, header first,
+    // while tail looks away: the file is longer than where tail was.
+    tail.signal(libc::SIGSTOP);
+    data_file(d, "readings.csv", &(5..12).map(at).collect::<Vec<_>>());
+    tail.signal(libc::SIGCONT);
+    let all: Vec<u64> = [4].into_iter().chain(5..12).map(at).collect();
+    tail.wait_out("every row of the file written again", |o| {
+        o == expected(&all)
+    })
+    .await;
+    // And shorter than where tail was.
+    tail.signal(libc::SIGSTOP);
+    std::fs::write(&active, format!("{HEADER}{}", row(at(12)))).unwrap();
+    tail.signal(libc::SIGCONT);
+    let all: Vec<u64> = [4].into_iter().chain(5..13).map(at).collect();
+    tail.wait_out("the row of the file written again", |o| o == expected(&all))
+        .await;
+    tail.stop();
+    assert_eq!(
+        tail.err()
+            .matches("truncated and written again from its start (copytruncate?)")
+            .count(),
+        2,
+        "{}",
+        tail.err()
+    );
+}
