@@ -505,3 +505,31 @@ async fn tail_f_reads_a_file_truncated_and_written_again_from_its_start() {
         tail.err()
     );
 }
+
+#[tokio::test]
+async fn tail_f_knows_the_file_it_followed_once_rotated_and_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = now_secs() - 3600;
+    let at = |i: u64| base + i * 10;
+    data_file(d, "readings.csv", &[at(0), at(1), at(2)]);
+    let mut tail = Collected::spawn(&["tail", "--dir", d.to_str().unwrap(), "-n", "3", "-f"]);
+    tail.wait_out("the rows", |o| o == expected(&[at(0), at(1), at(2)]))
+        .await;
+    // Rotated and compressed while tail looks away: its copy is a new
+    // file (.csv.gz), not the one tail holds.
+    tail.signal(libc::SIGSTOP);
+    let rotated = d.join(format!("readings-{}.csv", compact(at(0))));
+    std::fs::rename(d.join("readings.csv"), &rotated).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &std::fs::read(&rotated).unwrap()).unwrap();
+    std::fs::write(format!("{}.gz", rotated.display()), gz.finish().unwrap()).unwrap();
+    std::fs::remove_file(&rotated).unwrap();
+    data_file(d, "readings.csv", &[at(3)]);
+    tail.signal(libc::SIGCONT);
+    tail.wait_out("the new file's row", |o| o.ends_with(&row(at(3))))
+        .await;
+    tail.stop();
+    assert_eq!(tail.out(), expected(&(0..4).map(at).collect::<Vec<_>>()));
+    assert!(!tail.err().contains("skipped"), "{}", tail.err());
+}
