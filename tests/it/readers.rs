@@ -6,6 +6,7 @@
 //! store leaves them (or by the store itself), then read by the real binary.
 
 use crate::support;
+use support::edge_agent;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -76,19 +77,6 @@ fn clock_episode(dir: &Path, base: u64) -> (Vec<u64>, Vec<String>) {
     // (named before B), B's, the mixed one, then the active file.
     let order = [&a[..], &c[10..20], &c[..10], &c[20..]].concat();
     (order, vec![name(b[0]), name(b[15])])
-}
-
-fn edge_agent(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(support::binary())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn expected(rows: &[u64]) -> String {
