@@ -124,10 +124,10 @@ impl Gap {
         }
         if let Some(followed) = &self.behind {
             tracing::warn!(
-                "skipped?: tail fell behind: {} (the file it was following) had been rotated \
-                 and removed by the time it looked again, so files rotated after it may have \
-                 been removed unread: {span}, if there were any, are not shown; tail cannot \
-                 tell how many",
+                "skipped?: {}, the file tail was following, had been removed (rotated, then \
+                 removed by retention) when tail looked again, so files written after it may \
+                 have come and gone unseen: {span}, if there were any, are not shown; tail \
+                 cannot tell how many",
                 followed.display()
             );
         }
@@ -270,8 +270,12 @@ impl<'a> Follower<'a> {
                 unread.push(l);
             }
         }
+        // No rotated copy of the file followed, yet files rotated after it
+        // (or it was removed: retention that went by names a wrong clock
+        // made removes even the newest file): what came and went between
+        // two looks, tail cannot know.
         if let Some(f) = finished {
-            if !copy_seen && !unread.is_empty() {
+            if !copy_seen && (!unread.is_empty() || f.removed().await) {
                 self.gap().behind = Some(f.path.clone());
             }
         }

@@ -56,6 +56,12 @@ impl Followed {
         })
     }
 
+    /// Whether the file has no name left: removed (held open, still
+    /// readable).
+    pub async fn removed(&self) -> bool {
+        self.file.metadata().await.is_ok_and(|m| m.nlink() == 0)
+    }
+
     /// Bytes read so far: the file's length once it is complete.
     pub fn len(&self) -> u64 {
         self.end + self.partial.len() as u64
