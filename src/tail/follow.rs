@@ -49,6 +49,18 @@ struct Listed {
     gz: Option<PathBuf>,
 }
 
+impl Listed {
+    /// The compressed copy, listed or (compressed since it was listed,
+    /// perhaps) beside the plain one.
+    fn gz_path(&self) -> Option<PathBuf> {
+        self.gz.clone().or_else(|| {
+            let mut gz = self.plain.clone()?.into_os_string();
+            gz.push(".gz");
+            Some(PathBuf::from(gz))
+        })
+    }
+}
+
 /// The rotated files of `prefix` in `dir`, in name order; none when the
 /// directory is gone.
 fn rotated_files(dir: &Path, prefix: &str) -> std::io::Result<Vec<Listed>> {
@@ -337,11 +349,7 @@ impl<'a> Follower<'a> {
 /// A listed file's reader: its plain copy, else its compressed one
 /// (compressed since it was listed, perhaps).
 async fn open(l: &Listed, now: SystemTime) -> std::io::Result<(FileReader, Source)> {
-    let compressed = l.gz.clone().or_else(|| {
-        let mut gz = l.plain.clone()?.into_os_string();
-        gz.push(".gz");
-        Some(PathBuf::from(gz))
-    });
+    let compressed = l.gz_path();
     let mut failed = std::io::Error::from(std::io::ErrorKind::NotFound);
     for (path, gzip) in [(l.plain.clone(), false), (compressed, true)] {
         let Some(path) = path else { continue };
@@ -364,10 +372,10 @@ async fn open(l: &Listed, now: SystemTime) -> std::io::Result<(FileReader, Sourc
     Err(failed)
 }
 
-/// Whether `l`, a compressed rotated file, is `f`'s copy: named after
-/// `f`'s first row, that row first, the same length.
+/// Whether `l`'s compressed copy is `f`'s: named after `f`'s first row,
+/// that row first, the same length.
 async fn compressed_copy(l: &Listed, f: &Followed) -> bool {
-    let (Some(gz), Some(first)) = (l.gz.clone(), f.first_row.clone()) else {
+    let (Some(gz), Some(first)) = (l.gz_path(), f.first_row.clone()) else {
         return false;
     };
     if parse_line(&first).map(|r| second(r.row.time)) != Some(l.rotated.time) {
