@@ -15,6 +15,7 @@ mod faults;
 mod fuzz;
 mod health;
 mod poll;
+mod readers;
 mod replay;
 mod secrets;
 mod store;
