@@ -16,6 +16,7 @@ mod fuzz;
 mod health;
 mod outside;
 mod poll;
+mod readers;
 mod replay;
 mod secrets;
 mod store;

@@ -11,9 +11,9 @@ mod net;
 mod server;
 mod wait;
 
-pub use agent::{Agent, binary};
+pub use agent::{Agent, binary, edge_agent};
 pub use config::{group, output};
 pub use files::{all_names, fields, file_names, read_text, rows, wait_rows, write};
 pub use net::{ClosedPort, client, closed_port, listening_addr};
 pub use server::{Body, Reply, TestServer, serve_status};
-pub use wait::{eventually_blocking, wait_until};
+pub use wait::{eventually, eventually_blocking, wait_until};
