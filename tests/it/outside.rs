@@ -151,19 +151,13 @@ fn key(row: &str) -> (String, String) {
 
 /// The (time, group) of every row `edge-agent replay --dir DIR` prints.
 fn replayed(dir: &Path) -> Vec<(String, String)> {
-    let out = Command::new(support::binary())
-        .args(["replay", "--dir", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "replay of {}: {err}", dir.display());
+    let (code, out, err) = support::edge_agent(&["replay", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "replay of {}: {err}", dir.display());
     assert!(
         err.contains("skipped 0 line(s)"),
         "replay skipped lines: {err}"
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
+    out.lines()
         .filter(|l| *l != HEADER.trim_end())
         .map(key)
         .collect()
@@ -405,7 +399,7 @@ async fn a_directory_at_the_active_name_is_never_renamed() {
         count(&agent, &rotated_text) >= 2
     })
     .await;
-    finish(&mut agent);
+    let written = finish(&mut agent);
 
     assert!(active.is_dir());
     assert_eq!(
@@ -419,6 +413,13 @@ async fn a_directory_at_the_active_name_is_never_renamed() {
             assert!(read_head(&path).starts_with(HEADER), "{name}");
         }
     }
+    // Every row once: in the moved file, the rotated ones, the alternate.
+    let all: Vec<_> = support::file_names(data)
+        .iter()
+        .flat_map(|n| support::rows(&data.join(n)))
+        .map(|r| key(&r))
+        .collect();
+    assert_eq!(once(&all).len(), written as usize);
     let log = agent.log_text();
     let said = format!(
         "{} is a directory, not a regular file: left as it is; writing to {}",
