@@ -4,8 +4,9 @@
 //! store updates on every write. Two readers use it:
 //! - the optional listener (`metrics: { listen: 127.0.0.1:9464 }`), off by
 //!   default and loopback-only, serving `/metrics` (Prometheus text) and
-//!   `/healthz` (200 while the last cycle finished in time and the store is
-//!   writable, 503 otherwise);
+//!   `/healthz` (200 while the last cycle finished in time and the store
+//!   can open, write, fsync and rotate its files; 503 with the reason
+//!   otherwise);
 //! - systemd's notify protocol: READY=1 once the config is loaded and the
 //!   store open, STOPPING=1 on shutdown, WATCHDOG=1 from the poll loop (so a
 //!   wedged scheduler gets restarted). Without `NOTIFY_SOCKET` these are no-ops.
@@ -108,6 +109,9 @@ impl Health {
             return Err("the last cycle ran out of time before every sensor answered".into());
         }
         let store = self.store.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(why) = store.problem() {
+            return Err(format!("the store is failing: {why}"));
+        }
         if !store.writable.load(Relaxed) {
             return Err("the store cannot write (see the log)".into());
         }
@@ -181,7 +185,7 @@ impl Health {
             ("rotations_total", "File rotations.", &store.rotations),
             (
                 "write_errors_total",
-                "Failed writes, fsyncs and rotations.",
+                "Failed opens, writes, fsyncs and rotations (by op: store_errors_total).",
                 &store.write_errors,
             ),
             (
@@ -198,6 +202,17 @@ impl Health {
         for (name, help, value) in counters {
             metric(name, "counter", help, &one(value.load(Relaxed) as f64));
         }
+        let by_op: Vec<(String, f64)> = StoreStats::OPS
+            .iter()
+            .zip(&store.errors)
+            .map(|(op, n)| (format!("{{op=\"{op}\"}}"), n.load(Relaxed) as f64))
+            .collect();
+        metric(
+            "store_errors_total",
+            "counter",
+            "Failures of the store by what failed: open (a new active file), write, fsync, rotate.",
+            &by_op,
+        );
         metric(
             "healthy",
             "gauge",

@@ -92,7 +92,7 @@ pub async fn run_with(
         groups = config.groups.len(),
         "polling every {}, writing to {}",
         humantime::format_duration(config.interval),
-        crate::history::names::active(&config.output.dir, &config.output.prefix).display()
+        store.first_file().display()
     );
     let mut summary = Summary::default();
     loop {

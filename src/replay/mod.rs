@@ -2,12 +2,14 @@
 //! across files, in bounded memory.
 //!
 //! ```text
-//! discover (files by name) -> read (chunks -> gzip? -> csv-async) -> filter -> pace -> format -> sink
+//! discover (files by name; active and clock-named files always) -> read (chunks -> gzip? -> csv-async) -> filter -> pace -> format -> sink
 //! ```
 //!
 //! The sink is a writer (stdout or a file) or an HTTP endpoint fed in
 //! batches ([`http`]). Damaged lines are skipped with a warning naming file
 //! and line and counted; `--strict` turns any skip into an error at the end.
+//! A file whose name a wrong clock made is read whole, its rows selected by
+//! their times, and named in a warning ([`discover`]).
 
 mod block;
 mod chunks;
@@ -33,7 +35,7 @@ use tokio::time::Instant;
 
 pub use block::{Block, Prepare, Prepared, Written};
 pub use destination::{Batches, Destination, DestinationError};
-pub use discover::{Source, sources};
+pub use discover::{Source, WrongName, sources, sources_at};
 pub use error::ReplayError;
 pub use format::{Encoded, Encoder, Format};
 pub use options::Options;
@@ -315,6 +317,9 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
             opts.dir.display()
         );
         return Ok(Summary::default());
+    }
+    for note in files.iter().filter_map(Source::wrong_name_note) {
+        tracing::warn!("{note}; its rows are read by their times");
     }
     let pacer = opts.speed.map(Pacer::new);
     // Lines are gathered into blocks for a writer (one write per block, not

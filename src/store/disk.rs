@@ -27,7 +27,7 @@ pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send + '
 /// Opens the active file.
 pub trait Disk: Send + Sync {
     /// Open `path` for reading and appending, creating it (mode 0640) if
-    /// it does not exist.
+    /// it does not exist; a symlink is not followed (ELOOP).
     fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Box<dyn DiskFile>>;
 }
 
@@ -35,6 +35,8 @@ pub trait Disk: Send + Sync {
 pub trait DiskFile: Send {
     /// The file's length now.
     fn size(&mut self) -> IoFuture<'_, u64>;
+    /// `fstat` of the open file: its identity (device, inode), type, links.
+    fn metadata(&mut self) -> IoFuture<'_, std::fs::Metadata>;
     /// Read from `offset` into `buf`; 0 at the end of the file.
     fn read_at<'a>(&'a mut self, offset: u64, buf: &'a mut [u8]) -> IoFuture<'a, usize>;
     /// Append all of `bytes` and hand them to the kernel. An error may come
@@ -57,6 +59,7 @@ impl Disk for RealDisk {
                 .append(true)
                 .create(true)
                 .mode(FILE_MODE)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                 .open(path)
                 .await?;
             Ok(Box::new(RealFile(file)) as Box<dyn DiskFile>)
@@ -69,6 +72,10 @@ struct RealFile(File);
 impl DiskFile for RealFile {
     fn size(&mut self) -> IoFuture<'_, u64> {
         Box::pin(async move { Ok(self.0.metadata().await?.len()) })
+    }
+
+    fn metadata(&mut self) -> IoFuture<'_, std::fs::Metadata> {
+        Box::pin(self.0.metadata())
     }
 
     fn read_at<'a>(&'a mut self, offset: u64, buf: &'a mut [u8]) -> IoFuture<'a, usize> {
@@ -93,4 +100,13 @@ impl DiskFile for RealFile {
     fn sync(&mut self) -> IoFuture<'_, ()> {
         Box::pin(self.0.sync_data())
     }
+}
+
+/// Run blocking file work on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
 }

@@ -26,16 +26,28 @@
 //! whose (time, group) is already in the files is skipped and counted
 //! (`rows_repeated`), never written twice ([`dedup`]).
 //!
+//! Nothing else writes to the output directory: an exclusive lock
+//! ([`lock`]) is taken at open and held while the writer runs, so a second
+//! agent on the same directory is refused. Before each batch the writer
+//! checks that the active file is still the one at its path, as long as it
+//! wrote it ([`active`]): a file moved away, deleted or truncated by another
+//! program, a directory removed, or something not ours put at the name, is
+//! logged once and the writer goes on in a new (or adopted, or alternate)
+//! active file. While no active file can be opened the rows wait as for a
+//! full disk.
+//!
 //! The writer also keeps each file's checksum index ([`index`]) current:
 //! a block is added once that many bytes have been written, the last one at
 //! rotation, and the index is renamed and removed with its file. Indexing
 //! never holds up rows: a failure is logged once and costs replay speed.
 
+mod active;
 mod dedup;
 #[doc(hidden)]
 pub mod disk;
 mod error;
 mod file;
+mod lock;
 mod rotate;
 
 use std::path::{Path, PathBuf};
@@ -52,12 +64,14 @@ use crate::schedule::align_down;
 use crate::sync::lock;
 
 use crate::history::index;
-use crate::history::names;
 use crate::history::order;
 use crate::history::row::{Row, encode};
-use disk::{Disk, RealDisk};
+use active::Seen;
+use disk::{Disk, RealDisk, blocking};
 pub use error::StoreError;
 pub use file::ActiveFile;
+use lock::DirLock;
+pub use lock::LOCK_FILE;
 
 /// While the queue stays full, how often the count of dropped rows is
 /// logged again.
@@ -80,8 +94,26 @@ pub struct StoreStats {
     /// Rows not written because a row for the same time and group is
     /// already in the files (the clock was set back).
     pub rows_repeated: AtomicU64,
-    /// False while writes fail.
+    /// False while writes fail (or no active file can be opened).
     pub writable: AtomicBool,
+    /// Failures by what failed, in the order of [`StoreStats::OPS`].
+    pub errors: [AtomicU64; 4],
+    /// Why each of [`StoreStats::OPS`] is failing now, if it is.
+    problems: Mutex<[Option<String>; 4]>,
+}
+
+impl StoreStats {
+    /// What the writer does to the disk: the `op` label of
+    /// `edge_agent_store_errors_total`.
+    pub const OPS: [&'static str; 4] = ["write", "fsync", "rotate", "open"];
+
+    /// Why the store is not doing its work right now (`None`: it is): each
+    /// failing operation's last error, for `/healthz`.
+    pub fn problem(&self) -> Option<String> {
+        let problems = lock(&self.problems);
+        let all: Vec<&str> = problems.iter().flatten().map(String::as_str).collect();
+        (!all.is_empty()).then(|| all.join("; "))
+    }
 }
 
 /// What the writer task is asked to do, in order.
@@ -185,6 +217,8 @@ impl DropLog {
 /// A running store.
 pub struct Store {
     output: Output,
+    /// The active file the store opened with.
+    first_file: PathBuf,
     sender: StoreSender,
     closing: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Result<(), StoreError>>,
@@ -203,7 +237,13 @@ impl Store {
     pub async fn open_with(output: &Output, disk: Arc<dyn Disk>) -> Result<Store, StoreError> {
         let dir = &output.dir;
         create_dir(dir).await?;
-        let active = ActiveFile::open(disk.as_ref(), &names::active(dir, &output.prefix)).await?;
+        // Before any file is touched: another agent may be writing here.
+        let dir_lock = DirLock::acquire(dir)?;
+        let chosen = active::open_active(disk.as_ref(), dir, &output.prefix).await?;
+        active::finish_alternates(disk.as_ref(), dir, &output.prefix, chosen.file.path()).await?;
+        let passed = chosen.passed;
+        let active = chosen.file;
+        let first_file = active.path().to_path_buf();
         let indexed_end = {
             let (path, limit) = (active.path().to_path_buf(), active.size());
             blocking(move || index::reopen(&path, limit)).await
@@ -231,12 +271,16 @@ impl Store {
             closing: closing.clone(),
             background: JoinSet::new(),
             last_sync: Instant::now(),
-            failing: [None; 3],
+            failing: [None; 4],
             rotate_retry: None,
             given_up: 0,
             indexed_end: 0,
+            _lock: dir_lock,
+            lost: false,
+            passed_over: None,
             written,
         };
+        writer.note_choice(&passed);
         writer.indexed(indexed_end);
         for path in pending {
             writer.compress(path);
@@ -245,6 +289,7 @@ impl Store {
         let task = tokio::spawn(writer.run());
         Ok(Store {
             output: output.clone(),
+            first_file,
             sender: StoreSender { tx, stats, drops },
             closing,
             task,
@@ -257,6 +302,13 @@ impl Store {
 
     pub fn output(&self) -> &Output {
         &self.output
+    }
+
+    /// The active file the store opened with: `PREFIX.csv`, or an
+    /// alternate beside something that is not ours (for the start-up
+    /// line; rotations and other programs change it later).
+    pub fn first_file(&self) -> &Path {
+        &self.first_file
     }
 
     /// True when `output` names the same files as this store.
@@ -311,12 +363,16 @@ async fn create_dir(dir: &Path) -> Result<(), StoreError> {
     })
 }
 
-/// What the writer does to the disk, for failure tracking.
+/// What the writer does to the disk, for failure tracking (the index in
+/// [`StoreStats::OPS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Write,
     Sync,
     Rotate,
+    /// Opening a new active file after the last one was moved, deleted or
+    /// cut by another program.
+    Open,
 }
 
 /// The writer task's state.
@@ -334,7 +390,7 @@ struct Writer {
     last_sync: Instant,
     /// Since when each [`Op`] has been failing, so each failure and each
     /// recovery is logged once, not on every attempt.
-    failing: [Option<Instant>; 3],
+    failing: [Option<Instant>; 4],
     /// After a failed rotation: not before this, and the next wait.
     rotate_retry: Option<(Instant, Duration)>,
     /// Rows given up at shutdown because the disk kept failing.
@@ -342,6 +398,13 @@ struct Writer {
     /// How far the active file's index reaches (`u64::MAX` after a failure:
     /// no more tries until the next file).
     indexed_end: u64,
+    /// The output directory's lock, held while the writer runs.
+    _lock: DirLock,
+    /// The active file is no longer the one at its path: open it anew
+    /// before the next append.
+    lost: bool,
+    /// While the usual active name cannot be used: why (logged once).
+    passed_over: Option<String>,
     /// The (time, group) pairs written, so none is written twice.
     written: dedup::Written,
 }
@@ -383,9 +446,18 @@ impl Writer {
     /// Record a failure of `op`; logged only when `op` starts failing.
     fn failed(&mut self, op: Op, e: &dyn std::fmt::Display) {
         self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.errors[op as usize].fetch_add(1, Ordering::Relaxed);
         if op != Op::Rotate {
             self.stats.writable.store(false, Ordering::Relaxed);
         }
+        let path = self.active.path().display();
+        let problem = match op {
+            Op::Write => format!("cannot write to {path}: {e}; rows are held"),
+            Op::Sync => format!("cannot fsync {path}: {e}"),
+            Op::Rotate => format!("rotation failed: {e}; still writing to {path}"),
+            Op::Open => format!("no active file to write to: {e}; rows are held"),
+        };
+        lock(&self.stats.problems)[op as usize] = Some(problem);
         let since = &mut self.failing[op as usize];
         if since.is_some() {
             tracing::debug!("{op:?} still failing: {e}");
@@ -402,11 +474,17 @@ impl Writer {
             Op::Rotate => {
                 tracing::error!("rotation failed, still writing to the active file: {e}")
             }
+            Op::Open => tracing::error!(
+                "cannot open a new active file: {e}; holding rows (up to {} batch(es) queued) \
+                 and retrying",
+                self.output.queue
+            ),
         }
     }
 
     /// `op` succeeded: log the recovery if it had been failing.
     fn worked(&mut self, op: Op) {
+        lock(&self.stats.problems)[op as usize] = None;
         if let Some(since) = self.failing[op as usize].take() {
             let after = humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()));
             let path = self.active.path().display();
@@ -414,9 +492,13 @@ impl Writer {
                 Op::Write => tracing::info!("writing to {path} works again after {after}"),
                 Op::Sync => tracing::info!("fsync of {path} works again after {after}"),
                 Op::Rotate => tracing::info!("rotation works again after {after}"),
+                Op::Open => tracing::info!("writing to {path} after {after}"),
             }
         }
-        if self.failing[Op::Write as usize].is_none() && self.failing[Op::Sync as usize].is_none() {
+        if [Op::Write, Op::Sync, Op::Open]
+            .iter()
+            .all(|op| self.failing[*op as usize].is_none())
+        {
             self.stats.writable.store(true, Ordering::Relaxed);
         }
     }
@@ -456,14 +538,30 @@ impl Writer {
             .map(|r| r.time)
             .min()
             .expect("batches are never empty");
-        if self.rotation_due(first, bytes.len() as u64)
-            && self.rotate_retry.is_none_or(|(at, _)| Instant::now() >= at)
-        {
-            self.rotate().await;
-        }
         let always = self.output.fsync == Fsync::Always;
         let mut backoff = Duration::from_millis(100);
+        let mut rotation_checked = false;
         loop {
+            // The file at the path must still be the one written, before
+            // rotation renames it and before rows go into it.
+            if let Err(e) = self.ensure_active().await {
+                self.failed(Op::Open, &e);
+                if self.give_up(Op::Open, rows.len(), &mut backoff) {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            self.worked(Op::Open);
+            if !rotation_checked {
+                rotation_checked = true;
+                if self.rotation_due(first, bytes.len() as u64)
+                    && self.rotate_retry.is_none_or(|(at, _)| Instant::now() >= at)
+                {
+                    self.rotate().await;
+                }
+            }
             let before = self.active.size();
             let result = match self.active.append(&bytes).await {
                 Err(e) => Err((Op::Write, e)),
@@ -479,15 +577,8 @@ impl Writer {
             };
             let Err((op, e)) = result else { break };
             self.failed(op, &e);
-            if self.closing.load(Ordering::Relaxed) {
-                let since = self.failing[op as usize].unwrap_or_else(Instant::now);
-                if since.elapsed() >= GIVE_UP_AT_SHUTDOWN {
-                    let n = rows.len() as u64;
-                    self.stats.rows_dropped.fetch_add(n, Ordering::Relaxed);
-                    self.given_up += n;
-                    return;
-                }
-                backoff = backoff.min(Duration::from_secs(1));
+            if self.give_up(op, rows.len(), &mut backoff) {
+                return;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -513,6 +604,123 @@ impl Writer {
             let total = self.stats.rows_dropped.load(Ordering::Relaxed);
             lock(&self.drops).drained(total);
         }
+    }
+
+    /// At shutdown, rows that have kept failing (`op`) for
+    /// [`GIVE_UP_AT_SHUTDOWN`] are given up and counted: true then. Until
+    /// then retries come at least every second.
+    fn give_up(&mut self, op: Op, rows: usize, backoff: &mut Duration) -> bool {
+        if !self.closing.load(Ordering::Relaxed) {
+            return false;
+        }
+        let since = self.failing[op as usize].unwrap_or_else(Instant::now);
+        if since.elapsed() >= GIVE_UP_AT_SHUTDOWN {
+            let n = rows as u64;
+            self.stats.rows_dropped.fetch_add(n, Ordering::Relaxed);
+            self.given_up += n;
+            return true;
+        }
+        *backoff = (*backoff).min(Duration::from_secs(1));
+        false
+    }
+
+    /// Make sure the open active file is still the one at its path, as
+    /// long as the writer wrote it (one `lstat`); if not, log what happened
+    /// once and open the active file anew. An error: no active file could
+    /// be opened (the rows wait).
+    async fn ensure_active(&mut self) -> Result<(), StoreError> {
+        if !self.lost {
+            let seen = match active::look(&self.active).await {
+                Ok(seen) => seen,
+                Err(e) => {
+                    // The look failed, not the file: write on.
+                    tracing::debug!("cannot stat {}: {e}", self.active.path().display());
+                    Seen::Same
+                }
+            };
+            if seen == Seen::Same {
+                return Ok(());
+            }
+            self.lose(seen).await;
+        }
+        self.reopen().await
+    }
+
+    /// The active file is no longer what the writer wrote: say what
+    /// happened, leave the file as it is (fsynced: the rows in it are
+    /// written), and drop the index at its path, which would describe
+    /// another file.
+    async fn lose(&mut self, seen: Seen) {
+        let path = self.active.path().to_path_buf();
+        let links = self.active.links().await.ok();
+        let dir = &self.output.dir;
+        let dir_gone = !tokio::fs::metadata(dir).await.is_ok_and(|m| m.is_dir());
+        let what = active::describe(
+            seen,
+            &path,
+            self.active.size(),
+            links,
+            dir_gone.then_some(dir.as_path()),
+        );
+        tracing::warn!("{what}");
+        let _ = self.active.sync_io().await;
+        if !matches!(seen, Seen::Grown { .. }) && !dir_gone {
+            let p = path.clone();
+            if let Err(e) = blocking(move || index::remove(&p)).await {
+                tracing::warn!("cannot remove the index of {}: {e}", path.display());
+            }
+        }
+        self.lost = true;
+    }
+
+    /// Open the active file anew (the directory made again if it is gone,
+    /// and locked again then).
+    async fn reopen(&mut self) -> Result<(), StoreError> {
+        let dir = self.output.dir.clone();
+        let existed = tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir());
+        create_dir(&dir).await?;
+        if !existed {
+            tracing::warn!("made {} again (mode 0750)", dir.display());
+        }
+        if self._lock.renew()? {
+            tracing::info!("locked {} again ({LOCK_FILE})", dir.display());
+        }
+        let chosen = active::open_active(self.disk.as_ref(), &dir, &self.output.prefix).await?;
+        self.active = chosen.file;
+        self.lost = false;
+        self.note_choice(&chosen.passed);
+        let (path, limit) = (self.active.path().to_path_buf(), self.active.size());
+        let end = blocking(move || index::reopen(&path, limit)).await;
+        self.indexed(end);
+        Ok(())
+    }
+
+    /// Log, once, that the usual active name is passed over (and why), or
+    /// that it is used again.
+    fn note_choice(&mut self, passed: &[StoreError]) {
+        let Some(first) = passed.first() else {
+            if self.passed_over.take().is_some() {
+                tracing::info!(
+                    "{} can be used again: writing to it",
+                    self.active.path().display()
+                );
+            }
+            return;
+        };
+        let why = first.to_string();
+        if self.passed_over.as_ref() == Some(&why) {
+            return;
+        }
+        let more = match passed.len() {
+            1 => String::new(),
+            n => format!(" ({} alternate name(s) are taken too)", n - 1),
+        };
+        tracing::warn!(
+            "{why}: left as it is; writing to {} instead{more}, back to the usual name at a \
+             rotation once it can be used",
+            self.active.path().display()
+        );
+        self.passed_over = Some(why);
     }
 
     /// Note how far the active file's index now reaches; a failure is
@@ -578,27 +786,18 @@ impl Writer {
             action,
             source,
         };
-        let active_path = names::active(&dir, prefix);
-        // Normally the active file still has the active name; after a
-        // failed rotation whose rename back failed too, it already has its
-        // rotated name.
-        let target = if self.active.path() == active_path {
+        // Normally the active file has an active name (the usual one or an
+        // alternate); after a failed rotation whose rename back failed
+        // too, it already has its rotated name. Only the file the writer
+        // has open is renamed: the path was checked before this batch.
+        let active_path = self.active.path().to_path_buf();
+        let renamed = active::is_active_name(&active_path, prefix);
+        let target = if renamed {
             let start = self
                 .active
                 .first_row()
                 .unwrap_or_else(std::time::SystemTime::now);
-            let mut seq = 0;
-            let target = loop {
-                let name = names::rotated(prefix, start, seq);
-                let plain = dir.join(&name);
-                let gz = dir.join(format!("{name}.gz"));
-                if !tokio::fs::try_exists(&plain).await.unwrap_or(true)
-                    && !tokio::fs::try_exists(&gz).await.unwrap_or(true)
-                {
-                    break plain;
-                }
-                seq += 1;
-            };
+            let target = active::rotated_path(&dir, prefix, start).await;
             // Recorded first: a crash after it leaves a line for a file that
             // does not exist (ignored), never a rotated file out of order.
             let (journal_dir, journal_prefix) = (dir.clone(), prefix.clone());
@@ -619,23 +818,24 @@ impl Writer {
             }
             target
         } else {
-            self.active.path().to_path_buf()
+            active_path.clone()
         };
         // From here on a crash leaves no active file; the next start makes one.
-        let fresh = match ActiveFile::open(self.disk.as_ref(), &active_path).await {
+        let fresh = match active::open_active(self.disk.as_ref(), &dir, prefix).await {
             Ok(f) => f,
             Err(e) => {
                 // Disk full while writing the header: keep appending to the
-                // old file under the active name (the rename replaces the
+                // old file under its active name (the rename replaces the
                 // partial new one).
-                if tokio::fs::rename(&target, &active_path).await.is_ok() {
+                if renamed && tokio::fs::rename(&target, &active_path).await.is_ok() {
                     let _ = index::rename(&target, &active_path);
                     self.active.set_path(active_path);
                 }
                 return Err(e);
             }
         };
-        let _ = std::mem::replace(&mut self.active, fresh);
+        let _ = std::mem::replace(&mut self.active, fresh.file);
+        self.note_choice(&fresh.passed);
         self.indexed_end = 0;
         tracing::info!("rotated {} to {}", active_path.display(), target.display());
         if self.output.compress == Compress::Gzip {
@@ -715,15 +915,6 @@ fn report_compression(done: Result<(PathBuf, std::io::Result<()>), tokio::task::
         }
         Err(e) => tracing::error!("compression task failed: {e}"),
     }
-}
-
-/// Run blocking file work on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {

@@ -58,7 +58,8 @@ pub fn recover(dir: &Path, prefix: &str, gzip: bool) -> std::io::Result<Vec<Path
         // An index whose file is gone (removed by hand, or a crash between
         // a rotation's two renames).
         if let Some(data) = index::data_name(name) {
-            let ours = data == names::active_name(prefix) || parse_rotated(prefix, data).is_some();
+            let ours = names::parse_active(prefix, data).is_some()
+                || parse_rotated(prefix, data).is_some();
             let plain = dir.join(data);
             let gz = dir.join(format!("{data}.gz"));
             if ours && !plain.exists() && !gz.exists() {

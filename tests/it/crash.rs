@@ -134,6 +134,8 @@ fn check_files(data: &Path) -> Vec<String> {
             indexes.push(of.to_string());
         } else if support::is_journal(&name) {
             // The order journal: checked below.
+        } else if name == edge_agent::store::LOCK_FILE {
+            // The output directory's lock: kept for good.
         } else if name == "readings.csv" {
             has_active = true;
         } else if let Some(r) = names::parse_rotated("readings", &name) {

@@ -92,6 +92,9 @@ impl DiskFile for FaultyFile {
     fn size(&mut self) -> IoFuture<'_, u64> {
         self.inner.size()
     }
+    fn metadata(&mut self) -> IoFuture<'_, std::fs::Metadata> {
+        self.inner.metadata()
+    }
     fn read_at<'a>(&'a mut self, offset: u64, buf: &'a mut [u8]) -> IoFuture<'a, usize> {
         self.inner.read_at(offset, buf)
     }

@@ -4,10 +4,10 @@
 //! paused clock, and an HTTP target that fails a batch and recovers.
 
 use crate::support;
+use support::edge_agent;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -102,19 +102,6 @@ fn recorded(files: &[PathBuf]) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
-}
-
-fn edge_agent(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(support::binary())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test]

@@ -265,7 +265,21 @@ async fn a_file_that_is_not_ours_is_never_appended_to() {
     let path = dir.path().join("readings.csv");
     let foreign = "date;temperature\n2026-01-01;20\n";
     std::fs::write(&path, foreign).unwrap();
-    let err = match Store::open(&output(dir.path())).await {
+    // Not ours: the store writes beside it, under the alternate name.
+    let store = Store::open(&output(dir.path())).await.unwrap();
+    let tx = store.sender();
+    tx.send(vec![row(at(0), "a", 1.0)]);
+    drop(tx);
+    store.close().await.unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), foreign);
+    assert_eq!(
+        support::rows(&dir.path().join("readings+1.csv")),
+        vec!["2026-11-24T10:00:00.000Z,a,1.000,0.000,2.000,celsius,3,0"]
+    );
+    // The file itself is still refused, with what it starts with.
+    let err = match edge_agent::store::ActiveFile::open(&edge_agent::store::disk::RealDisk, &path)
+        .await
+    {
         Err(e) => e,
         Ok(_) => panic!("must refuse a foreign file"),
     };
@@ -307,6 +321,7 @@ async fn crash_leftovers_of_compression_and_write_probes_are_cleaned_up_and_fini
     let mut out = output(d);
     out.compress = Compress::Gzip;
     Store::open(&out).await.unwrap().close().await.unwrap();
+    assert!(!d.join(&probe).exists(), "the probe is removed");
     let found = support::file_names(d);
     assert_eq!(
         found,

@@ -43,18 +43,28 @@ proptest! {
         let mut damaged = full[..cut].to_vec();
         damaged.extend(&tail);
         std::fs::write(&path, &damaged).unwrap();
-        // Ours: the first line is the header, or only the header was
-        // being written (a start of it, then zeros).
-        let whole = lines(&damaged);
+        // Ours: the first line is the header; or only the header was
+        // being written (a start of it, then zeros); or rows of ours came
+        // without the header, perhaps after zeros (a copytruncate): those
+        // are adopted, the header put before them.
         let head = &damaged[..damaged.len().min(512)];
+        let text = head.iter().position(|b| *b == 0).unwrap_or(head.len());
+        let zeros_end = text + damaged[text..].iter().take_while(|b| **b == 0).count();
+        let row_first = |bytes: &[u8]| {
+            let bytes = &bytes[..bytes.len().min(512)];
+            bytes.iter().position(|b| *b == b'\n').is_some_and(|i| parses(&bytes[..i]))
+        };
         let ours = match head.iter().position(|b| *b == b'\n') {
-            Some(i) => head[..i] == *HEADER.trim_end().as_bytes(),
-            None => {
-                let text = head.iter().position(|b| *b == 0).unwrap_or(head.len());
-                HEADER.as_bytes().starts_with(&head[..text])
-                    && head[text..].iter().all(|b| *b == 0)
+            Some(i) if head[..i] == *HEADER.trim_end().as_bytes() => true,
+            _ if !HEADER.as_bytes().starts_with(&head[..text]) => row_first(head),
+            _ => {
+                text == head.len()
+                    || zeros_end == damaged.len()
+                    || (text == 0 && row_first(&damaged[zeros_end..]))
             }
         };
+        // The lines the file holds, after any zeros an adoption drops.
+        let whole = lines(if text == 0 { &damaged[zeros_end..] } else { &damaged[..] });
         let opened = block_on(ActiveFile::open(&RealDisk, &path));
         if !ours {
             // Someone else's file: never cut, never appended to.

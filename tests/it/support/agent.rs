@@ -13,6 +13,20 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_edge-agent")
 }
 
+/// Run `edge-agent ARGS` to its end: (exit code, stdout, stderr).
+pub fn edge_agent(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A running `edge-agent` with its stderr going to a file.
 pub struct Agent {
     pub child: Child,

@@ -68,11 +68,12 @@ pub fn all_names(dir: &Path) -> Vec<String> {
     names
 }
 
-/// The names of the data files in `dir`, sorted: all but the indexes and
-/// the order journal.
+/// The names of the data files in `dir`, sorted: all but the hidden
+/// files (the indexes `.NAME.idx`, the lock file `.edge-agent.lock`, the
+/// order journal `.PREFIX.rotations`).
 pub fn file_names(dir: &Path) -> Vec<String> {
     let mut names = all_names(dir);
-    names.retain(|n| edge_agent::history::index::data_name(n).is_none() && !is_journal(n));
+    names.retain(|n| !n.starts_with('.'));
     names
 }
 
