@@ -33,8 +33,10 @@ use std::time::SystemTime;
 use super::disk::{Disk, blocking};
 use super::error::StoreError;
 use super::file::ActiveFile;
+use super::rotate::rename_new;
 use crate::history::index;
 use crate::history::names;
+use crate::history::order;
 
 /// Alternate active names tried (`PREFIX+1.csv` up to this) before giving up.
 pub const MAX_ALTERNATES: u32 = 9;
@@ -259,10 +261,15 @@ pub async fn finish_alternates(
         drop(file);
         let target = rotated_path(dir, prefix, start).await;
         let (from, to) = (path.clone(), target.clone());
+        let (files, prefix_of) = (dir.to_path_buf(), prefix.to_string());
         blocking(move || {
             // The index is completed first: the file is closed for good.
             let _ = index::update(&from, true);
-            std::fs::rename(&from, &to)?;
+            // The last file the earlier run wrote: last in the order of
+            // writing, as any rotation (the journal before the rename).
+            let name = to.file_name().map(|n| n.to_string_lossy().into_owned());
+            order::record(&files, &prefix_of, &name.unwrap_or_default())?;
+            rename_new(&from, &to)?;
             index::rename(&from, &to)
         })
         .await

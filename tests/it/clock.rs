@@ -383,3 +383,37 @@ async fn time_rotation_after_a_step_back_reuses_no_name_and_keeps_the_files_writ
         ["2026-11-24T12:00:00.000Z,h,20.000,20.000,20.000,celsius,1,0"]
     );
 }
+
+/// An alternate active file an earlier run left (`readings+1.csv`, written
+/// beside something not ours) is rotated at start as the file written last,
+/// whatever its name: retention removes the older files, not it.
+#[tokio::test]
+async fn an_alternate_left_by_an_earlier_run_is_the_last_written_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let line = |secs: u64| {
+        let t = humantime::format_rfc3339_millis(row(secs, "g").time);
+        format!("{t},g,20.000,20.000,20.000,celsius,1,0\n")
+    };
+    let header = edge_agent::history::HEADER;
+    // Rotated by the earlier run while its clock was two hours ahead...
+    let ahead = "readings-20261124T120000Z.csv";
+    std::fs::write(d.join(ahead), format!("{header}{}", line(7200))).unwrap();
+    std::fs::write(d.join(".readings.rotations"), format!("{ahead}\n")).unwrap();
+    // ... then, the clock corrected, it wrote beside a file not ours, since
+    // removed.
+    std::fs::write(d.join("readings+1.csv"), format!("{header}{}", line(0))).unwrap();
+    let mut out = support::output(d);
+    out.keep = 1;
+    edge_agent::store::Store::open(&out)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::file_names(d),
+        ["readings-20261124T100000Z.csv", "readings.csv"],
+        "the alternate's rows are kept, the older file removed"
+    );
+}
