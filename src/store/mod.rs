@@ -825,9 +825,11 @@ impl Writer {
             Ok(f) => f,
             Err(e) => {
                 // Disk full while writing the header: keep appending to the
-                // old file under its active name (the rename replaces the
-                // partial new one).
-                if renamed && tokio::fs::rename(&target, &active_path).await.is_ok() {
+                // old file under its active name (put back over the partial
+                // new one, never over a file someone put there: then under
+                // its rotated name).
+                let (from, to) = (target.clone(), active_path.clone());
+                if renamed && blocking(move || rotate::put_back(&from, &to)).await.is_ok() {
                     let _ = index::rename(&target, &active_path);
                     self.active.set_path(active_path);
                 }

@@ -163,6 +163,33 @@ pub fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Undo a rotation's rename, `rotated` back to `active`, when no new
+/// active file could be made (disk full while writing its header): over
+/// nothing, or over the partial header that attempt left, never over a file
+/// someone else put at the name (then `AlreadyExists`, and the writer goes
+/// on in the file under its rotated name).
+pub fn put_back(rotated: &Path, active: &Path) -> std::io::Result<()> {
+    match rename_new(rotated, active) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && is_partial_header(active) => {
+            std::fs::rename(rotated, active)
+        }
+        other => other,
+    }
+}
+
+/// A regular file holding a start of the header (or all of it), then
+/// perhaps zeros: what a failed start of an active file leaves.
+fn is_partial_header(path: &Path) -> bool {
+    let header = crate::history::HEADER.as_bytes();
+    let small_file = std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.file_type().is_file() && m.len() <= header.len() as u64);
+    let Some(bytes) = small_file.then(|| std::fs::read(path).ok()).flatten() else {
+        return false;
+    };
+    let text = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    header.starts_with(&bytes[..text]) && bytes[text..].iter().all(|b| *b == 0)
+}
+
 /// Compress `path` (a rotated `.csv`) to `path.gz`, then remove `path`.
 /// Blocking: run it on the blocking pool.
 pub fn gzip(path: &Path) -> std::io::Result<()> {
@@ -242,6 +269,28 @@ mod tests {
         rename_new(&from, &to).unwrap();
         assert_eq!(std::fs::read_to_string(&to).unwrap(), "rows");
         assert!(!from.exists());
+    }
+
+    #[test]
+    fn a_rotation_is_put_back_only_over_nothing_or_its_own_partial_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rotated, active) = (dir.path().join(name(0, 0)), dir.path().join("r.csv"));
+        let rows = "time,group,mean,min,max,unit,ok,failed\nrow\n";
+        std::fs::write(&rotated, rows).unwrap();
+        // Someone's file at the name: left alone.
+        std::fs::write(&active, "theirs").unwrap();
+        let e = put_back(&rotated, &active).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&active).unwrap(), "theirs");
+        // The start of a header and zeros: the failed attempt's own file.
+        std::fs::write(&active, b"time,gro\0\0").unwrap();
+        put_back(&rotated, &active).unwrap();
+        assert_eq!(std::fs::read_to_string(&active).unwrap(), rows);
+        assert!(!rotated.exists());
+        // Nothing at the name.
+        std::fs::rename(&active, &rotated).unwrap();
+        put_back(&rotated, &active).unwrap();
+        assert_eq!(std::fs::read_to_string(&active).unwrap(), rows);
     }
 
     #[test]
