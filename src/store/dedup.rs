@@ -331,18 +331,14 @@ fn millis(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::row::Unit;
+    use crate::history::row::Record;
 
+    /// A row of `group` at `ms`; only time and group matter here.
     fn row(ms: u64, group: &str) -> Row {
         Row {
             time: UNIX_EPOCH + Duration::from_millis(ms),
             group: group.into(),
-            mean: Some(1.0),
-            min: Some(1.0),
-            max: Some(1.0),
-            unit: Unit::Celsius,
-            ok: 1,
-            failed: 0,
+            ..Record::default().row
         }
     }
 

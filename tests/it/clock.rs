@@ -405,12 +405,8 @@ async fn an_alternate_left_by_an_earlier_run_is_the_last_written_file() {
     std::fs::write(d.join("readings+1.csv"), format!("{header}{}", line(0))).unwrap();
     let mut out = support::output(d);
     out.keep = 1;
-    edge_agent::store::Store::open(&out)
-        .await
-        .unwrap()
-        .close()
-        .await
-        .unwrap();
+    let store = edge_agent::store::Store::open(&out).await.unwrap();
+    store.close().await.unwrap();
     assert_eq!(
         support::file_names(d),
         ["readings-20261124T100000Z.csv", "readings.csv"],
