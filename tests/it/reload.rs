@@ -221,6 +221,15 @@ async fn a_group_that_did_not_change_keeps_its_open_window() {
         0,
         "{rows:#?}\n{log}"
     );
+    // Each row under its window's start: a multiple of the window.
+    for f in &rows {
+        let time = humantime::parse_rfc3339(&f[0]).unwrap();
+        let ms = time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        assert_eq!(ms % 1200, 0, "{rows:#?}\n{log}");
+    }
     assert!(lines_with(&log, &["cut by a reload"]).is_empty(), "{log}");
     assert_unique(dir.path());
 }
