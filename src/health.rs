@@ -53,6 +53,8 @@ pub struct Health {
     last: Mutex<LastCycle>,
     cycles: AtomicU64,
     skipped_ticks: AtomicU64,
+    /// Of `skipped_ticks`, those lost while a reload was applied.
+    reload_skipped_ticks: AtomicU64,
     store: Mutex<Arc<StoreStats>>,
 }
 
@@ -64,6 +66,7 @@ impl Health {
             last: Mutex::new(LastCycle::default()),
             cycles: AtomicU64::new(0),
             skipped_ticks: AtomicU64::new(0),
+            reload_skipped_ticks: AtomicU64::new(0),
             store: Mutex::new(store),
         })
     }
@@ -92,6 +95,13 @@ impl Health {
             ended: Some(Instant::now()),
         };
         notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+
+    /// Ticks lost while a reload was applied: counted with the skipped
+    /// ticks, and apart.
+    pub fn reload_skipped(&self, ticks: u64) {
+        self.skipped_ticks.fetch_add(ticks, Relaxed);
+        self.reload_skipped_ticks.fetch_add(ticks, Relaxed);
     }
 
     /// `Ok` when healthy, else why not.
@@ -168,8 +178,14 @@ impl Health {
         metric(
             "skipped_ticks_total",
             "counter",
-            "Ticks skipped because they came too late.",
+            "Ticks skipped, with no cycle and no row: too late to run, or lost while a reload was applied.",
             &one(self.skipped_ticks.load(Relaxed) as f64),
+        );
+        metric(
+            "reload_skipped_ticks_total",
+            "counter",
+            "Of skipped_ticks_total, the ticks lost while a reload was applied.",
+            &one(self.reload_skipped_ticks.load(Relaxed) as f64),
         );
         let counters = [
             (

@@ -45,6 +45,7 @@ mod health;
 pub mod history;
 pub mod plan;
 pub mod poll;
+mod reload;
 pub mod replay;
 pub mod run;
 pub mod schedule;

@@ -7,9 +7,19 @@
 //! Control events (from signals) are watched while waiting for a tick and
 //! during a cycle: a shutdown cuts the running cycle short to at most
 //! `timeout`, writes its rows and the windows still open, then closes the
-//! store (flush + fsync). A reload is applied between cycles, and only if the
-//! new file is valid and its clients and store can be set up; otherwise the
-//! agent keeps running on the old config and says why.
+//! store (flush + fsync).
+//!
+//! A reload leaves alone what it does not change. The new file is read,
+//! checked and its clients and store set up off the loop ([`Reloads`]) while
+//! cycles go on, so a slow read or a burst of SIGHUPs costs no tick; SIGHUPs
+//! that come while one is being prepared make one more reload after it (the
+//! file may have changed after it was read). A valid config is then applied
+//! between cycles: the tick grid stays (unless `interval` changed), groups
+//! that did not change keep their open windows ([`Aggregator::reconfigure`]),
+//! sensors with the same id and URL keep their place in the failure log.
+//! Ticks that still pass while a reload is applied are counted, logged, and
+//! in `/metrics`. An invalid file, or clients or a store that cannot be set
+//! up, leave the agent running on the old config, saying why.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +31,8 @@ use crate::aggregate::Aggregator;
 use crate::config::{Config, ConfigError};
 use crate::health::{self, GroupCount, Health};
 use crate::poll::{ClientError, Failure, Outcome, Poller};
-use crate::schedule::{Clock, Ticker};
+use crate::reload::{Next, Reloads};
+use crate::schedule::{Clock, Tick, Ticker};
 use crate::shutdown::Control;
 use crate::store::disk::{Disk, RealDisk};
 use crate::store::{Store, StoreError, StoreSender};
@@ -43,7 +54,10 @@ pub enum RunError {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub cycles: u64,
+    /// Ticks with no cycle (and so no row): too late, or lost to reloads.
     pub skipped_ticks: u64,
+    /// Of `skipped_ticks`, those lost while a reload was applied.
+    pub reload_skipped_ticks: u64,
     pub rows_written: u64,
     pub rows_dropped: u64,
     pub reloads: u64,
@@ -70,9 +84,9 @@ pub async fn run_with(
     clock: Clock,
     disk: Arc<dyn Disk>,
 ) -> Result<Summary, RunError> {
-    let mut config = Arc::new(config);
-    let mut store = Store::open_with(&config.output, disk.clone()).await?;
-    let mut poller = Poller::new(config.clone())?;
+    let config = Arc::new(config);
+    let store = Store::open_with(&config.output, disk.clone()).await?;
+    let poller = Poller::new(config.clone())?;
     let health = Health::new(
         store.sender().stats().clone(),
         config.interval,
@@ -94,55 +108,27 @@ pub async fn run_with(
         humantime::format_duration(config.interval),
         store.first_file().display()
     );
-    let mut summary = Summary::default();
-    loop {
-        let mut engine = Engine::new(
-            config.clone(),
-            &poller,
-            store.sender(),
-            clock.clone(),
-            health.clone(),
-        );
-        let stop = engine.cycles(&mut control, &path, &store, &disk).await;
-        summary.cycles += engine.cycles;
-        summary.skipped_ticks += engine.skipped;
-        drop(engine);
-        match stop {
-            Stop::Shutdown => break,
-            Stop::Reload(next) => {
-                summary.reloads += 1;
-                match next.store {
-                    Some(new_store) => {
-                        let old = std::mem::replace(&mut store, new_store);
-                        add_store_stats(&mut summary, old.close().await?);
-                    }
-                    None => store.reconfigure(&next.config.output).await,
-                }
-                if next.config.metrics != config.metrics {
-                    tracing::warn!("metrics.listen changes take effect at the next start");
-                }
-                config = next.config;
-                poller = next.poller;
-                health.reconfigure(
-                    store.sender().stats().clone(),
-                    config.interval,
-                    config.timeout,
-                );
-                tracing::info!(
-                    sensors = poller.len(),
-                    groups = config.groups.len(),
-                    "new configuration applied"
-                );
-            }
-        }
-    }
+    let reloads = Reloads::new(path, disk);
+    let mut engine = Engine::new(config, poller, store, clock, health, reloads);
+    engine.cycles(&mut control).await?;
+    let Engine {
+        store,
+        sender,
+        mut summary,
+        ..
+    } = engine;
+    // The writer ends once every sender is gone.
+    drop(sender);
     add_store_stats(&mut summary, store.close().await?);
     tracing::info!(
-        "stopped after {} cycle(s): {} row(s) written, {} dropped, {} tick(s) skipped",
+        "stopped after {} cycle(s): {} row(s) written, {} dropped, {} tick(s) skipped, \
+         {} of them lost to {} reload(s)",
         summary.cycles,
         summary.rows_written,
         summary.rows_dropped,
-        summary.skipped_ticks
+        summary.skipped_ticks,
+        summary.reload_skipped_ticks,
+        summary.reloads
     );
     Ok(summary)
 }
@@ -153,144 +139,198 @@ fn add_store_stats(summary: &mut Summary, stats: Arc<crate::store::StoreStats>) 
     summary.rows_dropped += stats.rows_dropped.load(Relaxed);
 }
 
-/// A validated replacement config, ready to run.
-struct Next {
+/// The agent's state while it runs; a reload replaces what it changes.
+struct Engine {
     config: Arc<Config>,
     poller: Poller,
-    /// A new store when the output goes to other files.
-    store: Option<Store>,
-}
-
-enum Stop {
-    Shutdown,
-    Reload(Box<Next>),
-}
-
-/// The cycle loop for one config.
-struct Engine<'a> {
-    config: Arc<Config>,
-    poller: &'a Poller,
-    store: StoreSender,
-    clock: Clock,
+    store: Store,
+    sender: StoreSender,
+    ticker: Ticker,
+    aggregator: Aggregator,
     failures: FailureLog,
     /// Shared with the metrics listener and systemd's watchdog.
     health: Arc<Health>,
-    cycles: u64,
-    skipped: u64,
+    reloads: Reloads,
+    summary: Summary,
 }
 
-impl<'a> Engine<'a> {
+impl Engine {
     fn new(
         config: Arc<Config>,
-        poller: &'a Poller,
-        store: StoreSender,
+        poller: Poller,
+        store: Store,
         clock: Clock,
         health: Arc<Health>,
-    ) -> Engine<'a> {
+        reloads: Reloads,
+    ) -> Engine {
+        let ticker = Ticker::new(clock, config.interval, config.timeout);
+        let aggregator = Aggregator::new(&config, ticker.upcoming());
         Engine {
             failures: FailureLog::new(poller.len()),
+            sender: store.sender(),
+            ticker,
+            aggregator,
             health,
             config,
             poller,
             store,
-            clock,
-            cycles: 0,
-            skipped: 0,
+            reloads,
+            summary: Summary::default(),
         }
     }
 
-    async fn cycles(
-        &mut self,
-        control: &mut mpsc::Receiver<Control>,
-        path: &std::path::Path,
-        store: &Store,
-        disk: &Arc<dyn Disk>,
-    ) -> Stop {
-        let mut ticker = Ticker::new(
-            self.clock.clone(),
-            self.config.interval,
-            self.config.timeout,
-        );
-        let mut aggregator = Aggregator::new(&self.config, ticker.upcoming());
-        let mut reload_asked = false;
+    /// Cycles until a shutdown; its rows and the windows still open are
+    /// sent to the store.
+    async fn cycles(&mut self, control: &mut mpsc::Receiver<Control>) -> Result<(), RunError> {
         let watchdog = health::watchdog_period();
         loop {
-            if reload_asked {
-                reload_asked = false;
-                if let Some(next) = prepare_reload(path, store, disk).await {
-                    self.store.send(aggregator.flush());
-                    return Stop::Reload(Box::new(next));
-                }
-            }
+            // Signals first, then a prepared reload (applying it is quick),
+            // then the tick.
             let tick = tokio::select! {
-                tick = ticker.tick() => tick,
+                biased;
+                c = control.recv() => match c {
+                    Some(Control::Reload) => {
+                        self.reloads.ask(self.store.output());
+                        continue;
+                    }
+                    Some(Control::Shutdown) | None => {
+                        health::notify(&[sd_notify::NotifyState::Stopping]);
+                        self.sender.send(self.aggregator.flush());
+                        return Ok(());
+                    }
+                },
+                next = self.reloads.ready() => {
+                    if let Some(next) = next {
+                        self.apply(next).await?;
+                    }
+                    self.reloads.follow_up(self.store.output());
+                    continue;
+                }
+                tick = self.ticker.tick() => tick,
                 // Between cycles the loop is alive too: keep systemd's watchdog fed.
                 _ = sleep_opt(watchdog) => {
                     health::notify(&[sd_notify::NotifyState::Watchdog]);
                     continue;
                 }
-                c = control.recv() => match c {
-                    Some(Control::Reload) => { reload_asked = true; continue; }
-                    Some(Control::Shutdown) | None => {
-                        health::notify(&[sd_notify::NotifyState::Stopping]);
-                        self.store.send(aggregator.flush());
-                        return Stop::Shutdown;
-                    }
-                },
             };
-            self.skipped += tick.skipped;
-            let started = Instant::now();
-            let (deadline_tx, deadline_rx) = watch::channel(tick.deadline);
-            let poll = self.poller.poll(deadline_rx);
-            tokio::pin!(poll);
-            let mut shutdown = false;
-            let outcomes = loop {
-                tokio::select! {
-                    outcomes = &mut poll => break outcomes,
-                    // A cycle may run for up to `interval`: the dispatcher is
-                    // alive while this loop turns, so feed the watchdog here too.
-                    _ = sleep_opt(watchdog) => {
-                        health::notify(&[sd_notify::NotifyState::Watchdog]);
-                    }
-                    c = control.recv(), if !shutdown => match c {
-                        Some(Control::Reload) => reload_asked = true,
-                        Some(Control::Shutdown) | None => {
-                            health::notify(&[sd_notify::NotifyState::Stopping]);
-                            shutdown = true;
-                            let cut = Instant::now() + self.config.timeout;
-                            deadline_tx.send_modify(|d| *d = (*d).min(cut));
-                        }
-                    },
-                }
-            };
-            self.cycles += 1;
-            let (ok, failed) = self.failures.observe(self.poller, &self.config, &outcomes);
-            self.report(&outcomes, started.elapsed(), tick.skipped);
-            tracing::debug!(
-                ok,
-                failed,
-                ms = started.elapsed().as_millis() as u64,
-                "cycle at {} done",
-                humantime::format_rfc3339_millis(tick.time)
-            );
-            let poller = self.poller;
-            let rows = aggregator.add_cycle(
-                tick.time,
-                outcomes
-                    .iter()
-                    .enumerate()
-                    .map(|(n, o)| (poller.sensor_at(n).0, o)),
-            );
-            self.store.send(rows);
-            if shutdown {
-                self.store.send(aggregator.flush());
-                return Stop::Shutdown;
+            if self.cycle(tick, control, watchdog).await {
+                self.sender.send(self.aggregator.flush());
+                return Ok(());
             }
         }
     }
+
+    /// One cycle: poll, log, report, rows. True when a shutdown came
+    /// during it (then it was cut short to at most `timeout`).
+    async fn cycle(
+        &mut self,
+        tick: Tick,
+        control: &mut mpsc::Receiver<Control>,
+        watchdog: Option<std::time::Duration>,
+    ) -> bool {
+        self.summary.skipped_ticks += tick.skipped;
+        let started = Instant::now();
+        let (deadline_tx, deadline_rx) = watch::channel(tick.deadline);
+        let poll = self.poller.poll(deadline_rx);
+        tokio::pin!(poll);
+        let mut shutdown = false;
+        let outcomes = loop {
+            tokio::select! {
+                outcomes = &mut poll => break outcomes,
+                // A cycle may run for up to `interval`: the dispatcher is
+                // alive while this loop turns, so feed the watchdog here too.
+                _ = sleep_opt(watchdog) => {
+                    health::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                c = control.recv(), if !shutdown => match c {
+                    Some(Control::Reload) => self.reloads.ask(self.store.output()),
+                    Some(Control::Shutdown) | None => {
+                        health::notify(&[sd_notify::NotifyState::Stopping]);
+                        shutdown = true;
+                        let cut = Instant::now() + self.config.timeout;
+                        deadline_tx.send_modify(|d| *d = (*d).min(cut));
+                    }
+                },
+            }
+        };
+        self.summary.cycles += 1;
+        let (ok, failed) = self.failures.observe(&self.poller, &self.config, &outcomes);
+        self.report(&outcomes, started.elapsed(), tick.skipped);
+        tracing::debug!(
+            ok,
+            failed,
+            ms = started.elapsed().as_millis() as u64,
+            "cycle at {} done",
+            humantime::format_rfc3339_millis(tick.time)
+        );
+        let poller = &self.poller;
+        let rows = self.aggregator.add_cycle(
+            tick.time,
+            outcomes
+                .iter()
+                .enumerate()
+                .map(|(n, o)| (poller.sensor_at(n).0, o)),
+        );
+        self.sender.send(rows);
+        shutdown
+    }
+
+    /// Apply a prepared reload, between cycles.
+    async fn apply(&mut self, next: Next) -> Result<(), RunError> {
+        let started = Instant::now();
+        let Next {
+            config,
+            poller,
+            store,
+        } = next;
+        let mut lost = self.ticker.reconfigure(config.interval, config.timeout);
+        // Rows of cut windows belong to the old output.
+        let cut = self
+            .aggregator
+            .reconfigure(&self.config, &config, self.ticker.upcoming());
+        self.sender.send(cut);
+        match store {
+            Some(new_store) => {
+                // The old writer ends once every sender is gone.
+                self.sender = new_store.sender();
+                let old = std::mem::replace(&mut self.store, new_store);
+                add_store_stats(&mut self.summary, old.close().await?);
+            }
+            None => self.store.reconfigure(&config.output).await,
+        }
+        if config.metrics != self.config.metrics {
+            tracing::warn!("metrics.listen changes take effect at the next start");
+        }
+        self.failures = std::mem::replace(&mut self.failures, FailureLog::new(0))
+            .carry((&self.poller, &self.config), (&poller, &config));
+        self.config = config;
+        self.poller = poller;
+        self.health.reconfigure(
+            self.store.sender().stats().clone(),
+            self.config.interval,
+            self.config.timeout,
+        );
+        self.summary.reloads += 1;
+        tracing::info!(
+            sensors = self.poller.len(),
+            groups = self.config.groups.len(),
+            "new configuration applied"
+        );
+        lost += self.ticker.overdue();
+        if lost > 0 {
+            tracing::warn!(
+                "{lost} tick(s) skipped while the new configuration was applied ({} ms)",
+                started.elapsed().as_millis()
+            );
+            self.summary.skipped_ticks += lost;
+            self.summary.reload_skipped_ticks += lost;
+            self.health.reload_skipped(lost);
+        }
+        Ok(())
+    }
 }
 
-impl Engine<'_> {
+impl Engine {
     /// Per-group counts and timing of a finished cycle, for metrics.
     fn report(&self, outcomes: &[Outcome], took: std::time::Duration, skipped: u64) {
         let mut groups: Vec<GroupCount> = self
@@ -322,48 +362,6 @@ async fn sleep_opt(d: Option<std::time::Duration>) {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// Load and set up the config at `path`; `None` (after logging why) when
-/// anything about it fails, so the caller keeps the running config.
-async fn prepare_reload(
-    path: &std::path::Path,
-    store: &Store,
-    disk: &Arc<dyn Disk>,
-) -> Option<Next> {
-    let config = match Config::load_to_run(path) {
-        Ok(c) => {
-            c.log_warnings();
-            Arc::new(c)
-        }
-        Err(e) => {
-            tracing::error!("reload refused, keeping the running configuration:\n{e}");
-            return None;
-        }
-    };
-    let poller = match Poller::new(config.clone()) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!("reload refused, keeping the running configuration: {e}");
-            return None;
-        }
-    };
-    let new_store = if !store.same_files(&config.output) {
-        match Store::open_with(&config.output, disk.clone()).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!("reload refused, keeping the running configuration: {e}");
-                return None;
-            }
-        }
-    } else {
-        None
-    };
-    Some(Next {
-        config,
-        poller,
-        store: new_store,
-    })
 }
 
 /// Which sensors are failing, so each change is logged once: when a sensor
@@ -423,5 +421,32 @@ impl FailureLog {
         }
         self.starved = starved;
         (ok, outcomes.len() - ok)
+    }
+
+    /// The log for the sensors of `new` after a reload from `old` (each a
+    /// poller and its config): a sensor with the same id and URL keeps its
+    /// state, so one still failing is not logged again and one that
+    /// recovers says after how many polls; other sensors start afresh.
+    fn carry(self, old: (&Poller, &Config), new: (&Poller, &Config)) -> FailureLog {
+        fn sensor<'a>(
+            (poller, config): (&Poller, &'a Config),
+            n: usize,
+        ) -> (&'a str, &'a url::Url) {
+            let (g, s) = poller.sensor_at(n);
+            let sensor = &config.groups[g].sensors[s];
+            (sensor.id.as_str(), &sensor.url)
+        }
+        let before: std::collections::HashMap<_, u64> = self
+            .failing
+            .iter()
+            .enumerate()
+            .filter_map(|(n, f)| Some((sensor(old, n), (*f)?)))
+            .collect();
+        FailureLog {
+            failing: (0..new.0.len())
+                .map(|n| before.get(&sensor(new, n)).copied())
+                .collect(),
+            starved: self.starved,
+        }
     }
 }

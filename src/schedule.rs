@@ -124,27 +124,17 @@ impl Ticker {
                 self.next = align_up(now, self.interval);
                 continue;
             }
+            let due = self.next;
+            if let Some((n, late)) = self.too_late(now) {
+                self.skipped += n;
+                tracing::warn!(
+                    "skipped {n} tick(s): woke {} late for the tick at {}",
+                    humantime::format_duration(round_ms(late)),
+                    humantime::format_rfc3339_millis(due)
+                );
+                continue;
+            }
             match now.duration_since(self.next) {
-                Ok(late) if late > self.slack => {
-                    let resume = align_up(now, self.interval);
-                    let n = (resume
-                        .duration_since(self.next)
-                        .unwrap_or_default()
-                        .as_nanos()
-                        / self.interval.as_nanos()) as u64;
-                    let n = n.max(1);
-                    self.skipped += n;
-                    tracing::warn!(
-                        "skipped {n} tick(s): woke {} late for the tick at {}",
-                        humantime::format_duration(round_ms(late)),
-                        humantime::format_rfc3339_millis(self.next)
-                    );
-                    self.next = if resume == self.next {
-                        resume + self.interval
-                    } else {
-                        resume
-                    };
-                }
                 Ok(late) => {
                     let time = self.next;
                     self.next += self.interval;
@@ -162,6 +152,56 @@ impl Ticker {
                 }
             }
         }
+    }
+}
+
+impl Ticker {
+    /// Skip the ticks that can no longer start in time, as [`Ticker::tick`]
+    /// would, and return how many, without logging them or adding them to
+    /// the next tick's count: for a caller that knows why they were missed
+    /// (a reload that took long) and says so itself.
+    pub fn overdue(&mut self) -> u64 {
+        let now = self.clock.now();
+        self.too_late(now).map_or(0, |(n, _)| n)
+    }
+
+    /// New timing (after a reload). The same interval keeps the grid and the
+    /// tick to come; another interval starts a grid of its own from now, and
+    /// the old grid's ticks already due but not run are returned as lost.
+    pub fn reconfigure(&mut self, interval: Duration, timeout: Duration) -> u64 {
+        self.slack = interval.saturating_sub(timeout);
+        if interval == self.interval {
+            return 0;
+        }
+        let now = self.clock.now();
+        let lost = match now.duration_since(self.next) {
+            Ok(after) => (after.as_nanos() / self.interval.as_nanos()) as u64 + 1,
+            Err(_) => 0,
+        };
+        self.interval = interval;
+        self.next = align_up(now, interval);
+        lost
+    }
+
+    /// When the tick to come is more than the slack late at `now`: skip to
+    /// the first tick that can still run; (ticks skipped, how late).
+    fn too_late(&mut self, now: SystemTime) -> Option<(u64, Duration)> {
+        let late = now
+            .duration_since(self.next)
+            .ok()
+            .filter(|l| *l > self.slack)?;
+        let resume = align_up(now, self.interval);
+        let n = (resume
+            .duration_since(self.next)
+            .unwrap_or_default()
+            .as_nanos()
+            / self.interval.as_nanos()) as u64;
+        self.next = if resume == self.next {
+            resume + self.interval
+        } else {
+            resume
+        };
+        Some((n.max(1), late))
     }
 }
 
@@ -246,5 +286,45 @@ mod tests {
         let next = t.tick().await;
         assert_eq!(next.time, at(4_015, 0));
         assert_eq!(next.skipped, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_a_reload_held_up_are_counted_once_and_not_logged_as_late() {
+        let clock = Clock::starting_at(at(5_000, 0));
+        let mut t = Ticker::new(clock, Duration::from_secs(5), Duration::from_secs(2));
+        t.tick().await;
+        // A reload held the loop 9 s: 5005 (4 s late, slack 3 s) cannot run.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(t.overdue(), 1);
+        assert_eq!(t.upcoming(), at(5_010, 0));
+        let next = t.tick().await;
+        assert_eq!((next.time, next.skipped), (at(5_010, 0), 0));
+        // Nothing overdue: nothing counted, the tick to come stays.
+        assert_eq!(t.overdue(), 0);
+        assert_eq!(t.upcoming(), at(5_015, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_the_grid_unless_the_interval_changes() {
+        let clock = Clock::starting_at(at(6_000, 0));
+        let mut t = Ticker::new(clock, Duration::from_secs(5), Duration::from_secs(2));
+        t.tick().await;
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            t.reconfigure(Duration::from_secs(5), Duration::from_secs(1)),
+            0
+        );
+        assert_eq!(t.upcoming(), at(6_005, 0));
+        // 6005 is due (1 s ago) when the interval changes: it is lost, and
+        // the new grid starts at the next multiple of 2 s.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(
+            t.reconfigure(Duration::from_secs(2), Duration::from_secs(1)),
+            1
+        );
+        assert_eq!(t.upcoming(), at(6_006, 0));
+        let next = t.tick().await;
+        assert_eq!((next.time, next.skipped), (at(6_006, 0), 0));
+        assert_eq!(t.tick().await.time, at(6_008, 0));
     }
 }

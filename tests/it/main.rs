@@ -18,6 +18,7 @@ mod health;
 mod outside;
 mod poll;
 mod readers;
+mod reload;
 mod replay;
 mod secrets;
 mod store;

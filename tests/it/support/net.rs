@@ -16,6 +16,21 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The text of the agent's `/metrics` at `base` (`http://ADDR`).
+pub async fn metrics_text(base: &str) -> String {
+    let response = client().get(format!("{base}/metrics")).send().await;
+    response.unwrap().text().await.unwrap()
+}
+
+/// The value of the series `name` (unlabelled) in a `/metrics` text.
+pub fn metric_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 /// A loopback port where nothing listens, kept so while this lives.
 pub struct ClosedPort {
     _socket: tokio::net::TcpSocket,
