@@ -46,6 +46,7 @@ pub mod history;
 pub mod plan;
 pub mod poll;
 pub mod replay;
+pub mod rlimit;
 pub mod run;
 pub mod schedule;
 pub mod shutdown;

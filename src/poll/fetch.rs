@@ -124,7 +124,8 @@ fn describe(e: reqwest::Error) -> Failure {
     } else if e.is_connect() {
         Failure::Connect(cause)
     } else if e.is_redirect() {
-        Failure::Request("too many redirects".into())
+        // "too many redirects", or the client's own reason for refusing one.
+        Failure::Request(cause)
     } else {
         Failure::Request(cause)
     }

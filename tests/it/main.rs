@@ -20,5 +20,6 @@ mod poll;
 mod readers;
 mod replay;
 mod secrets;
+mod start;
 mod store;
 mod tail;
