@@ -7,6 +7,18 @@
 //! it. Any process may raise its own soft limit up to the hard one, so
 //! `run` does at start; `check` warns when the config may need more than
 //! the limit (see `config`'s count).
+//!
+//! Under the systemd unit the raise is not needed and may not be allowed.
+//! `LimitNOFILE=65536` sets soft and hard alike, so there is nothing to
+//! raise. The unit's `SystemCallFilter=~@resources` denies the `setrlimit`
+//! system call with EPERM (`SystemCallErrorNumber=EPERM`); the raise goes
+//! through `prlimit64` (as glibc's `getrlimit` does), which systemd has
+//! kept in `@default`, not `@resources`, since 2017 (v235), so it passes
+//! that filter, but a stricter filter (a drop-in's `SystemCallFilter=`, a
+//! container runtime's profile) may deny it. A denied raise is no error:
+//! the limit the service manager set stands, it is logged at info, and
+//! `check` (which ExecStartPre runs under the same limits) has already
+//! warned if the config may need more.
 
 use std::fmt;
 
@@ -50,8 +62,10 @@ pub fn open_files() -> OpenFiles {
 }
 
 /// Raise the soft open-file limit to the hard one, saying so in the log;
-/// the limits in force afterwards. A failure is logged (and the agent goes
-/// on: the limit it has may well be enough, and `check` says if not).
+/// the limits in force afterwards. A failure is logged and the agent goes
+/// on: the limit it has may well be enough, and `check` says if not. EPERM
+/// (a seccomp filter, see the module docs) is logged at info, any other
+/// error as a warning.
 pub fn raise_open_files() -> OpenFiles {
     let before = open_files();
     if before.soft == before.hard {
@@ -71,6 +85,16 @@ pub fn raise_open_files() -> OpenFiles {
                 after.soft
             );
             after
+        }
+        Err(e) if e == rustix::io::Errno::PERM => {
+            tracing::info!(
+                "open-file limit stays at {} under the hard limit {}: raising it is not \
+                 permitted here ({e}; a system call filter such as the systemd unit's \
+                 SystemCallFilter=~@resources); set LimitNOFILE= in the unit to change it",
+                before.soft,
+                before.hard
+            );
+            before
         }
         Err(e) => {
             tracing::warn!(

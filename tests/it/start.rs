@@ -11,6 +11,8 @@
 //! - The open-file limit: `check` warns when the config may hold more files
 //!   than `RLIMIT_NOFILE` allows; `run` raises its soft limit to the hard one
 //!   and polls 200 sensors at once under a soft limit of 64.
+//!   A raise the system denies (EPERM from a seccomp filter, as a systemd
+//!   unit's `SystemCallFilter=` may) is logged at info and the agent runs on.
 //! - `check --quiet` and the unit that uses it.
 
 use crate::support;
@@ -414,4 +416,108 @@ fn the_unit_checks_quietly_and_allows_the_largest_limit() {
     let nofile: usize = value("LimitNOFILE").parse().unwrap();
     // 32: the agent's own files, as `check` counts them.
     assert!(nofile >= edge_agent::config::MAX_LIMIT + 32, "{nofile}");
+}
+
+/// `command` with the open-file limit `soft:hard` and a seccomp filter that
+/// denies raising it with EPERM (`setrlimit`, and `prlimit64` with a new
+/// limit; reading the limit stays allowed): what a systemd unit with a
+/// `SystemCallFilter=` that denies `prlimit64` and `SystemCallErrorNumber=EPERM`
+/// does to the agent.
+#[cfg(target_arch = "x86_64")]
+fn with_raise_denied(command: &mut std::process::Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+
+    fn stmt(code: u32, k: u32) -> libc::sock_filter {
+        libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        }
+    }
+    fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt,
+            jf,
+            k,
+        }
+    }
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    // struct seccomp_data: nr at 0, args[i] at 16 + 8 i (little-endian).
+    let mut filter = vec![
+        stmt(load, 0),                                              // 0: nr
+        jeq(libc::SYS_setrlimit as u32, 6, 0),                      // 1: -> 8 deny
+        jeq(libc::SYS_prlimit64 as u32, 0, 4),                      // 2: -> 3, else 7 allow
+        stmt(load, 32),                                             // 3: new_limit, low half
+        jeq(0, 0, 3),                                               // 4: -> 5, else 8 deny
+        stmt(load, 36),                                             // 5: new_limit, high half
+        jeq(0, 0, 1),                                               // 6: -> 7 allow, else 8 deny
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW), // 7
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ), // 8
+    ];
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: between fork and exec the closure makes only system calls
+    // (no allocation: `filter` was built before the fork).
+    unsafe {
+        command.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_mut_ptr(),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raise_the_system_denies_is_logged_at_info_and_the_agent_runs_on() {
+    let server = TestServer::start(&["127.0.0.1"]).await;
+    for i in 0..3 {
+        server.route(&format!("/{i}"), Reply::ok("19.5"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = one_host(dir.path(), &server.url(0, ""), 3, 3);
+    let mut command = std::process::Command::new(support::binary());
+    command.args(["run", "--config", cfg.to_str().unwrap()]);
+    with_raise_denied(&mut command, 512, 4096);
+    let mut agent = Agent::spawn(&mut command, dir.path(), &[]);
+    let csv = dir.path().join("data/readings.csv");
+    wait_rows(&csv, 1, LIMIT, |_| true).await;
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait(LIMIT).success(), "{}", agent.log_text());
+    let log = agent.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("open-file limit"))
+        .unwrap_or_else(|| panic!("no open-file line in:\n{log}"));
+    assert!(line.contains(" INFO "), "{log}");
+    assert!(
+        line.contains(
+            "open-file limit stays at 512 under the hard limit 4096: raising it is not permitted here (Operation not permitted"
+        ),
+        "{log}"
+    );
+    assert!(line.contains("LimitNOFILE="), "{log}");
+    assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+    for row in support::rows(&csv) {
+        assert!(row.ends_with(",celsius,3,0"), "{row}\n{log}");
+    }
 }
