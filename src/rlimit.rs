@@ -19,10 +19,18 @@
 //! the limit the service manager set stands, it is logged at info, and
 //! `check` (which ExecStartPre runs under the same limits) has already
 //! warned if the config may need more.
+//!
+//! The limits are read from `/proc/self/limits`, not with `getrlimit`: a
+//! filter may deny `prlimit64` outright (reading included), and rustix's
+//! `getrlimit` takes that call to be infallible (it panics in a debug
+//! build). The file can fail to be read, and then the limit is unknown:
+//! nothing is raised and nothing warned about, which is what the agent did
+//! before it looked at the limit at all.
 
 use std::fmt;
+use std::io;
 
-use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use rustix::process::{Resource, Rlimit, setrlimit};
 
 /// One open-file limit; `None` is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,25 +60,52 @@ pub struct OpenFiles {
     pub hard: Limit,
 }
 
-/// This process's open-file limits.
-pub fn open_files() -> OpenFiles {
-    let r = getrlimit(Resource::Nofile);
-    OpenFiles {
-        soft: Limit(r.current),
-        hard: Limit(r.maximum),
-    }
+/// This process's open-file limits, from `/proc/self/limits`.
+pub fn open_files() -> io::Result<OpenFiles> {
+    parse_limits(&std::fs::read_to_string("/proc/self/limits")?)
+}
+
+/// The open-file limits in the text of a `/proc/PID/limits`:
+/// `Max open files            1024                 524288               files`.
+fn parse_limits(text: &str) -> io::Result<OpenFiles> {
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .ok_or_else(|| invalid("no `Max open files` line in /proc/self/limits".into()))?;
+    let mut fields = line.split_whitespace();
+    let mut limit = || match fields.next() {
+        Some("unlimited") => Ok(Limit(None)),
+        Some(n) => n
+            .parse()
+            .map(|n| Limit(Some(n)))
+            .map_err(|_| invalid(format!("`{n}` is not a limit in /proc/self/limits"))),
+        None => Err(invalid(
+            "a short `Max open files` line in /proc/self/limits".into(),
+        )),
+    };
+    Ok(OpenFiles {
+        soft: limit()?,
+        hard: limit()?,
+    })
 }
 
 /// Raise the soft open-file limit to the hard one, saying so in the log;
 /// the limits in force afterwards. A failure is logged and the agent goes
 /// on: the limit it has may well be enough, and `check` says if not. EPERM
 /// (a seccomp filter, see the module docs) is logged at info, any other
-/// error as a warning.
-pub fn raise_open_files() -> OpenFiles {
-    let before = open_files();
+/// error as a warning. `None` if the limits cannot be read.
+pub fn raise_open_files() -> Option<OpenFiles> {
+    let before = match open_files() {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::info!("open-file limit unknown, left as it is: {e}");
+            return None;
+        }
+    };
     if before.soft == before.hard {
         tracing::debug!("open-file limit: {}", before.soft);
-        return before;
+        return Some(before);
     }
     let raised = Rlimit {
         current: before.hard.0,
@@ -78,23 +113,26 @@ pub fn raise_open_files() -> OpenFiles {
     };
     match setrlimit(Resource::Nofile, raised) {
         Ok(()) => {
-            let after = open_files();
+            let after = open_files().unwrap_or(OpenFiles {
+                soft: before.hard,
+                hard: before.hard,
+            });
             tracing::info!(
                 "open-file limit raised from {} to {} (the hard limit)",
                 before.soft,
                 after.soft
             );
-            after
+            Some(after)
         }
         Err(e) if e == rustix::io::Errno::PERM => {
             tracing::info!(
                 "open-file limit stays at {} under the hard limit {}: raising it is not \
-                 permitted here ({e}; a system call filter such as the systemd unit's \
-                 SystemCallFilter=~@resources); set LimitNOFILE= in the unit to change it",
+                 permitted here ({e}; a system call filter, such as a SystemCallFilter= \
+                 that denies prlimit64); set LimitNOFILE= in the unit to change it",
                 before.soft,
                 before.hard
             );
-            before
+            Some(before)
         }
         Err(e) => {
             tracing::warn!(
@@ -102,7 +140,36 @@ pub fn raise_open_files() -> OpenFiles {
                 before.soft,
                 before.hard
             );
-            before
+            Some(before)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_open_file_line_of_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max processes             63439                63439                processes \n\
+                    Max open files            1024                 524288               files     \n\
+                    Max locked memory         8388608              8388608              bytes     \n";
+        let limits = parse_limits(text).unwrap();
+        assert_eq!(limits.soft, Limit(Some(1024)));
+        assert_eq!(limits.hard, Limit(Some(524288)));
+        let unlimited = parse_limits("Max open files  unlimited  unlimited  files\n").unwrap();
+        assert_eq!(unlimited.hard, Limit(None));
+        for bad in [
+            "",
+            "Max open files 1024\n",
+            "Max open files lots 2048 files\n",
+        ] {
+            let e = parse_limits(bad).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{bad:?}");
+        }
+        // This process's own, as the kernel gives them.
+        let own = open_files().unwrap();
+        assert!(own.soft.0.is_none_or(|s| own.hard.fits(s)), "{own:?}");
     }
 }

@@ -93,8 +93,10 @@ impl Config {
     /// process's open-file limit is held against what the config may open.
     pub fn load_to_run(path: &Path) -> Result<Config, ConfigError> {
         let mut config = Config::resolve(&read(path)?, path, true)?;
-        let limits = crate::rlimit::open_files();
-        config.warnings.extend(nofile::warning(&config, limits));
+        // An unknown limit (no /proc) is not warned about.
+        if let Ok(limits) = crate::rlimit::open_files() {
+            config.warnings.extend(nofile::warning(&config, limits));
+        }
         Ok(config)
     }
 

@@ -420,11 +420,16 @@ fn the_unit_checks_quietly_and_allows_the_largest_limit() {
 
 /// `command` with the open-file limit `soft:hard` and a seccomp filter that
 /// denies raising it with EPERM (`setrlimit`, and `prlimit64` with a new
-/// limit; reading the limit stays allowed): what a systemd unit with a
-/// `SystemCallFilter=` that denies `prlimit64` and `SystemCallErrorNumber=EPERM`
-/// does to the agent.
+/// limit), and with `deny_reading` every `prlimit64`, reading included:
+/// what a systemd unit with `SystemCallErrorNumber=EPERM` and a
+/// `SystemCallFilter=` that denies those calls does to the agent.
 #[cfg(target_arch = "x86_64")]
-fn with_raise_denied(command: &mut std::process::Command, soft: u64, hard: u64) {
+fn with_raise_denied(
+    command: &mut std::process::Command,
+    soft: u64,
+    hard: u64,
+    deny_reading: bool,
+) {
     use std::os::unix::process::CommandExt;
 
     fn stmt(code: u32, k: u32) -> libc::sock_filter {
@@ -446,13 +451,18 @@ fn with_raise_denied(command: &mut std::process::Command, soft: u64, hard: u64) 
     let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
     // struct seccomp_data: nr at 0, args[i] at 16 + 8 i (little-endian).
     let mut filter = vec![
-        stmt(load, 0),                                              // 0: nr
-        jeq(libc::SYS_setrlimit as u32, 6, 0),                      // 1: -> 8 deny
-        jeq(libc::SYS_prlimit64 as u32, 0, 4),                      // 2: -> 3, else 7 allow
-        stmt(load, 32),                                             // 3: new_limit, low half
-        jeq(0, 0, 3),                                               // 4: -> 5, else 8 deny
-        stmt(load, 36),                                             // 5: new_limit, high half
-        jeq(0, 0, 1),                                               // 6: -> 7 allow, else 8 deny
+        stmt(load, 0),                         // 0: nr
+        jeq(libc::SYS_setrlimit as u32, 6, 0), // 1: -> 8 deny
+        // 2: -> 3 (or 8 deny, with deny_reading), else 7 allow
+        jeq(
+            libc::SYS_prlimit64 as u32,
+            if deny_reading { 5 } else { 0 },
+            4,
+        ),
+        stmt(load, 32), // 3: new_limit, low half
+        jeq(0, 0, 3),   // 4: -> 5, else 8 deny
+        stmt(load, 36), // 5: new_limit, high half
+        jeq(0, 0, 1),   // 6: -> 7 allow, else 8 deny
         stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW), // 7
         stmt(
             libc::BPF_RET | libc::BPF_K,
@@ -495,11 +505,33 @@ async fn a_raise_the_system_denies_is_logged_at_info_and_the_agent_runs_on() {
     }
     let dir = tempfile::tempdir().unwrap();
     let cfg = one_host(dir.path(), &server.url(0, ""), 3, 3);
+    let cfg = cfg.to_str().unwrap();
+    for deny_reading in [false, true] {
+        // `check` under the same filter: no panic, nothing to say.
+        let mut command = std::process::Command::new(support::binary());
+        command.args(["check", "--quiet", "--config", cfg]);
+        with_raise_denied(&mut command, 512, 4096, deny_reading);
+        let (code, out, err) = tokio::task::spawn_blocking(move || finish(&mut command))
+            .await
+            .unwrap();
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (0, "", ""),
+            "{deny_reading}"
+        );
+
+        run_with_raise_denied(dir.path(), cfg, deny_reading).await;
+        std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+async fn run_with_raise_denied(dir: &Path, cfg: &str, deny_reading: bool) {
     let mut command = std::process::Command::new(support::binary());
-    command.args(["run", "--config", cfg.to_str().unwrap()]);
-    with_raise_denied(&mut command, 512, 4096);
-    let mut agent = Agent::spawn(&mut command, dir.path(), &[]);
-    let csv = dir.path().join("data/readings.csv");
+    command.args(["run", "--config", cfg]);
+    with_raise_denied(&mut command, 512, 4096, deny_reading);
+    let mut agent = Agent::spawn(&mut command, dir, &[]);
+    let csv = dir.join("data/readings.csv");
     wait_rows(&csv, 1, LIMIT, |_| true).await;
     agent.signal(libc::SIGTERM);
     assert!(agent.wait(LIMIT).success(), "{}", agent.log_text());
