@@ -47,6 +47,7 @@ pub mod plan;
 pub mod poll;
 mod reload;
 pub mod replay;
+pub mod rlimit;
 pub mod run;
 pub mod schedule;
 pub mod shutdown;

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand};
 
 use edge_agent::config::{Config, ConfigError};
-use edge_agent::{plan, replay, run, schedule, shutdown, simulate, tail};
+use edge_agent::{plan, poll, replay, rlimit, run, schedule, shutdown, simulate, tail};
 
 const DEFAULT_CONFIG: &str = "/etc/edge-agent/agent.yaml";
 
@@ -49,6 +49,9 @@ enum Command {
     Check {
         #[arg(long, short, default_value = DEFAULT_CONFIG, value_name = "FILE")]
         config: PathBuf,
+        /// Errors and warnings only, no plan (for systemd's ExecStartPre).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Stream recorded rows back out, in time order across files.
     Replay(ReplayArgs),
@@ -270,7 +273,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     // would have to wake it (measured: ~13% more CPU per cycle).
     let work = tokio::spawn(async move {
         match cli.command {
-            Command::Check { config } => check(&config),
+            Command::Check { config, quiet } => check(&config, quiet),
             Command::Run { config, simulate } => run_agent(&config, simulate).await,
             Command::Replay(args) => replay_files(args).await,
             Command::Tail(args) => tail_files(args).await,
@@ -329,9 +332,14 @@ fn load(path: &Path) -> Result<Config, CliError> {
     Ok(config)
 }
 
-fn check(path: &Path) -> Result<(), CliError> {
+fn check(path: &Path, quiet: bool) -> Result<(), CliError> {
     let config = load(path)?;
-    print!("{}", plan::describe(&config));
+    // What `run` would fail on at start: a CA bundle missing for https
+    // sensors, an unreadable `ca_file`.
+    poll::Clients::build(&config).map_err(CliError::failed)?;
+    if !quiet {
+        print!("{}", plan::describe(&config));
+    }
     Ok(())
 }
 
@@ -340,6 +348,8 @@ fn listen_for_signals() -> Result<tokio::sync::mpsc::Receiver<shutdown::Control>
 }
 
 async fn run_agent(path: &Path, with_simulator: bool) -> Result<(), CliError> {
+    // Before the config's open-file warning is worked out against it.
+    rlimit::raise_open_files();
     let config = load(path)?;
     if with_simulator {
         simulate::serve_site(&config)

@@ -17,6 +17,7 @@
 mod checker;
 mod locate;
 mod model;
+mod nofile;
 mod output;
 mod probe;
 pub mod raw;
@@ -31,6 +32,7 @@ pub use crate::extract::selector::{PromSelector, Selector};
 pub use model::{BasicAuth, Config, Fsync, Group, Output, Problem, Sensor, Tls};
 pub use probe::WRITE_PROBE_PREFIX;
 pub use raw::{BodyFormat, Compress, Unit};
+pub use validate::MAX_LIMIT;
 pub use values::{HumanSize, Secret};
 
 /// Why a config could not be loaded.
@@ -87,9 +89,15 @@ impl Config {
     }
 
     /// [`Config::load`] for the agent that will run it (`run`, `check`, a
-    /// reload): `output.dir` is also tried for write access.
+    /// reload): `output.dir` is also tried for write access, and the
+    /// process's open-file limit is held against what the config may open.
     pub fn load_to_run(path: &Path) -> Result<Config, ConfigError> {
-        Config::resolve(&read(path)?, path, true)
+        let mut config = Config::resolve(&read(path)?, path, true)?;
+        // An unknown limit (no /proc) is not warned about.
+        if let Ok(limits) = crate::rlimit::open_files() {
+            config.warnings.extend(nofile::warning(&config, limits));
+        }
+        Ok(config)
     }
 
     /// Validate config `text`; `path` names it in messages and anchors

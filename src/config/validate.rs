@@ -17,6 +17,11 @@ use super::values::show_duration;
 use super::{output, secrets, sensor};
 use crate::history::row::is_name;
 
+/// The largest `limit`: each request in flight is an open connection, and
+/// `systemd/edge-agent.service`'s `LimitNOFILE=65536` leaves room for this
+/// many, the agent's own files, and idle connections to many hosts.
+pub const MAX_LIMIT: usize = 10_000;
+
 /// Resolve `raw`; with `try_output_dir`, `output.dir` is also tried for
 /// write access (a probe file made and removed).
 pub fn resolve(
@@ -49,6 +54,11 @@ pub fn resolve(
     }
     if raw.limit == 0 {
         c.fail("limit", "must be at least 1");
+    } else if raw.limit > MAX_LIMIT {
+        c.fail(
+            "limit",
+            format!("{} is more than {MAX_LIMIT}, the most requests in flight the agent takes (the systemd unit's LimitNOFILE is sized for it)", raw.limit),
+        );
     }
     if raw.limit_per_host == 0 {
         c.fail("limit_per_host", "must be at least 1");

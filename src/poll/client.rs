@@ -5,11 +5,27 @@
 //! TLS setting and so a single client; a sensor with its own `ca_file` or
 //! `insecure: true` gets the client for that setting (the config warns about
 //! each insecure sensor when it is loaded).
+//!
+//! TLS is set up only where a URL needs it. A client none of whose sensors
+//! is `https://` trusts no certificate at all and loads none, so the agent
+//! starts on an image without a CA bundle (a minimal Debian has no
+//! `ca-certificates`); it refuses a redirect to https with a reason in
+//! words. A client for https sensors trusts the system's CA certificates,
+//! loaded once per set-up by rustls-native-certs (`SSL_CERT_FILE` and
+//! `SSL_CERT_DIR` if set, else the usual bundle files and directories),
+//! plus the setting's `tls.ca_file`. With neither there is nothing to check
+//! a certificate against, and the error says where the bundle was looked
+//! for, what provides it, and that `tls.ca_file` would do instead.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{Config, Tls};
+use crate::config::{Config, Sensor, Tls};
+
+/// Redirects followed per request at most.
+const MAX_REDIRECTS: usize = 5;
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +42,53 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("cannot set up the HTTP client: {0}")]
+    #[error(transparent)]
+    NoCaBundle(NoCaBundle),
+    /// reqwest says only "builder error"; the message carries its causes.
+    #[error("cannot set up the HTTP client: {}", causes(.0))]
     Build(#[source] reqwest::Error),
+}
+
+/// No CA certificate to verify an https server's certificate against.
+#[derive(Debug)]
+pub struct NoCaBundle {
+    /// Who needs one: "the https sensor `t1` (https://10.0.0.5:443)".
+    pub what: String,
+    /// Where the system's certificates were looked for, and what went wrong.
+    pub looked: String,
+    /// Whether `tls.ca_file` is a way out (for sensors, not replay's endpoint).
+    pub ca_file_helps: bool,
+}
+
+impl fmt::Display for NoCaBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot verify the certificate of {}: no CA certificates found ({}); install the package `ca-certificates` (it provides \
+             /etc/ssl/certs/ca-certificates.crt)",
+            self.what, self.looked
+        )?;
+        if self.ca_file_helps {
+            f.write_str(
+                ", or set `tls.ca_file` on the sensor to the CA certificate (PEM) that signed its certificate",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NoCaBundle {}
+
+/// `e` and its causes, outermost first: "builder error: ...".
+fn causes(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Make ring the process's rustls crypto provider. reqwest is built without
@@ -45,13 +106,29 @@ pub struct Clients {
 impl Clients {
     pub fn build(config: &Config) -> Result<Clients, ClientError> {
         install_crypto_provider();
-        let mut by_tls = HashMap::new();
+        // Per TLS setting: its sensors that use https, and how many.
+        let mut settings: HashMap<&Tls, Option<(&Sensor, usize)>> = HashMap::new();
         for (_, sensor) in config.sensors() {
-            if by_tls.contains_key(&sensor.tls) {
-                continue;
+            let https = settings.entry(&sensor.tls).or_default();
+            if sensor.url.scheme() == "https" {
+                let (_, n) = https.get_or_insert((sensor, 0));
+                *n += 1;
             }
-            let client = build_one(&sensor.tls, config)?;
-            by_tls.insert(sensor.tls.clone(), client);
+        }
+        let mut system = SystemRoots::default();
+        let mut by_tls = HashMap::new();
+        for (tls, https) in settings {
+            let trust = match https {
+                None => Trust::Nothing,
+                Some(_) if tls.insecure => Trust::Anything,
+                Some((first, n)) => Trust::Roots {
+                    ca_file: tls.ca_file.as_deref(),
+                    what: https_sensors(first, n),
+                    ca_file_helps: true,
+                },
+            };
+            let client = build_one(trust, config, &mut system)?;
+            by_tls.insert(tls.clone(), client);
         }
         Ok(Clients { by_tls })
     }
@@ -62,8 +139,35 @@ impl Clients {
     }
 }
 
-fn build_one(tls: &Tls, config: &Config) -> Result<reqwest::Client, ClientError> {
-    let mut builder = reqwest::Client::builder()
+/// "the https sensor `a` (https://host:port)", "... and 3 more".
+fn https_sensors(first: &Sensor, n: usize) -> String {
+    let mut s = format!("the https sensor `{}` ({})", first.id, first.host);
+    if n > 1 {
+        s.push_str(&format!(" and {} more", n - 1));
+    }
+    s
+}
+
+/// What a client's certificates are checked against.
+enum Trust<'a> {
+    /// No https URL: no TLS set-up at all.
+    Nothing,
+    /// `tls.insecure`: any certificate.
+    Anything,
+    /// The system's CA certificates and `ca_file`'s.
+    Roots {
+        ca_file: Option<&'a Path>,
+        what: String,
+        ca_file_helps: bool,
+    },
+}
+
+fn build_one(
+    trust: Trust,
+    config: &Config,
+    system: &mut SystemRoots,
+) -> Result<reqwest::Client, ClientError> {
+    let builder = reqwest::Client::builder()
         .user_agent(concat!("edge-agent/", env!("CARGO_PKG_VERSION")))
         // Sensors live on the local network; a proxy from the environment
         // would only add a hop that can fail.
@@ -71,21 +175,164 @@ fn build_one(tls: &Tls, config: &Config) -> Result<reqwest::Client, ClientError>
         .pool_max_idle_per_host(config.limit_per_host)
         .pool_idle_timeout(Some(config.interval.max(Duration::from_secs(30)) * 2))
         .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .connect_timeout(config.timeout)
-        .tls_danger_accept_invalid_certs(tls.insecure);
-    if let Some(path) = &tls.ca_file {
-        let shown = path.display().to_string();
-        let pem = std::fs::read(path).map_err(|source| ClientError::CaFile {
-            path: shown.clone(),
-            source,
-        })?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| ClientError::CaPem {
-                path: shown,
-                source,
-            })?;
-        builder = builder.tls_certs_merge(certs);
+        .connect_timeout(config.timeout);
+    with_trust(builder, trust, system)?
+        .build()
+        .map_err(ClientError::Build)
+}
+
+/// `builder` with its TLS and redirects set up for `trust`.
+fn with_trust(
+    builder: reqwest::ClientBuilder,
+    trust: Trust,
+    system: &mut SystemRoots,
+) -> Result<reqwest::ClientBuilder, ClientError> {
+    Ok(match trust {
+        // No roots to load; a redirect to https is refused in words rather
+        // than failing the handshake against an empty trust store.
+        Trust::Nothing => {
+            builder
+                .tls_certs_only(Vec::new())
+                .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                    if attempt.url().scheme() == "https" {
+                        attempt.error(
+                            "redirected to an https URL, but TLS is set up only for sensors \
+                         whose URL in the config is https: write that URL in the config",
+                        )
+                    } else if attempt.previous().len() > MAX_REDIRECTS {
+                        attempt.error("too many redirects")
+                    } else {
+                        attempt.follow()
+                    }
+                }))
+        }
+        Trust::Anything => builder
+            .tls_danger_accept_invalid_certs(true)
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS)),
+        Trust::Roots {
+            ca_file,
+            what,
+            ca_file_helps,
+        } => {
+            let mut roots = Vec::new();
+            if let Some(path) = ca_file {
+                roots = ca_file_certs(path)?;
+            }
+            let loaded = system.get();
+            if loaded.certs.is_empty() && roots.is_empty() {
+                return Err(ClientError::NoCaBundle(NoCaBundle {
+                    what,
+                    looked: loaded.looked.clone(),
+                    ca_file_helps,
+                }));
+            }
+            if loaded.certs.is_empty() {
+                tracing::debug!(
+                    "no system CA certificates ({}): {what} trusts its tls.ca_file only",
+                    loaded.looked
+                );
+            }
+            roots.extend(loaded.certs.iter().cloned());
+            builder
+                .tls_certs_only(roots)
+                .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        }
+    })
+}
+
+/// The certificates of `tls.ca_file`.
+fn ca_file_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let shown = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|source| ClientError::CaFile {
+        path: shown.clone(),
+        source,
+    })?;
+    reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| ClientError::CaPem {
+        path: shown,
+        source,
+    })
+}
+
+/// A client builder for replay's HTTP endpoint `url`: TLS only for https,
+/// verified against the system's CA certificates.
+pub fn endpoint_client(
+    builder: reqwest::ClientBuilder,
+    url: &url::Url,
+) -> Result<reqwest::ClientBuilder, ClientError> {
+    install_crypto_provider();
+    let trust = if url.scheme() == "https" {
+        Trust::Roots {
+            ca_file: None,
+            what: format!("the endpoint {}", url.origin().ascii_serialization()),
+            ca_file_helps: false,
+        }
+    } else {
+        Trust::Nothing
+    };
+    with_trust(builder, trust, &mut SystemRoots::default())
+}
+
+/// The system's CA certificates, loaded at most once per set-up.
+#[derive(Default)]
+struct SystemRoots(Option<Loaded>);
+
+struct Loaded {
+    /// The certificates rustls accepts as roots.
+    certs: Vec<reqwest::Certificate>,
+    /// Where they were looked for, and what could not be read, for messages.
+    looked: String,
+}
+
+impl SystemRoots {
+    fn get(&mut self) -> &Loaded {
+        self.0.get_or_insert_with(load_system_roots)
     }
-    builder.build().map_err(ClientError::Build)
+}
+
+fn load_system_roots() -> Loaded {
+    let found = rustls_native_certs::load_native_certs();
+    // reqwest refuses the whole list for one certificate rustls cannot use
+    // as a root; such a certificate is left out, as a browser would.
+    let mut store = rustls::RootCertStore::empty();
+    let mut unusable = 0;
+    let mut certs = Vec::with_capacity(found.certs.len());
+    for der in found.certs {
+        match store.add(der.clone()) {
+            Ok(()) => certs.extend(reqwest::Certificate::from_der(&der).ok()),
+            Err(_) => unusable += 1,
+        }
+    }
+    let mut looked = looked_in();
+    if unusable > 0 {
+        looked.push_str(&format!("; {unusable} certificate(s) not usable as a root"));
+    }
+    for error in found.errors.iter().take(3) {
+        looked.push_str(&format!("; {error}"));
+    }
+    if found.errors.len() > 3 {
+        looked.push_str(&format!("; {} more error(s)", found.errors.len() - 3));
+    }
+    tracing::debug!("{} system CA certificate(s): {looked}", certs.len());
+    Loaded { certs, looked }
+}
+
+/// Where rustls-native-certs looks: the places `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` name if either is set, else openssl-probe's list.
+fn looked_in() -> String {
+    let file = std::env::var_os("SSL_CERT_FILE");
+    let dir = std::env::var_os("SSL_CERT_DIR")
+        .filter(|d| std::env::split_paths(d).any(|p| !p.as_os_str().is_empty()));
+    if file.is_none() && dir.is_none() {
+        return "looked for /etc/ssl/certs/ca-certificates.crt and the other usual bundle \
+                files, and in /etc/ssl/certs and /etc/pki/tls/certs"
+            .to_string();
+    }
+    let named: Vec<String> = [("SSL_CERT_FILE", file), ("SSL_CERT_DIR", dir)]
+        .into_iter()
+        .filter_map(|(name, value)| Some(format!("{name}={}", value?.to_string_lossy())))
+        .collect();
+    format!(
+        "looked only at {}, set in the environment",
+        named.join(" and ")
+    )
 }

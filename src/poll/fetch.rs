@@ -123,9 +123,9 @@ fn describe(e: reqwest::Error) -> Failure {
         Failure::Resolve(detail.unwrap_or(&cause).to_string())
     } else if e.is_connect() {
         Failure::Connect(cause)
-    } else if e.is_redirect() {
-        Failure::Request("too many redirects".into())
     } else {
+        // A refused redirect's cause is its reason: "too many redirects", or
+        // the client's own (a redirect to https where TLS is not set up).
         Failure::Request(cause)
     }
 }

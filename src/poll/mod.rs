@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use client::{ClientError, Clients, install_crypto_provider};
+pub use client::{ClientError, Clients, NoCaBundle, endpoint_client, install_crypto_provider};
 pub use fetch::Failure;
 
 use crate::config::Config;

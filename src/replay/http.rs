@@ -78,12 +78,14 @@ pub struct Pusher {
 
 impl Pusher {
     pub fn new(url: reqwest::Url, opts: PushOptions) -> Result<Pusher, PushError> {
-        crate::poll::install_crypto_provider();
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(concat!("edge-agent/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+            .timeout(Duration::from_secs(60));
+        // TLS only for an https endpoint, so a replay to http needs no CA bundle.
+        let client = crate::poll::endpoint_client(builder, &url)
+            .map_err(|e| PushError::Client(e.to_string()))?
             .build()
             .map_err(|e| PushError::Client(e.to_string()))?;
         Ok(Pusher {

@@ -13,69 +13,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{Agent, Body, Reply, TestServer, fields, group, wait_rows, write};
+use support::{Agent, Body, Pki, Reply, TestServer, fields, group, self_signed, wait_rows, write};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: Duration = Duration::from_secs(20);
 const GIB: u64 = 1 << 30;
-
-/// A private CA and two server certificates it signed: one for 127.0.0.1,
-/// one for another name only.
-struct Pki {
-    ca_pem: String,
-    right_name: Arc<rustls::ServerConfig>,
-    wrong_name: Arc<rustls::ServerConfig>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "edge-agent test CA");
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-            .unwrap();
-        let leaf = |name: &str| {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = rcgen::CertificateParams::new(vec![name.to_string()])
-                .unwrap()
-                .signed_by(&key, &ca)
-                .unwrap();
-            server_config(vec![cert.der().clone(), ca.der().clone()], &key)
-        };
-        Pki {
-            ca_pem: ca.pem(),
-            right_name: leaf("127.0.0.1"),
-            wrong_name: leaf("sensor.example"),
-        }
-    }
-}
-
-/// A certificate for 127.0.0.1 signed by its own key (no CA at all): its
-/// PEM and a server config presenting it.
-fn self_signed() -> (String, Arc<rustls::ServerConfig>) {
-    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let config = server_config(vec![made.cert.der().clone()], &made.signing_key);
-    (made.cert.pem(), config)
-}
-
-fn server_config(
-    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key: &rcgen::KeyPair,
-) -> Arc<rustls::ServerConfig> {
-    edge_agent::poll::install_crypto_provider();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    Arc::new(config)
-}
 
 /// A server that answers with headers and part of the body, then resets
 /// the connection (SO_LINGER 0: an RST, not an orderly close).

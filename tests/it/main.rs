@@ -21,5 +21,6 @@ mod readers;
 mod reload;
 mod replay;
 mod secrets;
+mod start;
 mod store;
 mod tail;

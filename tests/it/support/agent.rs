@@ -15,16 +15,38 @@ pub fn binary() -> &'static str {
 
 /// Run `edge-agent ARGS` to its end: (exit code, stdout, stderr).
 pub fn edge_agent(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    finish(Command::new(binary()).args(args))
+}
+
+/// Run `command` (an `edge-agent` one) to its end: (exit code, stdout, stderr).
+pub fn finish(command: &mut Command) -> (i32, String, String) {
+    let out = command.env_remove("RUST_LOG").output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `edge-agent` started with the open-file limit (RLIMIT_NOFILE) `soft`
+/// under `hard`: through prlimit(1) of util-linux where installed, else
+/// bash's `ulimit`. Either replaces itself with the agent (exec), so the
+/// child is the agent itself; arguments go after.
+pub fn with_open_files(soft: u64, hard: u64) -> Command {
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+    };
+    if on_path("prlimit") {
+        let mut c = Command::new("prlimit");
+        c.arg(format!("--nofile={soft}:{hard}")).arg(binary());
+        c
+    } else {
+        let mut c = Command::new("bash");
+        let script = format!("ulimit -Hn {hard} && ulimit -Sn {soft} && exec \"$0\" \"$@\"");
+        c.args(["-c", &script, binary()]);
+        c
+    }
 }
 
 /// A running `edge-agent` with its stderr going to a file.
@@ -40,10 +62,14 @@ impl Agent {
 
     /// Start with extra environment variables.
     pub fn start_with(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Agent {
+        Agent::spawn(Command::new(binary()).args(args), dir, env)
+    }
+
+    /// Start `command`, an `edge-agent` one (see [`with_open_files`]).
+    pub fn spawn(command: &mut Command, dir: &Path, env: &[(&str, &str)]) -> Agent {
         let log = dir.join(format!("agent-{}.log", std::process::id()));
         let err = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary())
-            .args(args)
+        let child = command
             .current_dir(dir)
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())

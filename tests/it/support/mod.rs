@@ -10,13 +10,15 @@ mod clock;
 mod config;
 mod files;
 mod net;
+mod pki;
 mod server;
 mod wait;
 
-pub use agent::{Agent, binary, edge_agent};
+pub use agent::{Agent, binary, edge_agent, finish, with_open_files};
 pub use clock::FakeClock;
 pub use config::{group, output};
 pub use files::{all_names, fields, file_names, is_journal, read_text, rows, wait_rows, write};
 pub use net::{ClosedPort, client, closed_port, listening_addr, metric_in, metrics_text};
+pub use pki::{Pki, self_signed};
 pub use server::{Body, Reply, TestServer, serve_status};
 pub use wait::{eventually, eventually_blocking, wait_until};
