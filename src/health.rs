@@ -53,6 +53,8 @@ pub struct Health {
     last: Mutex<LastCycle>,
     cycles: AtomicU64,
     skipped_ticks: AtomicU64,
+    /// Sensors polled less often because they keep failing (`backoff`).
+    backing_off: AtomicU64,
     store: Mutex<Arc<StoreStats>>,
 }
 
@@ -64,6 +66,7 @@ impl Health {
             last: Mutex::new(LastCycle::default()),
             cycles: AtomicU64::new(0),
             skipped_ticks: AtomicU64::new(0),
+            backing_off: AtomicU64::new(0),
             store: Mutex::new(store),
         })
     }
@@ -92,6 +95,11 @@ impl Health {
             ended: Some(Instant::now()),
         };
         notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+
+    /// Sensors in backoff after the last cycle.
+    pub fn set_backing_off(&self, sensors: usize) {
+        self.backing_off.store(sensors as u64, Relaxed);
     }
 
     /// `Ok` when healthy, else why not.
@@ -152,6 +160,12 @@ impl Health {
             "gauge",
             "Sensors that failed in the last cycle.",
             &per_group(|g| g.failed),
+        );
+        metric(
+            "sensors_backing_off",
+            "gauge",
+            "Sensors polled less often because they failed polls in a row (counted failed meanwhile).",
+            &one(self.backing_off.load(Relaxed) as f64),
         );
         metric(
             "cycle_duration_seconds",

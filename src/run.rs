@@ -111,6 +111,7 @@ pub async fn run_with(
             Stop::Shutdown => break,
             Stop::Reload(next) => {
                 summary.reloads += 1;
+                next.poller.keep_backoff_of(&poller);
                 match next.store {
                     Some(new_store) => {
                         let old = std::mem::replace(&mut store, new_store);
@@ -313,6 +314,7 @@ impl Engine<'_> {
                 }
             }
         }
+        self.health.set_backing_off(self.poller.backing_off());
         self.health.cycle_done(groups, took, cut_short, skipped);
     }
 }
@@ -404,6 +406,8 @@ impl FailureLog {
                 }
                 // Reported once per cycle below, not once per sensor.
                 Err(Failure::NotStarted) => starved += 1,
+                // Not a poll: the poller logs going into backoff and out.
+                Err(Failure::BackingOff) => {}
                 Err(reason) => match &mut self.failing[n] {
                     Some(count) => *count += 1,
                     None => {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edge_agent::history::names;
-use support::{Agent, FakeClock, Reply, TestServer, client, group, write};
+use support::{Agent, FakeClock, Reply, TestServer, group, metric, write};
 
 const LIMIT: Duration = Duration::from_secs(20);
 const DAY: Duration = Duration::from_secs(86_400);
@@ -113,17 +113,6 @@ fn assert_each_once(data: &Path) -> usize {
         &twice[..twice.len().min(5)]
     );
     seen.len()
-}
-
-/// One counter of the agent's `/metrics`.
-async fn metric(base: &str, name: &str) -> f64 {
-    let response = client().get(format!("{base}/metrics")).send().await;
-    let body = response.unwrap().text().await.unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("edge_agent_{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
-        .parse()
-        .unwrap()
 }
 
 /// Wait until the counter `name` reaches `at_least`.

@@ -1,6 +1,7 @@
 //! Loopback networking for the tests without picking a port that might be
 //! taken meanwhile: a client, a port where nothing listens (connection
-//! refused), and the address a process got when it was told port 0.
+//! refused), the address a process got when it was told port 0, and what
+//! its `/metrics` says.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -14,6 +15,18 @@ use super::wait::eventually;
 pub fn client() -> reqwest::Client {
     edge_agent::poll::install_crypto_provider();
     reqwest::Client::new()
+}
+
+/// One unlabelled series of the agent's `/metrics` at `base`
+/// (`http://ADDR`), by its name without the `edge_agent_` prefix.
+pub async fn metric(base: &str, name: &str) -> f64 {
+    let response = client().get(format!("{base}/metrics")).send().await;
+    let body = response.unwrap().text().await.unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("edge_agent_{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+        .parse()
+        .unwrap()
 }
 
 /// A loopback port where nothing listens, kept so while this lives.
