@@ -118,3 +118,59 @@ fn intervals(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// `backoff: TEXT` resolved with an interval of 5s: the settings, or
+    /// the problems' messages.
+    fn backoff(text: &str) -> Result<Option<Backoff>, Vec<String>> {
+        let raw: RawBackoff = match text {
+            "" => RawBackoff::Default,
+            _ => serde_yaml_ng::from_str(text).unwrap(),
+        };
+        let mut c = Checker {
+            problems: Vec::new(),
+            env: &|_| None,
+            literal_secrets: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let b = resolve(&mut c, raw, Some(Duration::from_secs(5)));
+        if c.problems.is_empty() {
+            Ok(b)
+        } else {
+            Err(c.problems.into_iter().map(|p| p.message).collect())
+        }
+    }
+
+    #[test]
+    fn on_by_default_and_off_when_said() {
+        assert_eq!(backoff(""), Ok(Some(Backoff::DEFAULT)));
+        assert_eq!(backoff("{}"), Ok(Some(Backoff::DEFAULT)));
+        assert_eq!(backoff("off"), Ok(None));
+        assert_eq!(backoff("false"), Ok(None));
+    }
+
+    #[test]
+    fn max_in_intervals_or_as_a_duration_rounded_down() {
+        let b = |after, max| Ok(Some(Backoff { after, max }));
+        assert_eq!(backoff("{ after: 5, max: 20x }"), b(5, 20));
+        assert_eq!(backoff("{ max: 1m }"), b(3, 12));
+        assert_eq!(backoff("{ max: 59s }"), b(3, 11));
+        assert_eq!(backoff("{ after: 1, max: 10s }"), b(1, 2));
+    }
+
+    #[test]
+    fn out_of_range_is_refused_with_the_way_out() {
+        let err = backoff("{ max: 9s }").unwrap_err();
+        assert!(
+            err[0].contains("would never skip a poll") && err[0].contains("backoff: off"),
+            "{err:?}"
+        );
+        let err = backoff("{ after: 1001, max: 1001x }").unwrap_err();
+        assert_eq!(err.len(), 2, "{err:?}");
+    }
+}

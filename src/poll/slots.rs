@@ -133,6 +133,11 @@ impl Slots {
         self.waiting[h] as usize
     }
 
+    #[cfg(test)]
+    fn waiting_total(&self) -> usize {
+        self.waiting.iter().map(|w| *w as usize).sum()
+    }
+
     fn push_back(&mut self, h: usize, level: usize) {
         self.link(h, level, false);
     }
@@ -240,6 +245,30 @@ mod tests {
         }
         assert_eq!(started, 100, "every live sensor was started");
         assert_eq!(s.total(), 100);
+    }
+
+    /// Work-conserving at the shape of `benches/cycle.rs` (10 hosts of
+    /// 1,000 sensors, limit 200, 25 per host) with every answer taking one
+    /// time unit: every round starts `limit` requests, so the cycle takes
+    /// the cap bound, 50 rounds, as round-robin starts did.
+    #[test]
+    fn the_benchmark_site_runs_at_the_cap_bound() {
+        let mut s = Slots::new(200, 25, vec![1000; 10], 0);
+        let mut round = fill(&mut s);
+        let mut rounds = 0;
+        while !round.is_empty() {
+            rounds += 1;
+            assert!(
+                round.len() == 200 || s.waiting_total() == 0,
+                "round {rounds}: {}",
+                round.len()
+            );
+            for h in round {
+                s.done(h);
+            }
+            round = fill(&mut s);
+        }
+        assert_eq!(rounds, 50);
     }
 
     /// The guarantee in the module docs, for random completions: while a
