@@ -58,7 +58,11 @@ impl Slots {
     /// the same hosts that wait for a slot).
     pub(super) fn new(limit: usize, per_host: usize, waiting: Vec<u32>, first: usize) -> Slots {
         let hosts = waiting.len();
-        let per_host = per_host.clamp(1, u32::MAX as usize - 1) as u32;
+        // No host can be busier than its sensors or than `limit`: the cap
+        // is cut to that, so the level lists (one per level) stay as small
+        // as the site, whatever huge caps the config allows.
+        let most = waiting.iter().copied().max().unwrap_or(0) as usize;
+        let per_host = per_host.min(limit).min(most).max(1) as u32;
         let mut slots = Slots {
             limit: limit.min(u32::MAX as usize) as u32,
             per_host,
@@ -213,6 +217,15 @@ mod tests {
         s.done(0);
         assert_eq!(s.take(), Some(0));
         assert_eq!(s.waiting(0), 0);
+        assert_eq!(s.take(), None);
+    }
+
+    #[test]
+    fn huge_caps_cost_no_more_than_the_site() {
+        let mut s = Slots::new(usize::MAX, usize::MAX, vec![3, 2], 0);
+        assert_eq!(fill(&mut s), [0, 1, 0, 1, 0]);
+        assert!(s.levels.len() <= 3);
+        s.done(1);
         assert_eq!(s.take(), None);
     }
 
