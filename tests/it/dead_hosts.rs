@@ -147,15 +147,16 @@ async fn hosts_that_never_answer_cannot_starve_a_host_that_does() {
     }
 }
 
-/// A sensor that answers 500 backs off (after 2 failures, at most 4 cycles
-/// apart): polled about a third as often as the sensor beside it, logged
+/// A sensor on a host that takes the request and never answers (it hangs
+/// past the timeout) backs off after 2 failures, at most 4 cycles apart:
+/// the server sees about a third as many requests as cycles, it is logged
 /// once going in, counted in `/metrics`, and failed in every row, polled or
 /// not. When it answers again it is logged once, and polled every cycle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sensor_is_polled_less_often_until_it_answers() {
     let server = TestServer::start(&["127.0.0.1"]).await;
     server.route("/ok", Reply::ok("20"));
-    server.route("/dead", Reply::status(500));
+    server.route("/dead", Reply::ok("20").after(Duration::from_secs(60)));
     let dir = tempfile::tempdir().unwrap();
     let live = group("live", "celsius", &[sensor("ok", &server.url(0, "/ok"))]);
     let (mut agent, base, _) = start_backing_off(&server, dir.path(), &live).await;
