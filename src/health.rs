@@ -55,6 +55,8 @@ pub struct Health {
     skipped_ticks: AtomicU64,
     /// Of `skipped_ticks`, those lost while a reload was applied.
     reload_skipped_ticks: AtomicU64,
+    /// Sensors polled less often because they keep failing (`backoff`).
+    backing_off: AtomicU64,
     store: Mutex<Arc<StoreStats>>,
 }
 
@@ -67,6 +69,7 @@ impl Health {
             cycles: AtomicU64::new(0),
             skipped_ticks: AtomicU64::new(0),
             reload_skipped_ticks: AtomicU64::new(0),
+            backing_off: AtomicU64::new(0),
             store: Mutex::new(store),
         })
     }
@@ -102,6 +105,11 @@ impl Health {
     pub fn reload_skipped(&self, ticks: u64) {
         self.skipped_ticks.fetch_add(ticks, Relaxed);
         self.reload_skipped_ticks.fetch_add(ticks, Relaxed);
+    }
+
+    /// Sensors in backoff after the last cycle.
+    pub fn set_backing_off(&self, sensors: usize) {
+        self.backing_off.store(sensors as u64, Relaxed);
     }
 
     /// `Ok` when healthy, else why not.
@@ -162,6 +170,12 @@ impl Health {
             "gauge",
             "Sensors that failed in the last cycle.",
             &per_group(|g| g.failed),
+        );
+        metric(
+            "sensors_backing_off",
+            "gauge",
+            "Sensors polled less often because they failed polls in a row (counted failed meanwhile).",
+            &one(self.backing_off.load(Relaxed) as f64),
         );
         metric(
             "cycle_duration_seconds",

@@ -21,6 +21,19 @@ pub fn describe(config: &Config) -> String {
         config.limit_per_host,
         HumanSize(config.max_body)
     );
+    let _ = match config.backoff {
+        Some(b) => writeln!(
+            out,
+            "backoff: a sensor failing {} poll(s) in a row is polled less often, at most {} intervals ({}) apart, until it answers",
+            b.after,
+            b.max,
+            d(config.interval * u32::from(b.max))
+        ),
+        None => writeln!(
+            out,
+            "backoff: off (failing sensors are polled every interval)"
+        ),
+    };
     let o = &config.output;
     let mut rotate = Vec::new();
     if let Some(s) = o.max_size {

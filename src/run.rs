@@ -303,6 +303,7 @@ impl Engine {
         }
         self.failures = std::mem::replace(&mut self.failures, FailureLog::new(0))
             .carry((&self.poller, &self.config), (&poller, &config));
+        poller.keep_backoff_of(&self.poller);
         self.config = config;
         self.poller = poller;
         self.health.reconfigure(
@@ -353,6 +354,7 @@ impl Engine {
                 }
             }
         }
+        self.health.set_backing_off(self.poller.backing_off());
         self.health.cycle_done(groups, took, cut_short, skipped);
     }
 }
@@ -402,6 +404,8 @@ impl FailureLog {
                 }
                 // Reported once per cycle below, not once per sensor.
                 Err(Failure::NotStarted) => starved += 1,
+                // Not a poll: the poller logs going into backoff and out.
+                Err(Failure::BackingOff) => {}
                 Err(reason) => match &mut self.failing[n] {
                     Some(count) => *count += 1,
                     None => {

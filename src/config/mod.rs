@@ -4,8 +4,8 @@
 //! 1. [`raw`]: serde turns the YAML into typed structs, rejecting unknown keys
 //!    and wrong types (serde knows the position of these errors).
 //! 2. [`validate`]: cross-field rules, with the rules of the parts beside it
-//!    ([`output`], [`sensor`]), `${VAR}` and password files in [`secrets`],
-//!    file-system questions in [`probe`], and selectors parsed by
+//!    ([`output`], [`sensor`], [`backoff`]), `${VAR}` and password files in
+//!    [`secrets`], file-system questions in [`probe`], and selectors parsed by
 //!    [`crate::extract::selector`]. It collects *every* problem rather than
 //!    stopping at the first, so one `edge-agent check` shows all that is wrong.
 //! 3. [`locate`]: positions for the problems of step 2, so each one reads
@@ -14,6 +14,7 @@
 //! The result, [`Config`], holds only checked values: the rest of the agent
 //! never re-validates anything.
 
+mod backoff;
 mod checker;
 mod locate;
 mod model;
@@ -29,7 +30,7 @@ pub mod values;
 use std::path::{Path, PathBuf};
 
 pub use crate::extract::selector::{PromSelector, Selector};
-pub use model::{BasicAuth, Config, Fsync, Group, Output, Problem, Sensor, Tls};
+pub use model::{Backoff, BasicAuth, Config, Fsync, Group, Output, Problem, Sensor, Tls};
 pub use probe::WRITE_PROBE_PREFIX;
 pub use raw::{BodyFormat, Compress, Unit};
 pub use validate::MAX_LIMIT;

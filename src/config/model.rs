@@ -27,6 +27,8 @@ pub struct Config {
     pub limit_per_host: usize,
     /// Largest response body accepted; longer bodies count as failed.
     pub max_body: u64,
+    /// How sensors that keep failing are polled less often; `None`: off.
+    pub backoff: Option<Backoff>,
     pub output: Output,
     pub groups: Vec<Group>,
     /// Loopback address of the `/metrics` and `/healthz` listener, if on.
@@ -34,6 +36,22 @@ pub struct Config {
     /// Things that work but deserve a word when the config is loaded (a
     /// world-readable file holding secrets, say).
     pub warnings: Vec<String>,
+}
+
+/// `backoff`: a sensor that fails `after` polls in a row is polled less
+/// often, exponentially with jitter, at most `max` intervals apart, until
+/// it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Failed polls in a row before a sensor backs off (1..=1000).
+    pub after: u16,
+    /// Most intervals between two polls of a sensor in backoff (2..=1000).
+    pub max: u16,
+}
+
+impl Backoff {
+    /// `backoff: { after: 3, max: 10x }`, what an agent does unless told.
+    pub const DEFAULT: Backoff = Backoff { after: 3, max: 10 };
 }
 
 /// Where and how rows are stored.

@@ -23,6 +23,9 @@ pub struct RawConfig {
     pub limit_per_host: usize,
     /// Largest response body accepted from a sensor (default 64 KiB).
     pub max_body: Option<SizeText>,
+    /// `off`, or `{ after: 3, max: 10x }` (the default).
+    #[serde(default)]
+    pub backoff: RawBackoff,
     pub output: RawOutput,
     pub groups: Vec<RawGroup>,
     /// Optional `/metrics` and `/healthz` listener.
@@ -33,6 +36,52 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     pub listen: String,
+}
+
+/// `backoff:` as written: `off` (or `false`), or a map. Checked in
+/// [`super::backoff`], where the interval is known.
+#[derive(Debug, Default)]
+pub enum RawBackoff {
+    /// Not in the file.
+    #[default]
+    Default,
+    Text(String),
+    Flag(bool),
+    Map(RawBackoffMap),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackoffMap {
+    pub after: Option<u64>,
+    /// `10x` (intervals) or a duration; any YAML value, judged in validation.
+    pub max: Option<serde_yaml_ng::Value>,
+}
+
+impl<'de> Deserialize<'de> for RawBackoff {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawBackoff;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`off` or a map such as { after: 3, max: 10x }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawBackoff, E> {
+                Ok(RawBackoff::Text(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawBackoff, E> {
+                Ok(RawBackoff::Flag(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawBackoff, A::Error> {
+                let map = serde::de::value::MapAccessDeserializer::new(map);
+                RawBackoffMap::deserialize(map).map(RawBackoff::Map)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 fn default_limit() -> usize {

@@ -3,8 +3,9 @@
 //!
 //! Every rule reports a [`Problem`] with the key path it is about and keeps
 //! going, so the user sees all mistakes at once. The [`Checker`] collecting
-//! them is shared by the rules of the parts: [`super::output`] and
-//! [`super::sensor`]; secrets and `${VAR}` are [`super::secrets`]'s.
+//! them is shared by the rules of the parts: [`super::output`],
+//! [`super::sensor`] and [`super::backoff`]; secrets and `${VAR}` are
+//! [`super::secrets`]'s.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -14,7 +15,7 @@ use super::checker::Checker;
 use super::model::{Config, Group, Problem};
 use super::raw::{RawConfig, RawGroup};
 use super::values::show_duration;
-use super::{output, secrets, sensor};
+use super::{backoff, output, secrets, sensor};
 use crate::history::row::is_name;
 
 /// The largest `limit`: each request in flight is an open connection, and
@@ -78,6 +79,7 @@ pub fn resolve(
     if max_body == 0 {
         c.fail("max_body", "must be greater than 0");
     }
+    let backoff = backoff::resolve(&mut c, raw.backoff, interval);
     let output = output::resolve(&mut c, raw.output, try_output_dir);
     let metrics = raw.metrics.and_then(|m| match m.listen.parse::<std::net::SocketAddr>() {
         Ok(addr) if addr.ip().is_loopback() => Some(addr),
@@ -128,6 +130,7 @@ pub fn resolve(
         limit: raw.limit,
         limit_per_host: raw.limit_per_host,
         max_body,
+        backoff,
         output,
         groups,
         metrics,

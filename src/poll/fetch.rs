@@ -7,6 +7,9 @@ use crate::config::{Sensor, Unit};
 use crate::extract::{ExtractError, extract};
 use crate::units::{UnitError, convert};
 
+/// The result of one sensor in one cycle, in its group's unit.
+pub type Outcome = Result<f64, Failure>;
+
 /// Why a sensor gave no reading this cycle. The text is what the log says.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Failure {
@@ -17,6 +20,9 @@ pub enum Failure {
     BodyTimeout(Duration),
     #[error("not polled: the cycle ran out of time before its turn")]
     NotStarted,
+    /// Skipped this cycle: it failed repeatedly (`backoff` in the config).
+    #[error("not polled: backing off after failed polls in a row")]
+    BackingOff,
     #[error("still running when the cycle ended")]
     CycleEnd,
     #[error("cannot connect: {0}")]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edge_agent::history::names;
-use support::{Agent, FakeClock, Reply, TestServer, group, write};
+use support::{Agent, FakeClock, Reply, TestServer, group, metric, write};
 
 const LIMIT: Duration = Duration::from_secs(20);
 const DAY: Duration = Duration::from_secs(86_400);
@@ -113,14 +113,6 @@ fn assert_each_once(data: &Path) -> usize {
         &twice[..twice.len().min(5)]
     );
     seen.len()
-}
-
-/// One counter of the agent's `/metrics`.
-async fn metric(base: &str, name: &str) -> f64 {
-    support::metric_in(
-        &support::metrics_text(base).await,
-        &format!("edge_agent_{name}"),
-    )
 }
 
 /// Wait until the counter `name` reaches `at_least`.

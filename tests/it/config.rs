@@ -273,6 +273,31 @@ fn cases(file_dir: &str) -> Vec<Case<'_>> {
             ],
             "test.yaml:11:5: groups[0].sensors: needs at least one sensor",
         ),
+        (
+            "backoff neither off nor a map",
+            vec![(4, "limit_per_host: 5\nbackoff: sometimes")],
+            "test.yaml:5:1: backoff: `sometimes` is not `off` or a map such as { after: 3, max: 10x }",
+        ),
+        (
+            "backoff after 0",
+            vec![(4, "limit_per_host: 5\nbackoff: { after: 0, max: 10x }")],
+            "test.yaml:5:12: backoff.after: must be from 1 to 1000",
+        ),
+        (
+            "backoff max below two intervals",
+            vec![(4, "limit_per_host: 5\nbackoff: { after: 3, max: 1500ms }")],
+            "test.yaml:5:22: backoff.max: 1 interval(s) would never skip a poll: give at least 2x (2s)",
+        ),
+        (
+            "backoff max without x",
+            vec![(4, "limit_per_host: 5\nbackoff: { max: 10 }")],
+            "test.yaml:5:12: backoff.max: write `10x` for 10 intervals",
+        ),
+        (
+            "backoff unknown key",
+            vec![(4, "limit_per_host: 5\nbackoff: { after: 3, every: 2x }")],
+            "test.yaml:5:22: backoff: unknown field `every`, expected `after` or `max`",
+        ),
         ("missing key", vec![(1, "")], "missing field `interval`"),
         ("not yaml", vec![(9, "  - name: [greenhouse")], "test.yaml:"),
     ]

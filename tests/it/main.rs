@@ -9,6 +9,7 @@ mod agent;
 mod clock;
 mod config;
 mod crash;
+mod dead_hosts;
 mod disk_faults;
 mod disk_full;
 mod engines;

@@ -1,5 +1,6 @@
 //! The poller against real HTTP servers on loopback: the caps are respected
-//! *and reached*, slow hosts do not starve others, every value format is
+//! *and reached* (a host alone takes all of `limit`), slow hosts do not
+//! starve others, failing sensors back off, every value format is
 //! read, units are converted, and each kind of bad answer counts as failed
 //! with a reason.
 
@@ -129,6 +130,89 @@ async fn a_slow_host_does_not_starve_the_others() {
     assert!(out.contains(&Err(Failure::NotStarted)));
     assert!(out.contains(&Err(Failure::CycleEnd)));
     assert_eq!(server.counters.max_for(server.addrs[0]), 2);
+}
+
+/// Fair slots are work-conserving: a host alone with sensors still to poll
+/// (the other host's few are done) takes the whole of `limit`, and a site
+/// with a single host uses it all from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_alone_with_sensors_waiting_uses_the_whole_limit() {
+    let server = TestServer::start(&["127.0.0.8", "127.0.0.9"]).await;
+    server.route("/slow", Reply::ok("1").after(Duration::from_millis(150)));
+    server.route("/fast", Reply::ok("2"));
+    let slow: Vec<String> = (0..60)
+        .map(|i| {
+            format!(
+                "{{ id: slow{i}, url: '{}', format: text }}",
+                server.url(0, "/slow")
+            )
+        })
+        .collect();
+    let fast: Vec<String> = (0..2)
+        .map(|i| {
+            format!(
+                "{{ id: fast{i}, url: '{}', format: text }}",
+                server.url(1, "/fast")
+            )
+        })
+        .collect();
+    let head = "interval: 10s\ntimeout: 5s\nlimit: 20\nlimit_per_host: 20";
+    let poller = Poller::new(config(
+        head,
+        &[("a", "celsius", slow.clone()), ("b", "celsius", fast)],
+    ))
+    .unwrap();
+    let out = poll_once(&poller, Duration::from_secs(9)).await;
+    assert!(out.iter().all(|o| o.is_ok()), "{out:?}");
+    assert_eq!(server.counters.max_for(server.addrs[0]), 20);
+
+    let poller = Poller::new(config(head, &[("a", "celsius", slow)])).unwrap();
+    let out = poll_once(&poller, Duration::from_secs(9)).await;
+    assert!(out.iter().all(|o| o.is_ok()), "{out:?}");
+    assert_eq!(server.counters.max_total(), 20);
+}
+
+/// Backoff, cycle by cycle through the poller: after 2 failures the
+/// sensor is skipped (`BackingOff`, a failure) for 2 cycles, then 3 or 4,
+/// never more than `max` = 4 apart, and the server sees only the polls;
+/// once it answers it is polled every cycle again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sensor_is_skipped_for_growing_waits_until_it_answers() {
+    let server = TestServer::start(&["127.0.0.1"]).await;
+    server.route("/dead", Reply::status(500));
+    let sensors = vec![format!(
+        "{{ id: dead, url: '{}', format: text }}",
+        server.url(0, "/dead")
+    )];
+    let cfg = config(
+        "interval: 10s\ntimeout: 2s\nbackoff: { after: 2, max: 4x }",
+        &[("g", "celsius", sensors)],
+    );
+    let poller = Poller::new(cfg).unwrap();
+    let mut polled = Vec::new();
+    for cycle in 0..40 {
+        match poll_once(&poller, Duration::from_secs(5)).await.remove(0) {
+            Err(Failure::BackingOff) => {}
+            Err(Failure::Status(500)) => polled.push(cycle),
+            other => panic!("cycle {cycle}: {other:?}"),
+        }
+    }
+    assert_eq!(server.counters.requests(), polled.len());
+    assert_eq!(polled[..3], [0, 1, 3], "{polled:?}");
+    let gaps: Vec<usize> = polled.windows(2).skip(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|g| (3..=4).contains(g)), "{polled:?}");
+    assert_eq!(poller.backing_off(), 1);
+
+    server.route("/dead", Reply::ok("7"));
+    let mut waited = 0;
+    while poll_once(&poller, Duration::from_secs(5)).await[0] != Ok(7.0) {
+        waited += 1;
+        assert!(waited < 4, "still skipped after {waited} cycles");
+    }
+    assert_eq!(poller.backing_off(), 0);
+    for _ in 0..3 {
+        assert_eq!(poll_once(&poller, Duration::from_secs(5)).await, [Ok(7.0)]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Loopback networking for the tests without picking a port that might be
 //! taken meanwhile: a client, a port where nothing listens (connection
-//! refused), and the address a process got when it was told port 0.
+//! refused), the address a process got when it was told port 0, and what
+//! its `/metrics` says.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -29,6 +30,12 @@ pub fn metric_in(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
         .parse()
         .unwrap()
+}
+
+/// One unlabelled series of the agent's `/metrics` at `base`
+/// (`http://ADDR`), by its name without the `edge_agent_` prefix.
+pub async fn metric(base: &str, name: &str) -> f64 {
+    metric_in(&metrics_text(base).await, &format!("edge_agent_{name}"))
 }
 
 /// A loopback port where nothing listens, kept so while this lives.
