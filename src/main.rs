@@ -112,8 +112,9 @@ struct ReplayArgs {
     /// Only this group; repeat for several.
     #[arg(long = "group", value_name = "NAME")]
     groups: Vec<String>,
-    #[arg(long, value_enum, default_value = "csv")]
-    format: replay::Format,
+    /// Output format [default: csv; influx for a URL, which takes nothing else].
+    #[arg(long, value_enum)]
+    format: Option<replay::Format>,
     /// Measurement name of the influx format.
     #[arg(long, default_value = "temperature")]
     measurement: String,
@@ -387,13 +388,18 @@ async fn serve_simulator(
 
 async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
     let (dir, prefix) = args.files.resolve()?;
+    let destination = args
+        .output
+        .parse::<replay::Destination>()
+        .map_err(CliError::usage)?;
+    let format = destination.format(args.format).map_err(CliError::usage)?;
     let opts = replay::Options {
         dir,
         prefix,
         since: args.since,
         until: args.until,
         groups: args.groups,
-        format: args.format,
+        format,
         measurement: args.measurement,
         speed: args.speed,
         chunk_size: args.chunk_size as usize,
@@ -403,10 +409,8 @@ async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
         rows: args.batch_rows,
         bytes: args.batch_size as usize,
     };
-    let mut sink = args
-        .output
-        .parse::<replay::Destination>()
-        .and_then(|d| d.open(opts.format, batches))
+    let mut sink = destination
+        .open(opts.format, batches)
         .map_err(CliError::usage)?;
     match replay::replay(&opts, &mut sink).await {
         Ok(summary) => {

@@ -39,6 +39,14 @@ pub enum DestinationError {
         #[source]
         source: std::io::Error,
     },
+    /// A format an HTTP endpoint would not store.
+    #[error(
+        "--output {url} with --format {format}: an HTTP endpoint takes InfluxDB line protocol \
+         (--format influx, the default for a URL); InfluxDB's and VictoriaMetrics' /write read \
+         nothing else, and VictoriaMetrics acknowledges other text while storing none of it. \
+         Write {format} to a file or stdout (--output PATH or -), or drop --format"
+    )]
+    NotLineProtocol { url: String, format: &'static str },
     #[error(transparent)]
     Http(#[from] PushError),
 }
@@ -72,6 +80,21 @@ impl FromStr for Destination {
 }
 
 impl Destination {
+    /// The format written here: `asked` (`--format`), else csv, or line
+    /// protocol for an endpoint. An endpoint takes line protocol only:
+    /// VictoriaMetrics answers csv posted to `/write` with 204 and stores
+    /// nothing, so a replay would report rows "acknowledged" that are gone.
+    pub fn format(&self, asked: Option<Format>) -> Result<Format, DestinationError> {
+        match (self, asked) {
+            (Destination::Url(_), None | Some(Format::Influx)) => Ok(Format::Influx),
+            (Destination::Url(url), Some(other)) => Err(DestinationError::NotLineProtocol {
+                url: url.to_string(),
+                format: other.name(),
+            }),
+            (_, asked) => Ok(asked.unwrap_or(Format::Csv)),
+        }
+    }
+
     /// The sink that writes `format` here: a file is created now; an
     /// endpoint gets `format`'s content type and batches of `batches`.
     /// Within a tokio runtime (a file's writer is a task of its own).
@@ -138,6 +161,25 @@ mod tests {
             parse("https://"),
             Err("--output https://: empty host".into())
         );
+    }
+
+    #[test]
+    fn an_endpoint_takes_line_protocol_only() {
+        let url: Destination = "http://127.0.0.1:8428/write".parse().unwrap();
+        assert_eq!(url.format(None).unwrap(), Format::Influx);
+        assert_eq!(url.format(Some(Format::Influx)).unwrap(), Format::Influx);
+        for refused in [Format::Csv, Format::Jsonl] {
+            let e = url.format(Some(refused)).unwrap_err().to_string();
+            assert!(
+                e.starts_with("--output http://127.0.0.1:8428/write with --format "),
+                "{e}"
+            );
+            assert!(e.contains(refused.name()), "{e}");
+        }
+        for other in [Destination::Stdout, Destination::File("x".into())] {
+            assert_eq!(other.format(None).unwrap(), Format::Csv);
+            assert_eq!(other.format(Some(Format::Jsonl)).unwrap(), Format::Jsonl);
+        }
     }
 
     #[tokio::test]

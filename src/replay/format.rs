@@ -28,6 +28,15 @@ impl Format {
         }
     }
 
+    /// The name `--format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Influx => "influx",
+        }
+    }
+
     /// The HTTP content type of a body in this format.
     pub fn content_type(self) -> &'static str {
         match self {

@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A server process, killed when dropped.
-struct Engine {
+pub(crate) struct Engine {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Engine {
@@ -42,7 +42,7 @@ fn find(binary: &str) -> Option<String> {
 }
 
 /// The binary, or `None` (after saying why) when the test cannot run here.
-fn require(binary: &str, package: &str) -> Option<String> {
+pub(crate) fn require(binary: &str, package: &str) -> Option<String> {
     let found = find(binary);
     if found.is_none() {
         assert!(
@@ -78,7 +78,7 @@ async fn wait_ready(url: &str, child: &mut Child) {
     }
 }
 
-async fn victoria(dir: &Path, binary: &str) -> Engine {
+pub(crate) async fn victoria(dir: &Path, binary: &str) -> Engine {
     // Port 0: VictoriaMetrics logs the address as given (`:0`), so the port
     // it got is read from its socket.
     let mut child = Command::new(binary)
@@ -107,7 +107,7 @@ fn influx_http_addr(log: &str) -> Option<&str> {
         .find_map(|f| f.strip_prefix("addr="))
 }
 
-async fn influx(dir: &Path, binary: &str) -> Engine {
+pub(crate) async fn influx(dir: &Path, binary: &str) -> Engine {
     // Both listeners on port 0: influxd logs the HTTP address it got.
     let d = dir.join("influx");
     let config = format!(
@@ -151,9 +151,9 @@ async fn influx(dir: &Path, binary: &str) -> Engine {
 }
 
 /// (group, field, time in ms) -> value, from a CSV replay of the same history.
-type Points = BTreeMap<(String, String, u64), f64>;
+pub(crate) type Points = BTreeMap<(String, String, u64), f64>;
 
-fn expected(dir: &Path) -> Points {
+pub(crate) fn expected(dir: &Path) -> Points {
     let out = Command::new(support::binary())
         .args(["replay", "--dir", dir.to_str().unwrap()])
         .output()
@@ -212,7 +212,7 @@ async fn replay_to(dir: &Path, url: &str) -> String {
 }
 
 /// A recorded history: 3 groups, 2 hours at 30 s, with gaps (empty rows).
-async fn history(dir: &Path) {
+pub(crate) async fn history(dir: &Path) {
     let out = edge_agent::config::Output {
         dir: dir.to_path_buf(),
         prefix: "readings".into(),
@@ -251,7 +251,7 @@ async fn history(dir: &Path) {
 }
 
 /// Points of `temperature_*` in VictoriaMetrics, via its export API.
-async fn victoria_points(url: &str) -> Points {
+pub(crate) async fn victoria_points(url: &str) -> Points {
     let client = client();
     client
         .get(format!("{url}/internal/force_flush"))
@@ -326,7 +326,7 @@ async fn flaky_proxy(upstream: String, fail: usize) -> (String, Arc<AtomicUsize>
 }
 
 /// Every recorded point came back once, with its value: no gap, no duplicate.
-fn assert_same_points(got: &Points, want: &Points) {
+pub(crate) fn assert_same_points(got: &Points, want: &Points) {
     assert_eq!(got.len(), want.len(), "no gap, no duplicate");
     for (key, value) in want {
         let g = got
