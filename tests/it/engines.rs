@@ -213,6 +213,12 @@ async fn replay_to(dir: &Path, url: &str) -> String {
 
 /// A recorded history: 3 groups, 2 hours at 30 s, with gaps (empty rows).
 pub(crate) async fn history(dir: &Path) {
+    history_in_units(dir, |_, _| edge_agent::config::Unit::Celsius).await;
+}
+
+/// [`history`] with `unit(group, i)` the unit of group number `group`'s
+/// `i`-th row (of 240).
+pub(crate) async fn history_in_units(dir: &Path, unit: fn(usize, u32) -> edge_agent::config::Unit) {
     let out = edge_agent::config::Output {
         dir: dir.to_path_buf(),
         prefix: "readings".into(),
@@ -239,7 +245,7 @@ pub(crate) async fn history(dir: &Path) {
                 mean: (!gap).then_some(v),
                 min: (!gap).then_some(v - 1.0),
                 max: (!gap).then_some(v + 1.5),
-                unit: edge_agent::config::Unit::Celsius,
+                unit: unit(g, i),
                 ok: if gap { 0 } else { 3 },
                 failed: if gap { 3 } else { 0 },
             });
@@ -250,28 +256,31 @@ pub(crate) async fn history(dir: &Path) {
     store.close().await.unwrap();
 }
 
-/// Points of `temperature_*` in VictoriaMetrics, via its export API.
-pub(crate) async fn victoria_points(url: &str) -> Points {
+/// VictoriaMetrics' export (JSON lines) of the series `selector` matches,
+/// after a flush so that every point written is seen.
+pub(crate) async fn victoria_export(url: &str, selector: &str) -> String {
     let client = client();
     client
         .get(format!("{url}/internal/force_flush"))
         .send()
         .await
         .unwrap();
-    let body = client
+    client
         .get(
-            url::Url::parse_with_params(
-                &format!("{url}/api/v1/export"),
-                [("match[]", "{__name__=~\"temperature_.*\"}")],
-            )
-            .unwrap(),
+            url::Url::parse_with_params(&format!("{url}/api/v1/export"), [("match[]", selector)])
+                .unwrap(),
         )
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Points of `temperature_*` in VictoriaMetrics, via its export API.
+pub(crate) async fn victoria_points(url: &str) -> Points {
+    let body = victoria_export(url, "{__name__=~\"temperature_.*\"}").await;
     let mut points = Points::new();
     for line in body.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -323,6 +332,19 @@ async fn flaky_proxy(upstream: String, fail: usize) -> (String, Arc<AtomicUsize>
     })
     .await;
     (format!("http://{addr}"), count)
+}
+
+/// A GET of `url`'s JSON answer.
+pub(crate) async fn get_json(url: url::Url) -> serde_json::Value {
+    let text = client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 /// Every recorded point came back once, with its value: no gap, no duplicate.
@@ -384,15 +406,7 @@ async fn replay_into_influxdb() {
         ],
     )
     .unwrap();
-    let text = client()
-        .get(query)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let body = get_json(query).await;
     let series = &body["results"][0]["series"][0];
     let columns: Vec<&str> = series["columns"]
         .as_array()
