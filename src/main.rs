@@ -133,6 +133,15 @@ struct ReplayArgs {
     /// Bytes per HTTP batch at most.
     #[arg(long, value_parser = parse_size, default_value = "1MiB", value_name = "SIZE")]
     batch_size: u64,
+    /// HTTP: how long one request may wait for its acknowledgement.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    timeout: Duration,
+    /// HTTP: sends of one batch at most before the replay gives up.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    attempts: u32,
+    /// HTTP: give a batch up this long after its first send (attempts and pauses together).
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
+    give_up_after: Duration,
     /// Exit non-zero if any line was skipped.
     #[arg(long)]
     strict: bool,
@@ -158,6 +167,15 @@ fn parse_speed(s: &str) -> Result<f64, String> {
         Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
         _ => Err(format!(
             "`{s}` is not a positive number (1 = real time, 60 = sixty times faster)"
+        )),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "`{s}` is not a positive duration such as 500ms, 30s or 5m"
         )),
     }
 }
@@ -409,8 +427,13 @@ async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
         rows: args.batch_rows,
         bytes: args.batch_size as usize,
     };
+    let patience = replay::Patience {
+        timeout: args.timeout,
+        attempts: args.attempts,
+        give_up_after: args.give_up_after,
+    };
     let mut sink = destination
-        .open(opts.format, batches)
+        .open(opts.format, batches, patience)
         .map_err(CliError::usage)?;
     match replay::replay(&opts, &mut sink).await {
         Ok(summary) => {

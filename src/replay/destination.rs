@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::format::Format;
-use super::http::{PushError, PushOptions, Pusher};
+use super::http::{Patience, PushError, PushOptions, Pusher};
 use super::sink::{FileWriter, Sink};
 
 /// Where replayed lines go, as `--output` names it.
@@ -96,9 +96,15 @@ impl Destination {
     }
 
     /// The sink that writes `format` here: a file is created now; an
-    /// endpoint gets `format`'s content type and batches of `batches`.
-    /// Within a tokio runtime (a file's writer is a task of its own).
-    pub fn open(&self, format: Format, batches: Batches) -> Result<Sink, DestinationError> {
+    /// endpoint gets `format`'s content type, batches of `batches`, each
+    /// tried with `patience`. Within a tokio runtime (a file's writer is a
+    /// task of its own).
+    pub fn open(
+        &self,
+        format: Format,
+        batches: Batches,
+        patience: Patience,
+    ) -> Result<Sink, DestinationError> {
         match self {
             Destination::Stdout => Ok(Sink::File(FileWriter::new(Box::new(std::io::stdout())))),
             Destination::File(path) => {
@@ -114,6 +120,7 @@ impl Destination {
                     max_rows: batches.rows.max(1),
                     max_bytes: batches.bytes,
                     content_type: format.content_type(),
+                    patience,
                     ..Default::default()
                 };
                 let pusher = Pusher::new(url.clone(), opts)?;
@@ -187,12 +194,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.csv");
         let batches = Batches { rows: 0, bytes: 1 };
-        let sink = Destination::File(path.clone()).open(Format::Csv, batches);
+        let sink = Destination::File(path.clone()).open(Format::Csv, batches, Patience::default());
         assert!(matches!(sink, Ok(Sink::File(_))));
         assert!(path.is_file());
         let missing = dir.path().join("no/such/dir/out.csv");
         let err = Destination::File(missing.clone())
-            .open(Format::Csv, batches)
+            .open(Format::Csv, batches, Patience::default())
             .err()
             .unwrap();
         assert_eq!(
@@ -203,7 +210,7 @@ mod tests {
             )
         );
         let url = "http://127.0.0.1:9/write".parse().unwrap();
-        let sink = Destination::Url(url).open(Format::Influx, batches);
+        let sink = Destination::Url(url).open(Format::Influx, batches, Patience::default());
         assert!(matches!(sink, Ok(Sink::Http(_))));
     }
 }

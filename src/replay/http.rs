@@ -1,16 +1,34 @@
 //! Pushing replayed lines to an HTTP endpoint (InfluxDB's or
 //! VictoriaMetrics' `/write`), in batches bounded by rows and bytes.
 //!
-//! Each batch is sent as a streamed (chunked) POST body. A batch that fails
-//! (connection error, 5xx, 408, 429) is sent again after a growing pause; a
-//! batch the server acknowledged (2xx) is never sent again, and the next
-//! batch only starts once the previous one was acknowledged, so there is
-//! neither a gap nor a duplicate. A 4xx other than 408/429 means the data is
-//! refused and retrying would not help: the replay stops and says why.
+//! Each batch is sent as a streamed (chunked) POST body, and the next batch
+//! only starts once the previous one was acknowledged (2xx), so there is
+//! no gap; an acknowledged batch is never sent again. What happens to a
+//! batch that was not acknowledged depends on what is known of its fate:
+//!
+//! - not stored, certainly: the connection could not be made, or the
+//!   server answered 5xx, 408 or 429. Sent again after a growing pause.
+//! - refused: any other 4xx. Retrying would not help: the replay stops
+//!   with the server's reason.
+//! - unknown: the request went out but no answer came within `--timeout`
+//!   (or the connection broke before one). The server may have stored the
+//!   rows. Sent again only to an engine where that is harmless (line
+//!   protocol to InfluxDB, or to VictoriaMetrics that deduplicates,
+//!   overwrites the same points; see [`super::engine`]), asked of the
+//!   server at that moment; to any
+//!   other endpoint the replay stops and says which rows may or may not be
+//!   there, rather than risk storing them twice.
+//!
+//! A batch is given up after `--attempts` sends or `--give-up-after` from
+//! its first send, whichever comes first; each request's timeout is cut to
+//! what is left of the latter.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::engine::{self, Engine};
 
 /// Why pushing stopped.
 #[derive(Debug, thiserror::Error)]
@@ -24,17 +42,59 @@ pub enum PushError {
         body: String,
     },
     #[error(
-        "{url}: rows {first}..={last} not acknowledged after {attempts} attempt(s); last error: {error}"
+        "{url}: rows {first}..={last} not acknowledged after {attempts} attempt(s) in {spent} \
+         ({limit} reached); last error: {error}"
     )]
     GaveUp {
         url: String,
         first: u64,
         last: u64,
         attempts: u32,
+        /// How long the batch was tried, rounded for the message.
+        spent: String,
+        /// Which limit stopped it: `--attempts N` or `--give-up-after D`.
+        limit: String,
+        error: String,
+    },
+    #[error(
+        "{url}: rows {first}..={last} were sent but not acknowledged ({error}); they may or may \
+         not be stored. Not sent again: {url} answers as {engine}, where a second copy could be \
+         stored beside the first (replay resends only to InfluxDB, and to VictoriaMetrics \
+         started with -dedup.minScrapeInterval=1ms, which keep one point per series and time). \
+         Check what it holds from row {first} on and replay the rest with --since, or raise \
+         --timeout"
+    )]
+    Unacknowledged {
+        url: String,
+        first: u64,
+        last: u64,
+        engine: &'static str,
         error: String,
     },
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
+}
+
+/// How long and how often a batch is tried (`--timeout`, `--attempts`,
+/// `--give-up-after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patience {
+    /// One request, from its start to the server's answer.
+    pub timeout: Duration,
+    /// Sends of one batch at most (at least 1).
+    pub attempts: u32,
+    /// One batch, from its first send: attempts and pauses together.
+    pub give_up_after: Duration,
+}
+
+impl Default for Patience {
+    fn default() -> Self {
+        Patience {
+            timeout: Duration::from_secs(30),
+            attempts: 10,
+            give_up_after: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Batching and retry settings.
@@ -42,8 +102,7 @@ pub enum PushError {
 pub struct PushOptions {
     pub max_rows: u64,
     pub max_bytes: usize,
-    /// Attempts per batch before giving up.
-    pub attempts: u32,
+    pub patience: Patience,
     /// First pause after a failure; doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -55,7 +114,7 @@ impl Default for PushOptions {
         PushOptions {
             max_rows: 5_000,
             max_bytes: 1 << 20,
-            attempts: 10,
+            patience: Patience::default(),
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             content_type: "text/plain; charset=utf-8",
@@ -73,7 +132,13 @@ pub struct Pusher {
     /// Rows acknowledged so far (numbering for messages starts at 1).
     acked: u64,
     pub batches_sent: u64,
+    /// Sends after a batch's first.
     pub retries: u64,
+    /// Of those, sends of a batch whose earlier send got no answer (to an
+    /// engine that overwrites: see [`super::engine`]).
+    pub resent_unanswered: u64,
+    /// The engine, once asked.
+    engine: Option<Engine>,
 }
 
 impl Pusher {
@@ -81,8 +146,7 @@ impl Pusher {
         let builder = reqwest::Client::builder()
             .user_agent(concat!("edge-agent/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60));
+            .connect_timeout(opts.patience.timeout.min(Duration::from_secs(10)));
         // TLS only for an https endpoint, so a replay to http needs no CA bundle.
         let client = crate::poll::endpoint_client(builder, &url)
             .map_err(|e| PushError::Client(e.to_string()))?
@@ -97,6 +161,8 @@ impl Pusher {
             acked: 0,
             batches_sent: 0,
             retries: 0,
+            resent_unanswered: 0,
+            engine: None,
         })
     }
 
@@ -118,6 +184,25 @@ impl Pusher {
         Ok(())
     }
 
+    /// The engine at the URL, asked once (see [`engine::probe`]).
+    pub async fn engine(&mut self) -> &Engine {
+        if self.engine.is_none() {
+            let found = engine::probe(&self.client, &self.url, self.opts.patience.timeout).await;
+            tracing::debug!("{} answers as {}", self.url, found.name());
+            self.engine = Some(found);
+        }
+        self.engine.get_or_insert(Engine::Other)
+    }
+
+    /// The HTTP client, for questions to the engine after the replay.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
     /// Send what is pending and wait for its acknowledgement.
     pub async fn flush(&mut self) -> Result<(), PushError> {
         if self.batch.is_empty() {
@@ -125,11 +210,20 @@ impl Pusher {
         }
         let body = Bytes::from(std::mem::take(&mut self.batch));
         let (first, last) = (self.acked + 1, self.acked + self.batch_rows);
+        let patience = self.opts.patience;
+        let started = Instant::now();
+        let deadline = started + patience.give_up_after;
         let mut pause = self.opts.backoff;
         let mut attempt = 0;
+        let mut unanswered = false;
         loop {
             attempt += 1;
-            let error = match self.send_once(body.clone()).await {
+            if unanswered {
+                self.resent_unanswered += 1;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = patience.timeout.min(left).max(Duration::from_millis(1));
+            let error = match self.send_once(body.clone(), timeout).await {
                 Ok(()) => break,
                 Err(Failure::Permanent(status, text)) => {
                     return Err(PushError::Refused {
@@ -140,14 +234,47 @@ impl Pusher {
                         body: text,
                     });
                 }
-                Err(Failure::Retry(e)) => e,
+                Err(Failure::Retry(e)) => {
+                    unanswered = false;
+                    e
+                }
+                Err(Failure::Unanswered(e)) => {
+                    let engine = self.engine().await.clone();
+                    if !engine.overwrites() {
+                        return Err(PushError::Unacknowledged {
+                            url: self.url.to_string(),
+                            first,
+                            last,
+                            engine: engine.name(),
+                            error: e,
+                        });
+                    }
+                    unanswered = true;
+                    format!(
+                        "{e}; {} overwrites the same points, so it is sent again",
+                        engine.name()
+                    )
+                }
             };
-            if attempt >= self.opts.attempts {
+            let limit = if attempt >= patience.attempts.max(1) {
+                Some(format!("--attempts {}", patience.attempts))
+            } else if Instant::now() + pause >= deadline {
+                Some(format!(
+                    "--give-up-after {}",
+                    humantime::format_duration(patience.give_up_after)
+                ))
+            } else {
+                None
+            };
+            if let Some(limit) = limit {
+                let spent = Duration::from_millis(started.elapsed().as_millis() as u64);
                 return Err(PushError::GaveUp {
                     url: self.url.to_string(),
                     first,
                     last,
                     attempts: attempt,
+                    spent: humantime::format_duration(spent).to_string(),
+                    limit,
                     error,
                 });
             }
@@ -169,7 +296,7 @@ impl Pusher {
         Ok(())
     }
 
-    async fn send_once(&self, body: Bytes) -> Result<(), Failure> {
+    async fn send_once(&self, body: Bytes, timeout: Duration) -> Result<(), Failure> {
         // A streamed body: chunks of the batch, sent with chunked encoding.
         const CHUNK: usize = 64 * 1024;
         let chunks: Vec<Result<Bytes, std::io::Error>> = (0..body.len())
@@ -182,9 +309,22 @@ impl Pusher {
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, self.opts.content_type)
             .body(reqwest::Body::wrap_stream(stream))
+            .timeout(timeout)
             .send()
             .await
-            .map_err(|e| Failure::Retry(innermost(&e)))?;
+            .map_err(|e| {
+                if e.is_connect() {
+                    // Nothing reached the server.
+                    Failure::Retry(innermost(&e))
+                } else if e.is_timeout() {
+                    Failure::Unanswered(format!(
+                        "no answer within {}",
+                        humantime::format_duration(timeout)
+                    ))
+                } else {
+                    Failure::Unanswered(innermost(&e))
+                }
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -207,8 +347,12 @@ impl Pusher {
 }
 
 enum Failure {
+    /// Not stored: safe to send again.
     Retry(String),
+    /// Refused: sending again would not help.
     Permanent(u16, String),
+    /// Sent, no answer: maybe stored.
+    Unanswered(String),
 }
 
 fn innermost(e: &(dyn std::error::Error + 'static)) -> String {

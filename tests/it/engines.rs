@@ -79,12 +79,17 @@ async fn wait_ready(url: &str, child: &mut Child) {
 }
 
 pub(crate) async fn victoria(dir: &Path, binary: &str) -> Engine {
+    victoria_with(dir, binary, &["-retentionPeriod=100y"]).await
+}
+
+/// VictoriaMetrics started with `flags` (besides where and on which port).
+pub(crate) async fn victoria_with(dir: &Path, binary: &str, flags: &[&str]) -> Engine {
     // Port 0: VictoriaMetrics logs the address as given (`:0`), so the port
     // it got is read from its socket.
     let mut child = Command::new(binary)
         .arg(format!("-storageDataPath={}", dir.join("vm").display()))
         .arg("-httpListenAddr=127.0.0.1:0")
-        .arg("-retentionPeriod=100y")
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -6,7 +6,7 @@
 
 use crate::engines::{
     Engine, assert_same_points, expected, get_json, history, history_in_units, influx, require,
-    victoria, victoria_export, victoria_points,
+    victoria, victoria_export, victoria_points, victoria_with,
 };
 use crate::support;
 
@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// `edge-agent replay --dir DIR ARGS...` to its end: (code, stdout, stderr).
 async fn replay(dir: &Path, args: &[&str]) -> (i32, String, String) {
@@ -27,19 +28,28 @@ async fn replay(dir: &Path, args: &[&str]) -> (i32, String, String) {
     .unwrap()
 }
 
-/// A loopback endpoint answering 204 to everything, counting requests.
-async fn counting_endpoint() -> (String, Arc<AtomicUsize>) {
+/// A temp dir with [`history`] recorded in its `data`: (dir, data).
+async fn recorded() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    history(&data).await;
+    (dir, data)
+}
+
+/// A loopback endpoint answering `status` to everything, counting
+/// requests: its `/write` URL and the count.
+async fn counting_endpoint(status: u16) -> (String, Arc<AtomicUsize>) {
     let count = Arc::new(AtomicUsize::new(0));
     let seen = count.clone();
     let addr = support::serve_status(move |_req: hyper::Request<hyper::body::Incoming>| {
         let seen = seen.clone();
         async move {
             seen.fetch_add(1, Ordering::SeqCst);
-            204
+            status
         }
     })
     .await;
-    (format!("http://{addr}"), count)
+    (format!("http://{addr}/write"), count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,9 +57,7 @@ async fn a_url_gets_line_protocol_unless_told_otherwise() {
     let Some(binary) = require("victoria-metrics", "victoria-metrics") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    history(&data).await;
+    let (dir, data) = recorded().await;
     let want = expected(&data);
     let vm = victoria(dir.path(), &binary).await;
     // No --format: line protocol, not the csv that VictoriaMetrics would
@@ -62,11 +70,8 @@ async fn a_url_gets_line_protocol_unless_told_otherwise() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_or_jsonl_to_a_url_is_refused_before_anything_is_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    history(&data).await;
-    let (url, requests) = counting_endpoint().await;
-    let url = format!("{url}/write");
+    let (_dir, data) = recorded().await;
+    let (url, requests) = counting_endpoint(204).await;
     for format in ["csv", "jsonl"] {
         let (code, out, err) = replay(&data, &["--format", format, "--output", &url]).await;
         assert_eq!(code, 2, "{err}");
@@ -178,4 +183,216 @@ async fn the_unit_tells_series_apart_in_influxdb() {
         got.insert((tag("group"), tag("unit")), n);
     }
     assert_eq!(got, series_by_unit(), "{body}");
+}
+
+/// A hop in front of `upstream` (an engine, or nothing): GETs pass through
+/// (the engine is asked what it is), POSTs are counted and their lines
+/// kept, each forwarded to `upstream` when there is one; the `slow`-th
+/// POST is answered `delay` late (after it was forwarded: stored, but
+/// acknowledged after the replay stopped waiting).
+struct Hop {
+    url: String,
+    posts: Arc<AtomicUsize>,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// An answer of the hop: status, headers, body.
+type Answer = hyper::Response<http_body_util::Full<bytes::Bytes>>;
+
+/// `r` (an engine's answer) as the hop gives it back: status, the
+/// engine's own headers (`X-Influxdb-Build`) and body.
+async fn relay(r: reqwest::Response) -> Answer {
+    let mut answer = hyper::Response::builder().status(r.status().as_u16());
+    for (name, value) in r.headers() {
+        if name.as_str().starts_with("x-") || name == "content-type" {
+            answer = answer.header(name.as_str(), value.as_bytes());
+        }
+    }
+    answer
+        .body(http_body_util::Full::new(r.bytes().await.unwrap()))
+        .unwrap()
+}
+
+fn empty(status: u16) -> Answer {
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    r
+}
+
+async fn hop(upstream: Option<String>, slow: usize, delay: Duration) -> Hop {
+    use http_body_util::BodyExt;
+    let posts = Arc::new(AtomicUsize::new(0));
+    let lines: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen, kept, client) = (posts.clone(), lines.clone(), support::client());
+    let handle = move |req: hyper::Request<hyper::body::Incoming>| {
+        let (seen, kept, client, upstream) =
+            (seen.clone(), kept.clone(), client.clone(), upstream.clone());
+        async move {
+            let target = upstream.map(|u| format!("{u}{}", req.uri()));
+            if req.method() == hyper::Method::GET {
+                return Ok::<_, std::convert::Infallible>(match target {
+                    Some(t) => relay(client.get(t).send().await.unwrap()).await,
+                    None => empty(404),
+                });
+            }
+            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let text = String::from_utf8(body.to_vec()).unwrap();
+            kept.lock()
+                .unwrap()
+                .extend(text.lines().map(str::to_string));
+            let answer = match target {
+                Some(t) => relay(client.post(t).body(body).send().await.unwrap()).await,
+                None => empty(204),
+            };
+            if n == slow {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(answer)
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(handle.clone());
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    Hop {
+        url: format!("http://{addr}"),
+        posts,
+        lines,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_batch_is_not_sent_twice_to_an_endpoint_that_may_append() {
+    let (_dir, data) = recorded().await;
+    // The 2nd batch is taken (its lines kept) and answered after 2 s; the
+    // replay waits 300 ms.
+    let h = hop(None, 2, Duration::from_secs(2)).await;
+    let url = format!("{}/write", h.url);
+    let args = [
+        "--batch-rows",
+        "100",
+        "--timeout",
+        "300ms",
+        "--output",
+        &url,
+    ];
+    let (code, _, err) = replay(&data, &args).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{url}: rows 101..=200 were sent but not acknowledged (no answer within 300ms); \
+             they may or may not be stored. Not sent again: {url} answers as an endpoint that is \
+             neither InfluxDB nor VictoriaMetrics"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        h.posts.load(Ordering::SeqCst),
+        2,
+        "the batch was not sent again"
+    );
+    let lines = h.lines.lock().unwrap().clone();
+    assert_eq!(lines.len(), 200, "each row once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_batch_is_resent_to_victoriametrics_that_deduplicates() {
+    let Some(binary) = require("victoria-metrics", "victoria-metrics") else {
+        return;
+    };
+    let (dir, data) = recorded().await;
+    let want = expected(&data);
+    let flags = ["-retentionPeriod=100y", "-dedup.minScrapeInterval=1ms"];
+    let vm = victoria_with(dir.path(), &binary, &flags).await;
+    // The 3rd POST is stored at once and acknowledged 2 s late.
+    let h = hop(Some(vm.url.clone()), 3, Duration::from_secs(2)).await;
+    let url = format!("{}/write", h.url);
+    let args = ["--batch-rows", "50", "--timeout", "500ms", "--output", &url];
+    let (code, _, err) = replay(&data, &args).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("rows 101..=150 not acknowledged (no answer within 500ms; VictoriaMetrics overwrites the same points, so it is sent again)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "720 row(s) acknowledged in 15 batch(es), 1 retried (1 resent after no answer)"
+        ),
+        "{err}"
+    );
+    assert_eq!(h.posts.load(Ordering::SeqCst), 16);
+    assert_same_points(&victoria_points(&vm.url).await, &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_and_give_up_after_cap_a_dead_endpoint() {
+    let (_dir, data) = recorded().await;
+    let (url, posts) = counting_endpoint(503).await;
+    // --attempts: exactly that many sends.
+    let (code, _, err) = replay(&data, &["--attempts", "3", "--output", &url]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{url}: rows 1..=720 not acknowledged after 3 attempt(s) in "
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("(--attempts 3 reached); last error: HTTP 503"),
+        "{err}"
+    );
+    assert_eq!(posts.load(Ordering::SeqCst), 3);
+    // --give-up-after: pauses of 0.2, 0.4, 0.8 s ... stop before 1 s has
+    // passed, long before 100 attempts.
+    let started = Instant::now();
+    let args = [
+        "--attempts",
+        "100",
+        "--give-up-after",
+        "1s",
+        "--output",
+        &url,
+    ];
+    let (code, _, err) = replay(&data, &args).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("(--give-up-after 1s reached)"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let sent = posts.load(Ordering::SeqCst) - 3;
+    assert!((2..=4).contains(&sent), "{sent} sends in 1 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_batch_is_not_resent_to_victoriametrics_that_keeps_duplicates() {
+    let Some(binary) = require("victoria-metrics", "victoria-metrics") else {
+        return;
+    };
+    let (dir, data) = recorded().await;
+    // Without -dedup.minScrapeInterval VictoriaMetrics keeps both copies
+    // of a point sent twice.
+    let vm = victoria(dir.path(), &binary).await;
+    let h = hop(Some(vm.url.clone()), 1, Duration::from_secs(2)).await;
+    let url = format!("{}/write", h.url);
+    let args = ["--batch-rows", "50", "--timeout", "500ms", "--output", &url];
+    let (code, _, err) = replay(&data, &args).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "answers as VictoriaMetrics without -dedup.minScrapeInterval (which keeps both copies)"
+        ),
+        "{err}"
+    );
+    assert_eq!(h.posts.load(Ordering::SeqCst), 1, "not sent again");
 }
