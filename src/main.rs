@@ -142,6 +142,10 @@ struct ReplayArgs {
     /// HTTP: give a batch up this long after its first send (attempts and pauses together).
     #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
     give_up_after: Duration,
+    /// HTTP: after the last batch, ask the engine (InfluxDB or VictoriaMetrics) what it stored
+    /// of the replayed range and compare with what was sent; exit 1 with figures when they differ.
+    #[arg(long)]
+    verify: bool,
     /// Exit non-zero if any line was skipped.
     #[arg(long)]
     strict: bool,
@@ -435,9 +439,27 @@ async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
     let mut sink = destination
         .open(opts.format, batches, patience)
         .map_err(CliError::usage)?;
+    if args.verify {
+        let replay::Sink::Http(pusher) = &mut sink else {
+            return Err(CliError::usage(
+                "--verify asks the engine what it stored: it needs --output URL (InfluxDB or VictoriaMetrics)",
+            ));
+        };
+        pusher.begin_verify().await.map_err(CliError::usage)?;
+    }
     match replay::replay(&opts, &mut sink).await {
         Ok(summary) => {
             eprintln!("{}", replay::Report::new(&summary, &sink));
+            if let (true, replay::Sink::Http(pusher)) = (args.verify, &mut sink) {
+                let verdict = pusher
+                    .verify(&opts.measurement)
+                    .await
+                    .map_err(CliError::failed)?;
+                if !verdict.complete() {
+                    return Err(CliError::failed(verdict));
+                }
+                eprintln!("{verdict}");
+            }
             if args.strict && summary.skipped > 0 {
                 let skipped = summary.skipped;
                 return Err(CliError::failed(format!(

@@ -29,6 +29,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::engine::{self, Engine};
+use super::verify::{self, Tally, Verdict, VerifyError};
 
 /// Why pushing stopped.
 #[derive(Debug, thiserror::Error)]
@@ -137,8 +138,14 @@ pub struct Pusher {
     /// Of those, sends of a batch whose earlier send got no answer (to an
     /// engine that overwrites: see [`super::engine`]).
     pub resent_unanswered: u64,
+    /// Rows (InfluxDB's points: lines) InfluxDB dropped as older than its
+    /// retention policy (it says so in a 400 answer, having stored the
+    /// rest of the batch).
+    pub dropped_by_retention: u64,
     /// The engine, once asked.
     engine: Option<Engine>,
+    /// What was sent, counted for `--verify`.
+    pub tally: Option<Tally>,
 }
 
 impl Pusher {
@@ -162,7 +169,9 @@ impl Pusher {
             batches_sent: 0,
             retries: 0,
             resent_unanswered: 0,
+            dropped_by_retention: 0,
             engine: None,
+            tally: None,
         })
     }
 
@@ -192,6 +201,53 @@ impl Pusher {
             self.engine = Some(found);
         }
         self.engine.get_or_insert(Engine::Other)
+    }
+
+    /// For `--verify`: ask the engine what it is and its retention, before
+    /// the first batch, and start counting what is sent.
+    pub async fn begin_verify(&mut self) -> Result<(), VerifyError> {
+        let timeout = self.timeout();
+        let engine = self.engine().await.clone();
+        let retention = verify::retention(&self.client, &self.url, &engine, timeout).await?;
+        self.tally = Some(Tally {
+            retention,
+            cutoff: retention.and_then(|r| std::time::SystemTime::now().checked_sub(r)),
+            ..Tally::default()
+        });
+        Ok(())
+    }
+
+    /// After the last batch: what the engine holds of `measurement`
+    /// against what was sent. VictoriaMetrics makes new points searchable
+    /// within a second or so of a flush: a short count is asked again a few
+    /// times before it stands.
+    pub async fn verify(&mut self, measurement: &str) -> Result<Verdict, VerifyError> {
+        let timeout = self.timeout();
+        let engine = self.engine().await.clone();
+        let tally = self.tally.clone().unwrap_or_default();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let held = verify::stored(
+                &self.client,
+                &self.url,
+                &engine,
+                measurement,
+                &tally,
+                timeout,
+            )
+            .await?;
+            let verdict = Verdict::new(&engine, &tally, &held, tally.retention);
+            if verdict.complete() || tries >= 4 {
+                return Ok(verdict);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// One request's timeout (`--timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.opts.patience.timeout
     }
 
     /// The HTTP client, for questions to the engine after the replay.
@@ -224,7 +280,15 @@ impl Pusher {
             let left = deadline.saturating_duration_since(Instant::now());
             let timeout = patience.timeout.min(left).max(Duration::from_millis(1));
             let error = match self.send_once(body.clone(), timeout).await {
-                Ok(()) => break,
+                Ok(0) => break,
+                Ok(dropped) => {
+                    tracing::warn!(
+                        "{}: rows {first}..={last}: the engine dropped {dropped} row(s) as older than its retention policy",
+                        self.url
+                    );
+                    self.dropped_by_retention += dropped;
+                    break;
+                }
                 Err(Failure::Permanent(status, text)) => {
                     return Err(PushError::Refused {
                         url: self.url.to_string(),
@@ -287,6 +351,9 @@ impl Pusher {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(self.opts.max_backoff);
         }
+        if let Some(tally) = &mut self.tally {
+            tally.add(&body);
+        }
         self.acked = last;
         self.batch_rows = 0;
         self.batches_sent += 1;
@@ -296,7 +363,10 @@ impl Pusher {
         Ok(())
     }
 
-    async fn send_once(&self, body: Bytes, timeout: Duration) -> Result<(), Failure> {
+    /// One send: `Ok` with the points the engine dropped as older than
+    /// its retention (InfluxDB's `partial write: points beyond retention
+    /// policy dropped=N`, a 400 for a batch whose other points it stored).
+    async fn send_once(&self, body: Bytes, timeout: Duration) -> Result<u64, Failure> {
         // A streamed body: chunks of the batch, sent with chunked encoding.
         const CHUNK: usize = 64 * 1024;
         let chunks: Vec<Result<Bytes, std::io::Error>> = (0..body.len())
@@ -327,7 +397,7 @@ impl Pusher {
             })?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            return Ok(0);
         }
         let text: String = response
             .text()
@@ -338,6 +408,15 @@ impl Pusher {
             .collect();
         let text = text.trim().to_string();
         let code = status.as_u16();
+        let beyond = "points beyond retention policy dropped=";
+        if let Some(n) = text.split(beyond).nth(1) {
+            if code == 400 && !text.contains("field type conflict") {
+                let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(n) = digits.parse::<u64>() {
+                    return Ok(n);
+                }
+            }
+        }
         if status.is_server_error() || code == 408 || code == 429 {
             Err(Failure::Retry(format!("HTTP {code}: {text}")))
         } else {

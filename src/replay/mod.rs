@@ -27,6 +27,7 @@ pub mod read;
 mod report;
 mod sink;
 mod turns;
+pub mod verify;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -27,6 +27,8 @@ pub struct Pushed {
     /// Of those, sends after an earlier send got no answer (which may have
     /// been stored: only to engines that overwrite the same points).
     pub resent_unanswered: u64,
+    /// Rows the engine dropped as older than its retention policy.
+    pub dropped_by_retention: u64,
 }
 
 /// The end of a replay, shown as one line ([`fmt::Display`]).
@@ -46,6 +48,7 @@ impl Report {
                 batches: p.batches_sent,
                 retries: p.retries,
                 resent_unanswered: p.resent_unanswered,
+                dropped_by_retention: p.dropped_by_retention,
             }),
             _ => None,
         };
@@ -70,6 +73,13 @@ impl fmt::Display for Report {
                 "; {} row(s) acknowledged in {} batch(es), {} retried ({} resent after no answer)",
                 p.acknowledged, p.batches, p.retries, p.resent_unanswered
             )?;
+            if p.dropped_by_retention > 0 {
+                write!(
+                    f,
+                    "; the engine dropped {} row(s) as older than its retention policy",
+                    p.dropped_by_retention
+                )?;
+            }
         }
         Ok(())
     }
@@ -109,6 +119,7 @@ mod tests {
             batches: 15,
             retries: 1,
             resent_unanswered: 1,
+            dropped_by_retention: 0,
         };
         let report = Report {
             summary: SUMMARY,
@@ -134,6 +145,7 @@ mod tests {
             batches: 4,
             retries: 2,
             resent_unanswered: 1,
+            dropped_by_retention: 0,
         };
         assert_eq!(report.pushed, Some(want));
         assert_eq!(report.summary, SUMMARY);

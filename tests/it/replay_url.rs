@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// `edge-agent replay --dir DIR ARGS...` to its end: (code, stdout, stderr).
 async fn replay(dir: &Path, args: &[&str]) -> (i32, String, String) {
@@ -62,9 +62,17 @@ async fn a_url_gets_line_protocol_unless_told_otherwise() {
     let vm = victoria(dir.path(), &binary).await;
     // No --format: line protocol, not the csv that VictoriaMetrics would
     // acknowledge and drop.
-    let (code, _, err) = replay(&data, &["--output", &format!("{}/write", vm.url)]).await;
+    let url = format!("{}/write", vm.url);
+    let (code, _, err) = replay(&data, &["--output", &url, "--verify"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("720 row(s) acknowledged"), "{err}");
+    let points = want.len();
+    assert!(
+        err.contains(&format!(
+            "verified: VictoriaMetrics holds all {points} point(s) of the 720 row(s) sent"
+        )),
+        "{err}"
+    );
     assert_same_points(&victoria_points(&vm.url).await, &want);
 }
 
@@ -220,6 +228,12 @@ fn empty(status: u16) -> Answer {
 }
 
 async fn hop(upstream: Option<String>, slow: usize, delay: Duration) -> Hop {
+    hop_dropping(upstream, slow, delay, 0).await
+}
+
+/// [`hop`] that answers its `drop`-th POST 204 without forwarding it: an
+/// acknowledgement with nothing stored.
+async fn hop_dropping(upstream: Option<String>, slow: usize, delay: Duration, drop: usize) -> Hop {
     use http_body_util::BodyExt;
     let posts = Arc::new(AtomicUsize::new(0));
     let lines: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
@@ -244,8 +258,10 @@ async fn hop(upstream: Option<String>, slow: usize, delay: Duration) -> Hop {
                 .unwrap()
                 .extend(text.lines().map(str::to_string));
             let answer = match target {
-                Some(t) => relay(client.post(t).body(body).send().await.unwrap()).await,
-                None => empty(204),
+                Some(t) if n != drop => {
+                    relay(client.post(t).body(body).send().await.unwrap()).await
+                }
+                _ => empty(204),
             };
             if n == slow {
                 tokio::time::sleep(delay).await;
@@ -395,4 +411,161 @@ async fn an_unanswered_batch_is_not_resent_to_victoriametrics_that_keeps_duplica
         "{err}"
     );
     assert_eq!(h.posts.load(Ordering::SeqCst), 1, "not sent again");
+}
+
+/// `readings.csv` in `dir`: group `g` (celsius), 10 rows 30 s apart 40
+/// days ago and 10 rows 30 s apart from two hours ago; every row has all
+/// five fields (50 points of each ten).
+fn old_and_new(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let now = SystemTime::now();
+    let mut text = String::from("time,group,mean,min,max,unit,ok,failed\n");
+    for start in [
+        now - Duration::from_secs(40 * 86_400),
+        now - Duration::from_secs(7200),
+    ] {
+        let start = edge_agent::schedule::align_down(start, Duration::from_secs(30));
+        for i in 0..10u64 {
+            let t = humantime::format_rfc3339_millis(start + Duration::from_secs(30 * i));
+            text.push_str(&format!("{t},g,{i}.500,{i}.000,{i}.900,celsius,3,0\n"));
+        }
+    }
+    std::fs::write(dir.join("readings.csv"), text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_says_victoriametrics_dropped_rows_older_than_its_retention() {
+    let Some(binary) = require("victoria-metrics", "victoria-metrics") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    old_and_new(&data);
+    // VictoriaMetrics' default retention: one month.
+    let vm = victoria_with(dir.path(), &binary, &[]).await;
+    let url = format!("{}/write", vm.url);
+    let (code, _, err) = replay(&data, &["--output", &url, "--verify"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("20 row(s) acknowledged"), "{err}");
+    assert!(
+        err.contains("error: verify: VictoriaMetrics holds 50 of the 100 point(s) sent (50 missing): group g (celsius) mean: 10 of 20;"),
+        "{err}"
+    );
+    assert!(
+        err.contains("; 10 row(s) sent (up to ") && err.contains("are older than the retention of VictoriaMetrics (31d), which drops such rows; start VictoriaMetrics with a longer -retentionPeriod"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_asks_influxdb_and_its_retention_policy() {
+    let Some(binary) = require("influxd", "influxdb") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    old_and_new(&data);
+    let db = influx(dir.path(), &binary).await;
+    // The default policy keeps everything: all is there.
+    let url = format!("{}/write?db=edge", db.url);
+    let (code, _, err) = replay(&data, &["--output", &url, "--verify"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("verified: InfluxDB holds all 100 point(s) of the 20 row(s) sent"),
+        "{err}"
+    );
+    // A policy of a week: the rows of 40 days ago are dropped (InfluxDB
+    // says so in a 400 for the batch, having stored the rest).
+    let create = url::Url::parse_with_params(
+        &format!("{}/query", db.url),
+        [(
+            "q",
+            "CREATE RETENTION POLICY week ON edge DURATION 7d REPLICATION 1",
+        )],
+    )
+    .unwrap();
+    assert!(
+        support::client()
+            .post(create)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let url = format!("{}/write?db=edge&rp=week", db.url);
+    let (code, _, err) = replay(&data, &["--output", &url, "--verify"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("20 row(s) acknowledged in 1 batch(es), 0 retried (0 resent after no answer); the engine dropped 10 row(s) as older than its retention policy"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: verify: InfluxDB holds 50 of the 100 point(s) sent (50 missing)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("are older than the retention of InfluxDB (7d), which drops such rows"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_batch_acknowledged_but_not_stored() {
+    let Some(binary) = require("victoria-metrics", "victoria-metrics") else {
+        return;
+    };
+    let (dir, data) = recorded().await;
+    let vm = victoria(dir.path(), &binary).await;
+    // The 2nd batch (rows 51..=100, all of one hour of three groups) is
+    // answered 204 and never reaches VictoriaMetrics.
+    let h = hop_dropping(Some(vm.url.clone()), 0, Duration::ZERO, 2).await;
+    let url = format!("{}/write", h.url);
+    let (code, _, err) = replay(&data, &["--batch-rows", "50", "--output", &url, "--verify"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("720 row(s) acknowledged in 15 batch(es)"),
+        "{err}"
+    );
+    // The points of rows 51..=100, as the csv replay has them.
+    let (_, csv, _) = replay(&data, &[]).await;
+    let points = |row: &str| {
+        2 + row
+            .split(',')
+            .skip(2)
+            .take(3)
+            .filter(|v| !v.is_empty())
+            .count()
+    };
+    let lost: usize = csv.lines().skip(1).skip(50).take(50).map(points).sum();
+    let sent: usize = csv.lines().skip(1).map(points).sum();
+    assert!(
+        err.contains(&format!(
+            "error: verify: VictoriaMetrics holds {} of the {sent} point(s) sent ({lost} missing): group ",
+            sent - lost
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("retention"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_needs_an_engine_to_ask() {
+    let (dir, data) = recorded().await;
+    let (url, requests) = counting_endpoint(204).await;
+    let (code, _, err) = replay(&data, &["--output", &url, "--verify"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("error: --verify: {url} answers as an endpoint that is neither InfluxDB nor VictoriaMetrics; replay can only ask InfluxDB and VictoriaMetrics what they stored")),
+        "{err}"
+    );
+    // Asked what it is (/ping, /metrics), sent no rows.
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    let out = dir.path().join("out.csv");
+    let (code, _, err) = replay(&data, &["--output", out.to_str().unwrap(), "--verify"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--verify asks the engine what it stored: it needs --output URL"),
+        "{err}"
+    );
 }
