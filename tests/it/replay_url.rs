@@ -289,23 +289,16 @@ async fn hop_dropping(upstream: Option<String>, slow: usize, delay: Duration, dr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_batch_is_not_sent_twice_to_an_endpoint_that_may_append() {
     let (_dir, data) = recorded().await;
-    // The 2nd batch is taken (its lines kept) and answered after 2 s; the
-    // replay waits 300 ms.
-    let h = hop(None, 2, Duration::from_secs(2)).await;
+    // The 2nd batch is taken (its lines kept) and answered after 5 s; the
+    // replay waits 1 s.
+    let h = hop(None, 2, Duration::from_secs(5)).await;
     let url = format!("{}/write", h.url);
-    let args = [
-        "--batch-rows",
-        "100",
-        "--timeout",
-        "300ms",
-        "--output",
-        &url,
-    ];
+    let args = ["--batch-rows", "100", "--timeout", "1s", "--output", &url];
     let (code, _, err) = replay(&data, &args).await;
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!(
-            "{url}: rows 101..=200 were sent but not acknowledged (no answer within 300ms); \
+            "{url}: rows 101..=200 were sent but not acknowledged (no answer within 1s); \
              they may or may not be stored. Not sent again: {url} answers as an endpoint that is \
              neither InfluxDB nor VictoriaMetrics"
         )),
@@ -329,14 +322,14 @@ async fn an_unanswered_batch_is_resent_to_victoriametrics_that_deduplicates() {
     let want = expected(&data);
     let flags = ["-retentionPeriod=100y", "-dedup.minScrapeInterval=1ms"];
     let vm = victoria_with(dir.path(), &binary, &flags).await;
-    // The 3rd POST is stored at once and acknowledged 2 s late.
-    let h = hop(Some(vm.url.clone()), 3, Duration::from_secs(2)).await;
+    // The 3rd POST is stored at once and acknowledged 5 s late.
+    let h = hop(Some(vm.url.clone()), 3, Duration::from_secs(5)).await;
     let url = format!("{}/write", h.url);
-    let args = ["--batch-rows", "50", "--timeout", "500ms", "--output", &url];
+    let args = ["--batch-rows", "50", "--timeout", "1s", "--output", &url];
     let (code, _, err) = replay(&data, &args).await;
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("rows 101..=150 not acknowledged (no answer within 500ms; VictoriaMetrics overwrites the same points, so it is sent again)"),
+        err.contains("rows 101..=150 not acknowledged (no answer within 1s; VictoriaMetrics overwrites the same points, so it is sent again)"),
         "{err}"
     );
     assert!(
@@ -387,7 +380,7 @@ async fn attempts_and_give_up_after_cap_a_dead_endpoint() {
         started.elapsed()
     );
     let sent = posts.load(Ordering::SeqCst) - 3;
-    assert!((2..=4).contains(&sent), "{sent} sends in 1 s");
+    assert!((1..=4).contains(&sent), "{sent} sends in 1 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,9 +392,9 @@ async fn an_unanswered_batch_is_not_resent_to_victoriametrics_that_keeps_duplica
     // Without -dedup.minScrapeInterval VictoriaMetrics keeps both copies
     // of a point sent twice.
     let vm = victoria(dir.path(), &binary).await;
-    let h = hop(Some(vm.url.clone()), 1, Duration::from_secs(2)).await;
+    let h = hop(Some(vm.url.clone()), 1, Duration::from_secs(5)).await;
     let url = format!("{}/write", h.url);
-    let args = ["--batch-rows", "50", "--timeout", "500ms", "--output", &url];
+    let args = ["--batch-rows", "50", "--timeout", "1s", "--output", &url];
     let (code, _, err) = replay(&data, &args).await;
     assert_eq!(code, 1, "{err}");
     assert!(
