@@ -253,12 +253,19 @@ fn runtime_for(command: &Command) -> Result<tokio::runtime::Runtime, CliError> {
     // block: with one worker a csv replay of 1 GiB ran at 0.73-0.83 of
     // `cat` instead of 0.60-0.75 (four interleaved runs) and influx --since
     // at 0.24 instead of 0.22 (a current-thread runtime: 0.70 for csv).
+    //
+    // `run` polls on one worker too. Its work is I/O-bound (10,000 sensors
+    // take about a quarter of one core), and with a second worker each
+    // finished request could wake the other thread and move tasks between
+    // them; each worker also gets its own glibc malloc arena, which keeps
+    // the memory it freed (the config's parse, connection buffers) apart
+    // from the other's. Files are written and compressed on the blocking
+    // pool, so a rotation does not hold up polling.
     let workers = match command {
-        Command::Replay(_) => 1,
+        Command::Replay(_) | Command::Run { .. } => 1,
         _ => 2,
     };
     tokio::runtime::Builder::new_multi_thread()
-        // Two workers are plenty for I/O-bound polling and keep RSS small on a Pi.
         .worker_threads(workers)
         .max_blocking_threads(4)
         .enable_all()
