@@ -104,7 +104,7 @@ struct ReplayArgs {
     #[command(flatten)]
     files: Files,
     /// Rows at or after this time: RFC 3339 with `Z` or an offset (2026-11-24T10:00:00Z,
-    /// 2026-11-24T11:00:00+01:00), a date (2026-11-24 = midnight UTC) or an age (2h, 7days ago);
+    /// 2026-11-24T11:00:00+01:00), a date (2026-11-24 = midnight UTC) or an age (2h, 7days: that long ago);
     /// a time without an offset is refused.
     #[arg(long, value_parser = replay::parse_when, value_name = "T")]
     since: Option<SystemTime>,
