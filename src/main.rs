@@ -164,6 +164,10 @@ struct TailArgs {
     /// groups found.
     #[arg(long = "group", value_name = "NAME")]
     groups: Vec<String>,
+    /// Only rows at or after this time (the last --lines of them); written as for `replay --since`:
+    /// 2026-11-24T10:00:00Z, 2026-11-24T11:00:00+01:00, 2026-11-24 (midnight UTC) or 2h.
+    #[arg(long, value_parser = replay::parse_when, value_name = "T")]
+    since: Option<SystemTime>,
 }
 
 fn parse_speed(s: &str) -> Result<f64, String> {
@@ -535,6 +539,7 @@ async fn tail_files(args: TailArgs) -> Result<(), CliError> {
         lines: args.lines,
         follow: args.follow,
         groups: args.groups,
+        since: args.since,
         poll: Duration::from_millis(250),
     };
     let mut out = tokio::io::stdout();

@@ -39,7 +39,8 @@ pub async fn older_rows(
     followed: Option<FileId>,
     seen: &mut (BTreeSet<String>, u64),
 ) -> std::io::Result<Vec<Vec<u8>>> {
-    let files = match sources(&opts.dir, &opts.prefix, None, None) {
+    // Files that cannot hold rows since `--since` are not opened.
+    let files = match sources(&opts.dir, &opts.prefix, opts.since, None) {
         Ok(files) => files,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),

@@ -1,5 +1,5 @@
 //! One rule for a point in time on the command line (`replay --since`,
-//! `--until`): RFC 3339 with `Z` or any offset, a date alone (midnight
+//! `--until`, `tail --since`): RFC 3339 with `Z` or any offset, a date alone (midnight
 //! UTC), an age; a time without an offset is refused with both forms shown.
 
 use crate::support;
@@ -76,4 +76,39 @@ fn a_time_without_an_offset_is_refused_with_examples() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn tail_since_reads_times_by_the_same_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    std::fs::write(
+        tmp.path().join("readings-20261124T095959Z.csv"),
+        format!("{HEADER}{}{}", row("09:59:59"), row("10:00:00")),
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("readings.csv"),
+        format!("{HEADER}{}", row("10:30:00")),
+    )
+    .unwrap();
+    for since in [
+        "2026-11-24T10:00:00Z",
+        "2026-11-24T11:00:00+01:00",
+        "2026-11-24T04:00:00-06:00",
+    ] {
+        let (code, out, err) = edge_agent(&["tail", "--dir", dir, "--since", since]);
+        assert_eq!(code, 0, "{since}: {err}");
+        assert_eq!(
+            out,
+            format!("{HEADER}{}{}", row("10:00:00"), row("10:30:00")),
+            "{since}"
+        );
+    }
+    let (code, out, err) = edge_agent(&["tail", "--dir", dir, "--since", "2026-11-24"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+    let (code, _, err) = edge_agent(&["tail", "--dir", dir, "--since", "2026-11-24T10:00:00"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("has no UTC offset"), "{err}");
 }
