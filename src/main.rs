@@ -516,15 +516,8 @@ async fn tail_files(args: TailArgs) -> Result<(), CliError> {
         // Following a directory the agent has not written yet (it creates
         // it and its first file when it starts) is waiting, not an error;
         // a wrong prefix (other prefixes' files are there) is.
-        Err(
-            e @ (replay::NothingToRead::MissingDir { .. } | replay::NothingToRead::NoFiles { .. }),
-        ) if args.follow
-            && (e.is_empty_dir() || matches!(e, replay::NothingToRead::MissingDir { .. })) =>
-        {
-            let state = match e {
-                replay::NothingToRead::MissingDir { .. } => "is not there",
-                _ => "holds no history files",
-            };
+        Err(e) if args.follow && e.not_written_yet().is_some() => {
+            let state = e.not_written_yet().unwrap_or_default();
             eprintln!(
                 "{} {state} yet: waiting for the agent to write {} (Ctrl-C to stop)",
                 dir.display(),

@@ -66,12 +66,17 @@ impl fmt::Display for Others<'_> {
 }
 
 impl NothingToRead {
-    /// The directory or the prefix is wrong, rather than empty: other
-    /// prefixes' files are there, or the directory is not.
-    pub fn is_empty_dir(&self) -> bool {
+    /// How the directory looks when the agent has not written there yet:
+    /// it "is not there" or "holds no history files" (of any prefix);
+    /// `None` when it looks wrong instead (other prefixes' files are
+    /// there, or it is not a directory).
+    pub fn not_written_yet(&self) -> Option<&'static str> {
         match self {
-            NothingToRead::NoFiles { others, .. } => others.is_empty(),
-            _ => false,
+            NothingToRead::MissingDir { .. } => Some("is not there"),
+            NothingToRead::NoFiles { others, .. } if others.is_empty() => {
+                Some("holds no history files")
+            }
+            _ => None,
         }
     }
 }
@@ -237,13 +242,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let err = files_of(d, "readings").unwrap_err();
-        assert!(err.is_empty_dir());
+        assert_eq!(err.not_written_yet(), Some("holds no history files"));
         assert!(err.to_string().contains("holds no history files"), "{err}");
         std::fs::write(d.join("site-20261124T100000Z.csv.gz"), "").unwrap();
         std::fs::write(d.join("lab.csv"), "").unwrap();
         std::fs::write(d.join("notes.txt"), "").unwrap();
         let err = files_of(d, "readings").unwrap_err();
-        assert!(!err.is_empty_dir());
+        assert_eq!(err.not_written_yet(), None);
         assert_eq!(
             err.to_string(),
             format!(
