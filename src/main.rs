@@ -103,13 +103,16 @@ impl Files {
 struct ReplayArgs {
     #[command(flatten)]
     files: Files,
-    /// Rows at or after this time: RFC 3339 (2026-11-24T10:00:00Z) or an age (2h, 7days).
+    /// Rows at or after this time: RFC 3339 with `Z` or an offset (2026-11-24T10:00:00Z,
+    /// 2026-11-24T11:00:00+01:00), a date (2026-11-24 = midnight UTC) or an age (2h, 7days: that long ago);
+    /// a time without an offset is refused.
     #[arg(long, value_parser = replay::parse_when, value_name = "T")]
     since: Option<SystemTime>,
-    /// Rows before this time: RFC 3339 or an age.
+    /// Rows before this time; written as for --since.
     #[arg(long, value_parser = replay::parse_when, value_name = "T")]
     until: Option<SystemTime>,
-    /// Only this group; repeat for several.
+    /// Only this group; repeat for several. A group no row read has is an error that names the
+    /// groups found.
     #[arg(long = "group", value_name = "NAME")]
     groups: Vec<String>,
     /// Output format [default: csv; influx for a URL, which takes nothing else].
@@ -125,8 +128,17 @@ struct ReplayArgs {
     #[arg(long, value_parser = parse_size, default_value = "64KiB", value_name = "SIZE")]
     chunk_size: u64,
     /// `-` for stdout, a file path, or an http(s) URL to POST batches to (e.g. InfluxDB's /write?db=NAME).
+    /// A file must be outside the data directory and new (see --force, --append); it is written
+    /// under a temporary name and renamed when the replay is complete.
     #[arg(long, short, default_value = "-", value_name = "-|PATH|URL")]
     output: String,
+    /// Replace an existing --output file (once the replay is complete).
+    #[arg(long, conflicts_with = "append")]
+    force: bool,
+    /// Add the rows after an existing --output file's own (a CSV replay adds no second header,
+    /// and appends only to a file that starts with its header).
+    #[arg(long)]
+    append: bool,
     /// Rows per HTTP batch at most.
     #[arg(long, default_value_t = 5000, value_name = "N")]
     batch_rows: u64,
@@ -158,12 +170,18 @@ struct TailArgs {
     /// Rows to show.
     #[arg(short = 'n', long = "lines", default_value_t = 10)]
     lines: usize,
-    /// Keep printing rows as they are written, across rotations.
+    /// Keep printing rows as they are written, across rotations. On a directory that is empty or
+    /// not there yet, wait for the agent's first file (saying so on stderr).
     #[arg(short, long)]
     follow: bool,
-    /// Only this group; repeat for several.
+    /// Only this group; repeat for several. A group no row read has is an error that names the
+    /// groups found.
     #[arg(long = "group", value_name = "NAME")]
     groups: Vec<String>,
+    /// Only rows at or after this time (the last --lines of them); written as for `replay --since`:
+    /// 2026-11-24T10:00:00Z, 2026-11-24T11:00:00+01:00, 2026-11-24 (midnight UTC) or 2h.
+    #[arg(long, value_parser = replay::parse_when, value_name = "T")]
+    since: Option<SystemTime>,
 }
 
 fn parse_speed(s: &str) -> Result<f64, String> {
@@ -205,6 +223,8 @@ enum CliError {
     Usage(String),
     /// The command failed while running (exit 1).
     Failed(String),
+    /// Stopped by a signal (exit 128 + its number, as a shell shows it).
+    Interrupted { message: String, code: u8 },
     /// A configuration that cannot be loaded (exit 2): its problems as they
     /// are (each names file, line and key), then what to try.
     Config {
@@ -225,6 +245,7 @@ impl CliError {
     fn code(&self) -> u8 {
         match self {
             CliError::Failed(_) => 1,
+            CliError::Interrupted { code, .. } => *code,
             CliError::Usage(_) | CliError::Config { .. } => 2,
         }
     }
@@ -234,6 +255,7 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Usage(m) | CliError::Failed(m) => write!(f, "error: {m}"),
+            CliError::Interrupted { message, .. } => write!(f, "{message}"),
             CliError::Config { error, hint } => {
                 write!(f, "{error}")?;
                 match hint {
@@ -276,12 +298,19 @@ fn runtime_for(command: &Command) -> Result<tokio::runtime::Runtime, CliError> {
     // block: with one worker a csv replay of 1 GiB ran at 0.73-0.83 of
     // `cat` instead of 0.60-0.75 (four interleaved runs) and influx --since
     // at 0.24 instead of 0.22 (a current-thread runtime: 0.70 for csv).
+    //
+    // `run` polls on one worker too. Its work is I/O-bound (10,000 sensors
+    // take about a quarter of one core), and with a second worker each
+    // finished request could wake the other thread and move tasks between
+    // them; each worker also gets its own glibc malloc arena, which keeps
+    // the memory it freed (the config's parse, connection buffers) apart
+    // from the other's. Files are written and compressed on the blocking
+    // pool, so a rotation does not hold up polling.
     let workers = match command {
-        Command::Replay(_) => 1,
+        Command::Replay(_) | Command::Run { .. } => 1,
         _ => 2,
     };
     tokio::runtime::Builder::new_multi_thread()
-        // Two workers are plenty for I/O-bound polling and keep RSS small on a Pi.
         .worker_threads(workers)
         .max_blocking_threads(4)
         .enable_all()
@@ -427,6 +456,8 @@ async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
         chunk_size: args.chunk_size as usize,
     };
     opts.check_range().map_err(CliError::usage)?;
+    // Nothing to read is said before a file is made.
+    replay::files_of(&opts.dir, &opts.prefix).map_err(CliError::failed)?;
     let batches = replay::Batches {
         rows: args.batch_rows,
         bytes: args.batch_size as usize,
@@ -436,9 +467,31 @@ async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
         attempts: args.attempts,
         give_up_after: args.give_up_after,
     };
-    let mut sink = destination
-        .open(opts.format, batches, patience)
-        .map_err(CliError::usage)?;
+    let existing = match (args.force, args.append) {
+        (true, _) => replay::Existing::Replace,
+        (_, true) => replay::Existing::Append,
+        _ => replay::Existing::Refuse,
+    };
+    if existing != replay::Existing::Refuse && !matches!(destination, replay::Destination::File(_))
+    {
+        return Err(CliError::usage(
+            "--force and --append are for an --output file, not stdout or a URL",
+        ));
+    }
+    // A file is written under a temporary name until the replay is complete.
+    let (mut sink, file) = match &destination {
+        replay::Destination::File(path) => {
+            let file = replay::OutputFile::create(path, &opts.dir, existing, opts.format)
+                .map_err(CliError::usage)?;
+            (file.sink().map_err(CliError::failed)?, Some(file))
+        }
+        other => (
+            other
+                .open(opts.format, batches, patience)
+                .map_err(CliError::usage)?,
+            None,
+        ),
+    };
     if args.verify {
         let replay::Sink::Http(pusher) = &mut sink else {
             return Err(CliError::usage(
@@ -447,8 +500,33 @@ async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
         };
         pusher.begin_verify().await.map_err(CliError::usage)?;
     }
-    match replay::replay(&opts, &mut sink).await {
+    let outcome = match &file {
+        // Interrupted, the replay is dropped and so is the file, which
+        // removes its temporary name.
+        Some(file) => {
+            let stop = stop_signal().map_err(CliError::failed)?;
+            tokio::select! {
+                outcome = replay::replay(&opts, &mut sink) => outcome,
+                signal = stop => {
+                    let temp = file.temp().map(|t| format!(" (its partial copy {} is removed)", t.display()));
+                    return Err(CliError::Interrupted {
+                        message: format!(
+                            "{signal}: replay stopped; {} is as it was{}",
+                            args.output,
+                            temp.unwrap_or_default()
+                        ),
+                        code: if signal == "SIGINT" { 130 } else { 143 },
+                    });
+                }
+            }
+        }
+        None => replay::replay(&opts, &mut sink).await,
+    };
+    match outcome {
         Ok(summary) => {
+            if let Some(file) = file {
+                file.commit().map_err(CliError::failed)?;
+            }
             eprintln!("{}", replay::Report::new(&summary, &sink));
             if let (true, replay::Sink::Http(pusher)) = (args.verify, &mut sink) {
                 let verdict = pusher
@@ -474,14 +552,43 @@ async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
     }
 }
 
+/// The first SIGINT or SIGTERM, by name; the handlers are installed now.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    })
+}
+
 async fn tail_files(args: TailArgs) -> Result<(), CliError> {
     let (dir, prefix) = args.files.resolve()?;
+    match replay::files_of(&dir, &prefix) {
+        Ok(()) => {}
+        // Following a directory the agent has not written yet (it creates
+        // it and its first file when it starts) is waiting, not an error;
+        // a wrong prefix (other prefixes' files are there) is.
+        Err(e) if args.follow && e.not_written_yet().is_some() => {
+            let state = e.not_written_yet().unwrap_or_default();
+            eprintln!(
+                "{} {state} yet: waiting for the agent to write {} (Ctrl-C to stop)",
+                dir.display(),
+                dir.join(format!("{prefix}.csv")).display()
+            );
+        }
+        Err(e) => return Err(CliError::failed(e)),
+    }
     let opts = tail::TailOptions {
         dir,
         prefix,
         lines: args.lines,
         follow: args.follow,
         groups: args.groups,
+        since: args.since,
         poll: Duration::from_millis(250),
     };
     let mut out = tokio::io::stdout();

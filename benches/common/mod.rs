@@ -12,8 +12,26 @@ use std::time::{Duration, Instant};
 
 pub type Res<T> = Result<T, String>;
 
-/// The release binary under test.
+/// The release binary `cargo bench` built.
 pub const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
+
+/// The binary under test: `EDGE_AGENT_BENCH_BIN` if set (to compare two
+/// builds, say main's and a branch's, with one harness), else [`BIN`].
+pub fn bin() -> &'static str {
+    static BIN_UNDER_TEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN_UNDER_TEST
+        .get_or_init(|| std::env::var("EDGE_AGENT_BENCH_BIN").unwrap_or_else(|_| BIN.to_string()))
+}
+
+/// The binary that serves the simulated sensors: `EDGE_AGENT_BENCH_SIMULATOR`
+/// if set (one simulator for both sides of a comparison, since it shares the
+/// cores with the agent), else [`bin`].
+pub fn simulator_bin() -> &'static str {
+    static SIMULATOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SIMULATOR.get_or_init(|| {
+        std::env::var("EDGE_AGENT_BENCH_SIMULATOR").unwrap_or_else(|_| bin().to_string())
+    })
+}
 
 /// Without `--bench` (e.g. under `cargo test --all-targets`) a bench does
 /// nothing, so test runs stay fast: true then, after saying so.
@@ -89,7 +107,7 @@ impl Guard {
     pub fn spawn(name: &'static str, cmd: &mut Command) -> Res<Guard> {
         let child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {name} ({BIN}): {e}"))?;
+            .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
         Ok(Guard {
             name,
             child: Some(child),
@@ -221,7 +239,7 @@ pub fn wait_listening(addr: SocketAddr, sim: &mut Guard, log: &Path, timeout: Du
 pub fn start_agent(config: &Path) -> Res<(Guard, mpsc::Receiver<String>, thread::JoinHandle<()>)> {
     let mut agent = Guard::spawn(
         "agent",
-        Command::new(BIN)
+        Command::new(bin())
             .args(["run", "--config"])
             .arg(config)
             .args(["--log-level", "debug"])
@@ -264,7 +282,7 @@ pub fn vm_hwm_kib(pid: u32) -> Res<u64> {
 /// Write `yaml` to `path` and have `edge-agent check` accept it.
 pub fn write_checked_config(path: &Path, yaml: &str) -> Res<()> {
     fs::write(path, yaml).map_err(|e| format!("{}: {e}", path.display()))?;
-    let check = Command::new(BIN)
+    let check = Command::new(bin())
         .args(["check", "--config"])
         .arg(path)
         .stdin(Stdio::null())

@@ -52,6 +52,24 @@ pub fn parse_active(prefix: &str, name: &str) -> Option<u32> {
     n.parse().ok()
 }
 
+/// The prefix a history file's name was made with: `readings` for
+/// `readings.csv`, `readings+1.csv` and `readings-20261124T100000Z.csv[.gz]`;
+/// `None` for names that are none of these. Tells a reader pointed at the
+/// wrong prefix which ones the directory holds.
+pub fn prefix_of(name: &str) -> Option<&str> {
+    if let Some((prefix, _)) = name.rsplit_once('-') {
+        if !prefix.is_empty() && parse_rotated(prefix, name).is_some() {
+            return Some(prefix);
+        }
+    }
+    let stem = name.strip_suffix(".csv")?;
+    let prefix = match stem.split_once('+') {
+        Some((prefix, _)) => prefix,
+        None => stem,
+    };
+    (!prefix.is_empty() && parse_active(prefix, name).is_some()).then_some(prefix)
+}
+
 /// `20261124T100000Z` for a time.
 pub fn compact_time(t: SystemTime) -> String {
     let text = humantime::format_rfc3339_seconds(t).to_string();
@@ -131,6 +149,27 @@ pub fn parse_rotated(prefix: &str, name: &str) -> Option<Rotated> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prefix_a_name_was_made_with() {
+        assert_eq!(prefix_of("readings.csv"), Some("readings"));
+        assert_eq!(prefix_of("readings+2.csv"), Some("readings"));
+        assert_eq!(prefix_of("site-a-20261124T100000Z.csv"), Some("site-a"));
+        assert_eq!(
+            prefix_of("site-a-20261124T100000Z_3.csv.gz"),
+            Some("site-a")
+        );
+        assert_eq!(prefix_of("site-a.csv"), Some("site-a"));
+        for other in [
+            "readings.csv.idx",
+            "notes.txt",
+            ".csv",
+            "x+0.csv",
+            "x.csv.gz",
+        ] {
+            assert_eq!(prefix_of(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn active_names_and_their_alternates() {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::found::{NothingToRead, UnknownGroups};
 use super::http;
 
 /// Why a replay failed.
@@ -17,4 +18,10 @@ pub enum ReplayError {
     Output(#[source] std::io::Error),
     #[error(transparent)]
     Http(#[from] http::PushError),
+    /// No directory, or no files of the prefix in it.
+    #[error(transparent)]
+    Nothing(#[from] NothingToRead),
+    /// A `--group` that no row read has.
+    #[error(transparent)]
+    Groups(#[from] UnknownGroups),
 }

@@ -18,9 +18,11 @@ mod discover;
 pub mod engine;
 mod error;
 pub mod format;
+mod found;
 pub mod http;
 mod lanes;
 mod options;
+mod output_file;
 mod pool;
 mod range;
 pub mod read;
@@ -40,12 +42,16 @@ pub use destination::{Batches, Destination, DestinationError};
 pub use discover::{Source, WrongName, sources, sources_at};
 pub use error::ReplayError;
 pub use format::{Encoded, Encoder, Format};
+pub use found::{NothingToRead, UnknownGroups, files_of, prefixes_in};
 pub use http::Patience;
 pub use options::Options;
+pub use output_file::{Existing, OutputFile, OutputFileError};
 pub use range::{EmptyRange, WhenError, parse_when};
 pub use read::{FileReader, Next, Skip};
 pub use report::{Pushed, Report, Summary};
 pub use sink::{FileWriter, Sink};
+
+use found::{Groups, Tally};
 
 use crate::history::index::Index;
 use crate::history::parse::BlockRows;
@@ -78,17 +84,28 @@ impl Pacer {
 /// Bytes of output gathered before one write to a file or stdout.
 const OUTPUT_BATCH: usize = 64 * 1024;
 
-/// Which rows are wanted.
-#[derive(Debug, Clone)]
+/// Which rows are wanted; with `--group`, also which groups the rows
+/// looked at have (to name them when a group asked for has no rows).
+#[derive(Debug)]
 struct Filter {
     since: Option<SystemTime>,
     until: Option<SystemTime>,
     groups: Vec<String>,
+    seen: Groups,
 }
 
 impl Filter {
-    fn wants(&self, row: &View) -> bool {
-        self.wants_at(row.time, row.fields[1])
+    fn wants(&self, row: &View, tally: &mut Tally) -> bool {
+        self.wants_noting(row.time, row.fields[1], tally)
+    }
+
+    /// [`Filter::wants_at`], noting the row's group in `tally` when
+    /// groups are asked for.
+    fn wants_noting(&self, time: SystemTime, group: &[u8], tally: &mut Tally) -> bool {
+        if !self.groups.is_empty() {
+            tally.note(group);
+        }
+        self.wants_at(time, group)
     }
 
     /// Whether a row of this time and group is wanted.
@@ -131,7 +148,8 @@ fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
     let mut bad_lines = Vec::new();
     if encoder.format() == Format::Influx {
         let mut bytes = pool::room(capacity);
-        let wants = |time, group: &[u8]| filter.wants_at(time, group);
+        let tally = std::cell::RefCell::new(Tally::default());
+        let wants = |time, group: &[u8]| filter.wants_noting(time, group, &mut tally.borrow_mut());
         let wants: Option<format::Wants> = if filter.wants_all(b) {
             None
         } else {
@@ -139,6 +157,7 @@ fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
         };
         let (rows, len) =
             encoder.influx_block(&b.piece, b.first_line, wants, &mut bytes, 0, &mut bad_lines);
+        filter.seen.merge(tally.into_inner());
         return Encoded {
             bytes,
             len,
@@ -148,14 +167,16 @@ fn encode_block(b: &Block, filter: &Filter, mut encoder: Encoder) -> Encoded {
     }
     let mut bytes = pool::spare(capacity);
     let (mut rows, mut lines, mut view) = (0, BlockRows::default(), View::default());
+    let mut tally = Tally::default();
     for (line_no, line) in b.lines() {
         if !lines.fill(line, &mut view) {
             bad_lines.push(line_no);
-        } else if filter.wants(&view) {
+        } else if filter.wants(&view, &mut tally) {
             encoder.encode(&view, &mut bytes);
             rows += 1;
         }
     }
+    filter.seen.merge(tally);
     Encoded {
         len: bytes.len(),
         bytes,
@@ -175,13 +196,15 @@ struct Emit {
     block: Vec<u8>,
     block_rows: u64,
     summary: Summary,
+    /// Groups of the rows looked at here (merged into the filter's at the end).
+    tally: Tally,
 }
 
 impl Emit {
     /// Encode `row` if it is wanted; true when the block should go out
     /// now. Plain code, no future: this runs for every row.
     fn take(&mut self, row: &View) -> bool {
-        if !self.filter.wants(row) {
+        if !self.filter.wants(row, &mut self.tally) {
             return false;
         }
         self.encoder.encode(row, &mut self.block);
@@ -191,7 +214,7 @@ impl Emit {
     }
 
     async fn row(&mut self, row: &View<'_>, sink: &mut Sink) -> Result<(), ReplayError> {
-        let wanted = self.filter.wants(row);
+        let wanted = self.filter.wants_at(row.time, row.fields[1]);
         if let (Some(p), true) = (self.pacer.as_mut(), wanted) {
             p.wait(row.time).await;
         }
@@ -306,7 +329,12 @@ impl Emit {
 }
 
 /// Replay the rows selected by `opts` into `sink`.
+///
+/// Fails before writing anything when there is nothing to read (no
+/// directory, no files of the prefix: [`NothingToRead`]), and at the end
+/// when a group asked for has no rows among those read ([`UnknownGroups`]).
 pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayError> {
+    files_of(&opts.dir, &opts.prefix)?;
     let files = sources(&opts.dir, &opts.prefix, opts.since, opts.until).map_err(|source| {
         ReplayError::Dir {
             path: opts.dir.clone(),
@@ -315,7 +343,8 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
     })?;
     if files.is_empty() {
         tracing::warn!(
-            "no recorded files of `{}` in {} for this range",
+            "no recorded files of `{}` in {} hold rows of this range (--since/--until); \
+             nothing replayed",
             opts.prefix,
             opts.dir.display()
         );
@@ -333,6 +362,7 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
             since: opts.since,
             until: opts.until,
             groups: opts.groups.clone(),
+            seen: Groups::default(),
         }),
         format: opts.format,
         encoder: Encoder::new(opts.format, &opts.measurement),
@@ -341,9 +371,11 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
         block: Vec::with_capacity(OUTPUT_BATCH + 512),
         block_rows: 0,
         summary: Summary::default(),
+        tally: Tally::default(),
     };
     let (prepare, output) = (emit.prepare(), sink.output());
-    if let Some(h) = opts.format.header() {
+    // Not when appending to a file that has it.
+    if let Some(h) = opts.format.header().filter(|_| sink.header()) {
         // Only if there are rows.
         match &output {
             Some(output) => output.preamble(h.as_bytes()),
@@ -392,6 +424,11 @@ pub async fn replay(opts: &Options, sink: &mut Sink) -> Result<Summary, ReplayEr
         emit.flush(sink).await?;
     }
     sink.finish().await?;
+    if !opts.groups.is_empty() {
+        emit.filter.seen.merge(std::mem::take(&mut emit.tally));
+        let (found, rows) = emit.filter.seen.found();
+        UnknownGroups::check(&opts.groups, found, rows)?;
+    }
     Ok(emit.summary)
 }
 

@@ -85,6 +85,15 @@ impl Sink {
         }
     }
 
+    /// Whether the format's header goes first (not when appending to a
+    /// file that has it).
+    pub(crate) fn header(&self) -> bool {
+        match self {
+            Sink::File(f) => f.header,
+            _ => true,
+        }
+    }
+
     /// The output that verified blocks may be written to in turns.
     pub(crate) fn output(&self) -> Option<Arc<Turns>> {
         match self {
@@ -116,6 +125,7 @@ pub struct FileWriter {
     tx: Option<mpsc::Sender<(u64, Chunk)>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     output: Arc<Turns>,
+    header: bool,
 }
 
 impl FileWriter {
@@ -136,7 +146,14 @@ impl FileWriter {
             tx: Some(tx),
             task: Some(task),
             output,
+            header: true,
         }
+    }
+
+    /// No header before the rows: they go after a file's own.
+    pub fn without_header(mut self) -> FileWriter {
+        self.header = false;
+        self
     }
 
     async fn send(&mut self, chunk: Chunk) -> Result<(), ReplayError> {

@@ -7,7 +7,7 @@
 //! when it was written) sorts after the files named before it, even those
 //! written after it; tail says so on stderr when it reads one.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 
 use super::active::{FileId, id_of};
@@ -30,13 +30,21 @@ pub fn push_bounded(buf: &mut VecDeque<Vec<u8>>, line: Vec<u8>, max: usize) {
 }
 
 /// The last `n` wanted rows of the files other than `followed`, oldest
-/// first.
+/// first; the groups of the rows read go into `seen.0`, their count is
+/// added to `seen.1`. None when the
+/// directory is not there (yet: `tail -f` waits for it).
 pub async fn older_rows(
     opts: &TailOptions,
     n: usize,
     followed: Option<FileId>,
+    seen: &mut (BTreeSet<String>, u64),
 ) -> std::io::Result<Vec<Vec<u8>>> {
-    let files = sources(&opts.dir, &opts.prefix, None, None)?;
+    // Files that cannot hold rows since `--since` are not opened.
+    let files = match sources(&opts.dir, &opts.prefix, opts.since, None) {
+        Ok(files) => files,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
     let mut found: VecDeque<Vec<u8>> = VecDeque::new();
     for source in files.iter().rev() {
         if found.len() >= n {
@@ -56,6 +64,10 @@ pub async fn older_rows(
         let mut ring = VecDeque::new();
         while let Some(next) = reader.next().await {
             if let Next::Row(r) = next {
+                seen.1 += 1;
+                if !seen.0.contains(&r.row.group) {
+                    seen.0.insert(r.row.group.clone());
+                }
                 if opts.wants(r) {
                     push_bounded(&mut ring, line_of(r), n - found.len());
                 }

@@ -1,7 +1,7 @@
 //! What `tail` is asked to show, and which rows that means.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::history::row::{Record, csv_line};
 
@@ -15,14 +15,18 @@ pub struct TailOptions {
     pub follow: bool,
     /// Only these groups (all when empty).
     pub groups: Vec<String>,
+    /// Only rows at or after this time (`--since`, read by
+    /// [`crate::replay::parse_when`] as for replay).
+    pub since: Option<SystemTime>,
     /// How often to look for new rows when following.
     pub poll: Duration,
 }
 
 impl TailOptions {
-    /// Whether `record` is in a wanted group.
+    /// Whether `record` is in a wanted group, and not before `since`.
     pub fn wants(&self, record: &Record) -> bool {
-        self.groups.is_empty() || self.groups.contains(&record.row.group)
+        (self.groups.is_empty() || self.groups.contains(&record.row.group))
+            && self.since.is_none_or(|s| record.row.time >= s)
     }
 }
 

@@ -455,3 +455,30 @@ fn a_missing_config_file_says_which() {
     assert_eq!(code, 2);
     assert!(err.contains("cannot read config file nope.yaml"), "{err}");
 }
+
+/// The resolved config is what the agent keeps for its whole run (10,000
+/// sensors take a few MiB): its lists hold exactly what the file lists, with
+/// no room left over from growing them one by one.
+#[test]
+fn the_resolved_config_keeps_no_spare_room_per_sensor() {
+    let mut text = String::from(
+        "interval: 1s\ntimeout: 500ms\noutput:\n  dir: /nonexistent/edge-agent-test\ngroups:\n",
+    );
+    for g in 0..3 {
+        text.push_str(&format!(
+            "  - name: g-{g}\n    unit: celsius\n    sensors:\n"
+        ));
+        for i in 0..100 {
+            text.push_str(&format!(
+                "      - {{ id: s-{g}-{i}, url: \"http://127.0.0.1:9/text/{i}\", format: text }}\n"
+            ));
+        }
+    }
+    let config = edge_agent::config::Config::parse(&text, Path::new("big.yaml")).unwrap();
+    assert_eq!(config.groups.len(), 3);
+    assert_eq!(config.groups.capacity(), 3);
+    for group in &config.groups {
+        assert_eq!(group.sensors.len(), 100);
+        assert_eq!(group.sensors.capacity(), 100, "group {}", group.name);
+    }
+}

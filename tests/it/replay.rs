@@ -116,7 +116,9 @@ async fn csv_replay_is_byte_identical_across_files() {
         assert!(text.starts_with(HEADER));
         expected.push_str(&text[HEADER.len()..]);
     }
-    let out = dir.path().join("replayed.csv");
+    // Outside the data directory: inside it is refused.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = elsewhere.path().join("replayed.csv");
     // A tiny chunk size crosses chunk boundaries inside rows all the time.
     let (code, _, err) = edge_agent(&[
         "replay",
@@ -323,11 +325,28 @@ async fn damaged_input_is_skipped_with_file_and_line() {
 
 #[tokio::test]
 async fn a_range_without_files_says_so() {
+    // Files there, none of the range: nothing to replay, said, exit 0 (no
+    // files at all is an error: tests/it/nothing.rs).
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = edge_agent(&["replay", "--dir", dir.path().to_str().unwrap()]);
+    std::fs::write(
+        dir.path().join("readings-20261124T100000Z.csv"),
+        format!("{HEADER}2026-11-24T10:00:00.000Z,a,1.000,1.000,1.000,celsius,1,0\n"),
+    )
+    .unwrap();
+    let (code, out, err) = edge_agent(&[
+        "replay",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--until",
+        "2026-11-24T09:00:00Z",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "");
-    assert!(err.contains("no recorded files of `readings`"), "{err}");
+    assert!(
+        err.contains("no recorded files of `readings` in")
+            && err.contains("hold rows of this range"),
+        "{err}"
+    );
 }
 
 /// Records when each write happens on tokio's clock.

@@ -4,9 +4,8 @@
 
 use crate::support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edge_agent::history::HEADER;
@@ -110,16 +109,7 @@ async fn follow_prints_every_row_once_across_rotations() {
         .spawn()
         .unwrap();
     // What tail prints, collected as it comes.
-    let printed: Arc<Mutex<Vec<u8>>> = Arc::default();
-    let reader = std::thread::spawn({
-        let (mut stdout, printed) = (tail.stdout.take().unwrap(), printed.clone());
-        move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = stdout.read(&mut buf) {
-                printed.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        }
-    });
+    let (printed, reader) = support::collect_stdout(&mut tail);
     // Let at least three rotations happen while tail follows.
     let rotated = || {
         support::file_names(&data)

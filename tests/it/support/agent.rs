@@ -124,3 +124,26 @@ impl Drop for Agent {
         let _ = self.child.wait();
     }
 }
+
+/// What `child`'s stdout prints, collected as it comes by a thread (joined
+/// once the child is gone).
+pub fn collect_stdout(
+    child: &mut Child,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::Read;
+    let printed: std::sync::Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+    let mut stdout = child.stdout.take().expect("stdout piped");
+    let reader = std::thread::spawn({
+        let printed = printed.clone();
+        move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                printed.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    (printed, reader)
+}

@@ -15,7 +15,7 @@ mod server;
 mod silent;
 mod wait;
 
-pub use agent::{Agent, binary, edge_agent, finish, with_open_files};
+pub use agent::{Agent, binary, collect_stdout, edge_agent, finish, with_open_files};
 pub use clock::FakeClock;
 pub use config::{group, output};
 pub use files::{all_names, fields, file_names, is_journal, read_text, rows, wait_rows, write};
