@@ -88,7 +88,7 @@ impl Destination {
         match (self, asked) {
             (Destination::Url(_), None | Some(Format::Influx)) => Ok(Format::Influx),
             (Destination::Url(url), Some(other)) => Err(DestinationError::NotLineProtocol {
-                url: url.to_string(),
+                url: super::engine::shown(url),
                 format: other.name(),
             }),
             (_, asked) => Ok(asked.unwrap_or(Format::Csv)),

@@ -78,6 +78,33 @@ pub fn base(url: &reqwest::Url) -> reqwest::Url {
     base
 }
 
+/// `url` as messages show it: a password (in `user:password@` or a `p`,
+/// `password` or `token` parameter, as InfluxDB 1.x takes credentials)
+/// replaced by `<redacted>`; the rest (host, path, `db=`) kept, since it
+/// says where the rows went.
+pub fn shown(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("<redacted>"));
+    }
+    if shown.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = matches!(k.as_ref(), "p" | "password" | "token");
+                let v = if secret {
+                    "<redacted>".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    shown.to_string()
+}
+
 /// `url`'s base joined with `path` (which starts with `/`).
 pub fn at(url: &reqwest::Url, path: &str) -> reqwest::Url {
     let mut u = base(url);
@@ -172,6 +199,20 @@ mod tests {
             "http://h:8086/ping"
         );
         assert_eq!(at("http://h/vm/write", "/metrics"), "http://h/vm/metrics");
+    }
+
+    #[test]
+    fn a_shown_url_keeps_no_password() {
+        let s = |u: &str| shown(&u.parse().unwrap());
+        assert_eq!(
+            s("http://127.0.0.1:8086/write?db=edge&u=me&p=secret"),
+            "http://127.0.0.1:8086/write?db=edge&u=me&p=%3Credacted%3E"
+        );
+        assert_eq!(
+            s("https://me:secret@h/write?db=edge"),
+            "https://me:%3Credacted%3E@h/write?db=edge"
+        );
+        assert_eq!(s("http://h:8428/write"), "http://h:8428/write");
     }
 
     #[test]

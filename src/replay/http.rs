@@ -197,7 +197,7 @@ impl Pusher {
     pub async fn engine(&mut self) -> &Engine {
         if self.engine.is_none() {
             let found = engine::probe(&self.client, &self.url, self.opts.patience.timeout).await;
-            tracing::debug!("{} answers as {}", self.url, found.name());
+            tracing::debug!("{} answers as {}", engine::shown(&self.url), found.name());
             self.engine = Some(found);
         }
         self.engine.get_or_insert(Engine::Other)
@@ -284,14 +284,14 @@ impl Pusher {
                 Ok(dropped) => {
                     tracing::warn!(
                         "{}: rows {first}..={last}: the engine dropped {dropped} row(s) as older than its retention policy",
-                        self.url
+                        engine::shown(&self.url)
                     );
                     self.dropped_by_retention += dropped;
                     break;
                 }
                 Err(Failure::Permanent(status, text)) => {
                     return Err(PushError::Refused {
-                        url: self.url.to_string(),
+                        url: engine::shown(&self.url),
                         first,
                         last,
                         status,
@@ -306,7 +306,7 @@ impl Pusher {
                     let engine = self.engine().await.clone();
                     if !engine.overwrites() {
                         return Err(PushError::Unacknowledged {
-                            url: self.url.to_string(),
+                            url: engine::shown(&self.url),
                             first,
                             last,
                             engine: engine.name(),
@@ -333,7 +333,7 @@ impl Pusher {
             if let Some(limit) = limit {
                 let spent = Duration::from_millis(started.elapsed().as_millis() as u64);
                 return Err(PushError::GaveUp {
-                    url: self.url.to_string(),
+                    url: engine::shown(&self.url),
                     first,
                     last,
                     attempts: attempt,
@@ -344,7 +344,7 @@ impl Pusher {
             }
             tracing::warn!(
                 "{}: rows {first}..={last} not acknowledged ({error}); retrying in {}",
-                self.url,
+                engine::shown(&self.url),
                 humantime::format_duration(pause)
             );
             self.retries += 1;

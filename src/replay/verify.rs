@@ -153,7 +153,7 @@ pub async fn retention(
         Engine::VictoriaMetrics { retention, .. } => Ok(*retention),
         Engine::InfluxDb { db, rp } => {
             let db = db.as_deref().ok_or_else(|| VerifyError::NoDatabase {
-                url: url.to_string(),
+                url: engine::shown(url),
             })?;
             let q = format!("SHOW RETENTION POLICIES ON {}", ident(db));
             let body = influx_query(client, url, db, &q, timeout).await?;
@@ -169,7 +169,7 @@ pub async fn retention(
             Ok(go_duration(duration).filter(|d| !d.is_zero()))
         }
         Engine::Other => Err(VerifyError::Unknown {
-            url: url.to_string(),
+            url: engine::shown(url),
             engine: engine.name(),
         }),
     }
@@ -318,7 +318,7 @@ pub async fn stored(
         }
         Engine::InfluxDb { db, rp } => {
             let db = db.as_deref().ok_or_else(|| VerifyError::NoDatabase {
-                url: url.to_string(),
+                url: engine::shown(url),
             })?;
             let from = match rp {
                 Some(rp) => format!("{}.{}", ident(rp), ident(measurement)),
@@ -358,7 +358,7 @@ pub async fn stored(
         }
         Engine::Other => {
             return Err(VerifyError::Unknown {
-                url: url.to_string(),
+                url: engine::shown(url),
                 engine: engine.name(),
             });
         }

@@ -562,3 +562,19 @@ async fn verify_needs_an_engine_to_ask() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_show_the_url_without_its_password() {
+    let (_dir, data) = recorded().await;
+    let (url, _) = counting_endpoint(404).await;
+    let with_secret = format!("{url}?db=edge&u=me&p=s3cret");
+    let (code, _, err) = replay(&data, &["--output", &with_secret]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{url}?db=edge&u=me&p=%3Credacted%3E refused rows 1..=720 with HTTP 404"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}
