@@ -292,29 +292,37 @@ pub async fn stored(
                 .append_pair("match[]", &selector)
                 .append_pair("start", &secs(first))
                 .append_pair("end", &secs(last));
-            let text = get_json(client, export, "VictoriaMetrics' /api/v1/export", timeout).await?;
-            let (first_ms, last_ms) = (first / 1_000_000, last / 1_000_000);
-            for line in text.lines() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                    continue;
-                };
-                let label = |k: &str| v["metric"][k].as_str().unwrap_or_default().to_string();
-                let name = label("__name__");
-                let field = name.strip_prefix(&format!("{measurement}_")).unwrap_or("");
-                let Some(i) = FIELDS.iter().position(|f| *f == field) else {
-                    continue;
-                };
-                let n = v["timestamps"]
-                    .as_array()
-                    .map(|ts| {
-                        ts.iter()
-                            .filter_map(serde_json::Value::as_u64)
-                            .filter(|t| (first_ms..=last_ms).contains(&u128::from(*t)))
-                            .count() as u64
-                    })
-                    .unwrap_or(0);
-                stored.entry((label("group"), label("unit"))).or_default()[i] += n;
+            // Streamed, a line (one series) at a time: the export of a long
+            // replay is far larger than what is kept of it (counts).
+            let what = "VictoriaMetrics' /api/v1/export";
+            let fail = |error: String| VerifyError::Ask {
+                what: what.to_string(),
+                error,
+            };
+            let mut r = client
+                .get(export)
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            if !r.status().is_success() {
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                return Err(fail(format!("HTTP {status}: {}", text.trim())));
             }
+            let range = (first / 1_000_000, last / 1_000_000);
+            let mut pending: Vec<u8> = Vec::new();
+            while let Some(chunk) = r.chunk().await.map_err(|e| fail(e.to_string()))? {
+                pending.extend_from_slice(&chunk);
+                let Some(end) = pending.iter().rposition(|&b| b == b'\n') else {
+                    continue;
+                };
+                for line in pending[..end].split(|&b| b == b'\n') {
+                    count_series(line, measurement, range, &mut stored);
+                }
+                pending.drain(..=end);
+            }
+            count_series(&pending, measurement, range, &mut stored);
         }
         Engine::InfluxDb { db, rp } => {
             let db = db.as_deref().ok_or_else(|| VerifyError::NoDatabase {
@@ -364,6 +372,27 @@ pub async fn stored(
         }
     }
     Ok(stored)
+}
+
+/// Add the points of one line of VictoriaMetrics' export (a series:
+/// labels, values, timestamps in ms) within `range` (ms) to `stored`.
+fn count_series(line: &[u8], measurement: &str, (first, last): (u128, u128), stored: &mut Stored) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+        return;
+    };
+    let label = |k: &str| v["metric"][k].as_str().unwrap_or_default().to_string();
+    let name = label("__name__");
+    let field = name.strip_prefix(&format!("{measurement}_")).unwrap_or("");
+    let Some(i) = FIELDS.iter().position(|f| *f == field) else {
+        return;
+    };
+    let n = v["timestamps"].as_array().map_or(0, |ts| {
+        ts.iter()
+            .filter_map(serde_json::Value::as_u64)
+            .filter(|t| (first..=last).contains(&u128::from(*t)))
+            .count() as u64
+    });
+    stored.entry((label("group"), label("unit"))).or_default()[i] += n;
 }
 
 fn regex_escape(text: &str) -> String {
@@ -535,6 +564,21 @@ mod tests {
             (t.first_ns, t.last_ns),
             (Some(1_000_000_000), Some(3_000_000_000))
         );
+    }
+
+    #[test]
+    fn an_export_line_counts_the_points_of_its_field_in_range() {
+        let mut stored = Stored::new();
+        let line = br#"{"metric":{"__name__":"temperature_ok","group":"g","unit":"kelvin"},"values":[1,2,3],"timestamps":[1000,2000,3000]}"#;
+        count_series(line, "temperature", (2000, 3000), &mut stored);
+        let other = br#"{"metric":{"__name__":"other_ok","group":"g","unit":"kelvin"},"values":[1],"timestamps":[2000]}"#;
+        count_series(other, "temperature", (2000, 3000), &mut stored);
+        count_series(b"", "temperature", (2000, 3000), &mut stored);
+        assert_eq!(
+            stored[&("g".to_string(), "kelvin".to_string())],
+            [0, 0, 0, 2, 0]
+        );
+        assert_eq!(stored.len(), 1);
     }
 
     #[test]
