@@ -419,6 +419,20 @@ impl Pusher {
         }
         if status.is_server_error() || code == 408 || code == 429 {
             Err(Failure::Retry(format!("HTTP {code}: {text}")))
+        } else if code == 404 && text.contains("database not found") {
+            // InfluxDB 1.x writes only into a database that exists.
+            let db = self
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "db")
+                .map_or_else(|| "NAME".to_string(), |(_, v)| v.into_owned());
+            let query = engine::at(&self.url, "/query");
+            Err(Failure::Permanent(
+                code,
+                format!(
+                    "{text}; create it first: curl -XPOST {query} --data-urlencode 'q=CREATE DATABASE \"{db}\"'"
+                ),
+            ))
         } else {
             Err(Failure::Permanent(code, text))
         }

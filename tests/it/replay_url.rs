@@ -578,3 +578,23 @@ async fn messages_show_the_url_without_its_password() {
     );
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_influxdb_database_is_named_with_how_to_create_it() {
+    let Some(binary) = require("influxd", "influxdb") else {
+        return;
+    };
+    let (dir, data) = recorded().await;
+    let db = influx(dir.path(), &binary).await;
+    let url = format!("{}/write?db=site", db.url);
+    let (code, _, err) = replay(&data, &["--output", &url]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "refused rows 1..=720 with HTTP 404: {{\"error\":\"database not found: \\\"site\\\"\"}}; \
+             create it first: curl -XPOST {}/query --data-urlencode 'q=CREATE DATABASE \"site\"'",
+            db.url
+        )),
+        "{err}"
+    );
+}
