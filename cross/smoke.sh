@@ -74,5 +74,5 @@ awk -F, 'NR > 1 {
 
 agent replay --dir "$work/data" --output "$work/replayed.csv" 2>"$work/replay.log"
 cmp "$csv" "$work/replayed.csv"
-agent replay --dir "$work/data" --format influx --group text 2>/dev/null | grep -c '^temperature,group=text mean=' >/dev/null
+agent replay --dir "$work/data" --format influx --group text 2>/dev/null | grep -c '^temperature,group=text,unit=[a-z]* mean=' >/dev/null
 echo "smoke test passed on $target under $qemu: $rows rows written and replayed"

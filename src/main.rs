@@ -115,8 +115,9 @@ struct ReplayArgs {
     /// groups found.
     #[arg(long = "group", value_name = "NAME")]
     groups: Vec<String>,
-    #[arg(long, value_enum, default_value = "csv")]
-    format: replay::Format,
+    /// Output format [default: csv; influx for a URL, which takes nothing else].
+    #[arg(long, value_enum)]
+    format: Option<replay::Format>,
     /// Measurement name of the influx format.
     #[arg(long, default_value = "temperature")]
     measurement: String,
@@ -144,6 +145,19 @@ struct ReplayArgs {
     /// Bytes per HTTP batch at most.
     #[arg(long, value_parser = parse_size, default_value = "1MiB", value_name = "SIZE")]
     batch_size: u64,
+    /// HTTP: how long one request may wait for its acknowledgement.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    timeout: Duration,
+    /// HTTP: sends of one batch at most before the replay gives up.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    attempts: u32,
+    /// HTTP: give a batch up this long after its first send (attempts and pauses together).
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
+    give_up_after: Duration,
+    /// HTTP: after the last batch, ask the engine (InfluxDB or VictoriaMetrics) what it stored
+    /// of the replayed range and compare with what was sent; exit 1 with figures when they differ.
+    #[arg(long)]
+    verify: bool,
     /// Exit non-zero if any line was skipped.
     #[arg(long)]
     strict: bool,
@@ -175,6 +189,15 @@ fn parse_speed(s: &str) -> Result<f64, String> {
         Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
         _ => Err(format!(
             "`{s}` is not a positive number (1 = real time, 60 = sixty times faster)"
+        )),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "`{s}` is not a positive duration such as 500ms, 30s or 5m"
         )),
     }
 }
@@ -416,13 +439,18 @@ async fn serve_simulator(
 
 async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
     let (dir, prefix) = args.files.resolve()?;
+    let destination = args
+        .output
+        .parse::<replay::Destination>()
+        .map_err(CliError::usage)?;
+    let format = destination.format(args.format).map_err(CliError::usage)?;
     let opts = replay::Options {
         dir,
         prefix,
         since: args.since,
         until: args.until,
         groups: args.groups,
-        format: args.format,
+        format,
         measurement: args.measurement,
         speed: args.speed,
         chunk_size: args.chunk_size as usize,
@@ -434,10 +462,11 @@ async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
         rows: args.batch_rows,
         bytes: args.batch_size as usize,
     };
-    let destination = args
-        .output
-        .parse::<replay::Destination>()
-        .map_err(CliError::usage)?;
+    let patience = replay::Patience {
+        timeout: args.timeout,
+        attempts: args.attempts,
+        give_up_after: args.give_up_after,
+    };
     let existing = match (args.force, args.append) {
         (true, _) => replay::Existing::Replace,
         (_, true) => replay::Existing::Append,
@@ -457,10 +486,20 @@ async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
             (file.sink().map_err(CliError::failed)?, Some(file))
         }
         other => (
-            other.open(opts.format, batches).map_err(CliError::usage)?,
+            other
+                .open(opts.format, batches, patience)
+                .map_err(CliError::usage)?,
             None,
         ),
     };
+    if args.verify {
+        let replay::Sink::Http(pusher) = &mut sink else {
+            return Err(CliError::usage(
+                "--verify asks the engine what it stored: it needs --output URL (InfluxDB or VictoriaMetrics)",
+            ));
+        };
+        pusher.begin_verify().await.map_err(CliError::usage)?;
+    }
     let outcome = match &file {
         // Interrupted, the replay is dropped and so is the file, which
         // removes its temporary name.
@@ -489,6 +528,16 @@ async fn replay_files(args: ReplayArgs) -> Result<(), CliError> {
                 file.commit().map_err(CliError::failed)?;
             }
             eprintln!("{}", replay::Report::new(&summary, &sink));
+            if let (true, replay::Sink::Http(pusher)) = (args.verify, &mut sink) {
+                let verdict = pusher
+                    .verify(&opts.measurement)
+                    .await
+                    .map_err(CliError::failed)?;
+                if !verdict.complete() {
+                    return Err(CliError::failed(verdict));
+                }
+                eprintln!("{verdict}");
+            }
             if args.strict && summary.skipped > 0 {
                 let skipped = summary.skipped;
                 return Err(CliError::failed(format!(

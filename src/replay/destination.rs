@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::format::Format;
-use super::http::{PushError, PushOptions, Pusher};
+use super::http::{Patience, PushError, PushOptions, Pusher};
 use super::sink::{FileWriter, Sink};
 
 /// Where replayed lines go, as `--output` names it.
@@ -39,6 +39,14 @@ pub enum DestinationError {
         #[source]
         source: std::io::Error,
     },
+    /// A format an HTTP endpoint would not store.
+    #[error(
+        "--output {url} with --format {format}: an HTTP endpoint takes InfluxDB line protocol \
+         (--format influx, the default for a URL); InfluxDB's and VictoriaMetrics' /write read \
+         nothing else, and VictoriaMetrics acknowledges other text while storing none of it. \
+         Write {format} to a file or stdout (--output PATH or -), or drop --format"
+    )]
+    NotLineProtocol { url: String, format: &'static str },
     #[error(transparent)]
     Http(#[from] PushError),
 }
@@ -72,10 +80,31 @@ impl FromStr for Destination {
 }
 
 impl Destination {
+    /// The format written here: `asked` (`--format`), else csv, or line
+    /// protocol for an endpoint. An endpoint takes line protocol only:
+    /// VictoriaMetrics answers csv posted to `/write` with 204 and stores
+    /// nothing, so a replay would report rows "acknowledged" that are gone.
+    pub fn format(&self, asked: Option<Format>) -> Result<Format, DestinationError> {
+        match (self, asked) {
+            (Destination::Url(_), None | Some(Format::Influx)) => Ok(Format::Influx),
+            (Destination::Url(url), Some(other)) => Err(DestinationError::NotLineProtocol {
+                url: super::engine::shown(url),
+                format: other.name(),
+            }),
+            (_, asked) => Ok(asked.unwrap_or(Format::Csv)),
+        }
+    }
+
     /// The sink that writes `format` here: a file is created now; an
-    /// endpoint gets `format`'s content type and batches of `batches`.
-    /// Within a tokio runtime (a file's writer is a task of its own).
-    pub fn open(&self, format: Format, batches: Batches) -> Result<Sink, DestinationError> {
+    /// endpoint gets `format`'s content type, batches of `batches`, each
+    /// tried with `patience`. Within a tokio runtime (a file's writer is a
+    /// task of its own).
+    pub fn open(
+        &self,
+        format: Format,
+        batches: Batches,
+        patience: Patience,
+    ) -> Result<Sink, DestinationError> {
         match self {
             Destination::Stdout => Ok(Sink::File(FileWriter::new(Box::new(std::io::stdout())))),
             Destination::File(path) => {
@@ -91,6 +120,7 @@ impl Destination {
                     max_rows: batches.rows.max(1),
                     max_bytes: batches.bytes,
                     content_type: format.content_type(),
+                    patience,
                     ..Default::default()
                 };
                 let pusher = Pusher::new(url.clone(), opts)?;
@@ -140,17 +170,36 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_endpoint_takes_line_protocol_only() {
+        let url: Destination = "http://127.0.0.1:8428/write".parse().unwrap();
+        assert_eq!(url.format(None).unwrap(), Format::Influx);
+        assert_eq!(url.format(Some(Format::Influx)).unwrap(), Format::Influx);
+        for refused in [Format::Csv, Format::Jsonl] {
+            let e = url.format(Some(refused)).unwrap_err().to_string();
+            assert!(
+                e.starts_with("--output http://127.0.0.1:8428/write with --format "),
+                "{e}"
+            );
+            assert!(e.contains(refused.name()), "{e}");
+        }
+        for other in [Destination::Stdout, Destination::File("x".into())] {
+            assert_eq!(other.format(None).unwrap(), Format::Csv);
+            assert_eq!(other.format(Some(Format::Jsonl)).unwrap(), Format::Jsonl);
+        }
+    }
+
     #[tokio::test]
     async fn opening_creates_the_file_or_says_why_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.csv");
         let batches = Batches { rows: 0, bytes: 1 };
-        let sink = Destination::File(path.clone()).open(Format::Csv, batches);
+        let sink = Destination::File(path.clone()).open(Format::Csv, batches, Patience::default());
         assert!(matches!(sink, Ok(Sink::File(_))));
         assert!(path.is_file());
         let missing = dir.path().join("no/such/dir/out.csv");
         let err = Destination::File(missing.clone())
-            .open(Format::Csv, batches)
+            .open(Format::Csv, batches, Patience::default())
             .err()
             .unwrap();
         assert_eq!(
@@ -161,7 +210,7 @@ mod tests {
             )
         );
         let url = "http://127.0.0.1:9/write".parse().unwrap();
-        let sink = Destination::Url(url).open(Format::Influx, batches);
+        let sink = Destination::Url(url).open(Format::Influx, batches, Patience::default());
         assert!(matches!(sink, Ok(Sink::Http(_))));
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::history::parse::{BlockRows, digits, fast_decimal};
-use crate::history::row::{COLUMNS, View, csv_line};
+use crate::history::row::{COLUMNS, Unit, View, csv_line};
 use crate::history::scan::fast_cut;
 
 /// How replayed rows are written.
@@ -15,7 +15,7 @@ pub enum Format {
     Csv,
     /// One JSON object per row; empty values are `null`.
     Jsonl,
-    /// InfluxDB line protocol; empty values are left out.
+    /// InfluxDB line protocol (group and unit as tags); empty values are left out.
     Influx,
 }
 
@@ -25,6 +25,15 @@ impl Format {
         match self {
             Format::Csv => Some(format!("{}\n", COLUMNS.join(","))),
             _ => None,
+        }
+    }
+
+    /// The name `--format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Influx => "influx",
         }
     }
 
@@ -320,11 +329,16 @@ impl FastInflux {
         out: &mut [u8],
         o: usize,
     ) -> Option<usize> {
-        let [group, mean, min, max, _unit, ok, failed] = fields;
+        let [group, mean, min, max, unit, ok, failed] = fields;
         let values = [mean, min, max];
         let (ok, failed) = (count(buf, ok)?, count(buf, failed)?);
+        // One of the three names, which need no escaping (else the row by
+        // row path escapes whatever it is).
+        Unit::from_bytes(&buf[unit.0..unit.0 + unit.1])?;
         let mut o = padded_copy(out, o, &self.prefix, self.prefix().len());
         o = wide_copy(out, o, buf, group);
+        out[o..o + 6].copy_from_slice(b",unit=");
+        o = wide_copy(out, o + 6, buf, unit);
         let mut sep = b' ';
         o = named(out, o, &mut sep, b"mean=", buf, values[0]);
         o = named(out, o, &mut sep, b"min=", buf, values[1]);
@@ -435,6 +449,10 @@ fn influx_line(r: &View, prefix: &[u8], ns: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(prefix);
     // A group name (checked by the reader) needs no escaping.
     out.extend_from_slice(r.fields[1]);
+    // The unit is a tag: groups in celsius, fahrenheit and kelvin (or a
+    // group whose unit changed) are separate series.
+    out.extend_from_slice(b",unit=");
+    escape(r.fields[5], b", =", out);
     let mut first = true;
     for (name, value) in COLUMNS[2..5].iter().zip(&r.fields[2..5]) {
         if value.is_empty() {
@@ -509,11 +527,11 @@ mod tests {
         );
         assert_eq!(
             enc(Format::Influx, &full),
-            "temperature,group=greenhouse mean=21.235,min=20.100,max=22.000,ok=3i,failed=1i 1795514405000000000\n"
+            "temperature,group=greenhouse,unit=celsius mean=21.235,min=20.100,max=22.000,ok=3i,failed=1i 1795514405000000000\n"
         );
         assert_eq!(
             enc(Format::Influx, &empty),
-            "temperature,group=cold ok=0i,failed=2i 1795514405000000000\n"
+            "temperature,group=cold,unit=celsius ok=0i,failed=2i 1795514405000000000\n"
         );
     }
 
@@ -567,7 +585,15 @@ mod tests {
             _ => format!("{}", pick(30)),
         };
         let (ok, failed) = (count(), count());
-        let mut line = format!("{time},{group},{mean},{min},{max},celsius,{ok},{failed}");
+        let unit = [
+            "celsius",
+            "fahrenheit",
+            "kelvin",
+            "celsius",
+            "rankine",
+            "de=g",
+        ][pick(6) as usize];
+        let mut line = format!("{time},{group},{mean},{min},{max},{unit},{ok},{failed}");
         match pick(40) {
             0 => line.push_str(",extra"),
             1 => line = line.replacen(',', "", 1),

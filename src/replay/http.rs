@@ -1,16 +1,35 @@
 //! Pushing replayed lines to an HTTP endpoint (InfluxDB's or
 //! VictoriaMetrics' `/write`), in batches bounded by rows and bytes.
 //!
-//! Each batch is sent as a streamed (chunked) POST body. A batch that fails
-//! (connection error, 5xx, 408, 429) is sent again after a growing pause; a
-//! batch the server acknowledged (2xx) is never sent again, and the next
-//! batch only starts once the previous one was acknowledged, so there is
-//! neither a gap nor a duplicate. A 4xx other than 408/429 means the data is
-//! refused and retrying would not help: the replay stops and says why.
+//! Each batch is sent as a streamed (chunked) POST body, and the next batch
+//! only starts once the previous one was acknowledged (2xx), so there is
+//! no gap; an acknowledged batch is never sent again. What happens to a
+//! batch that was not acknowledged depends on what is known of its fate:
+//!
+//! - not stored, certainly: the connection could not be made, or the
+//!   server answered 5xx, 408 or 429. Sent again after a growing pause.
+//! - refused: any other 4xx. Retrying would not help: the replay stops
+//!   with the server's reason.
+//! - unknown: the request went out but no answer came within `--timeout`
+//!   (or the connection broke before one). The server may have stored the
+//!   rows. Sent again only to an engine where that is harmless (line
+//!   protocol to InfluxDB, or to VictoriaMetrics that deduplicates,
+//!   overwrites the same points; see [`super::engine`]), asked of the
+//!   server at that moment; to any
+//!   other endpoint the replay stops and says which rows may or may not be
+//!   there, rather than risk storing them twice.
+//!
+//! A batch is given up after `--attempts` sends or `--give-up-after` from
+//! its first send, whichever comes first; each request's timeout is cut to
+//! what is left of the latter.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::engine::{self, Engine};
+use super::verify::{self, Tally, Verdict, VerifyError};
 
 /// Why pushing stopped.
 #[derive(Debug, thiserror::Error)]
@@ -24,17 +43,59 @@ pub enum PushError {
         body: String,
     },
     #[error(
-        "{url}: rows {first}..={last} not acknowledged after {attempts} attempt(s); last error: {error}"
+        "{url}: rows {first}..={last} not acknowledged after {attempts} attempt(s) in {spent} \
+         ({limit} reached); last error: {error}"
     )]
     GaveUp {
         url: String,
         first: u64,
         last: u64,
         attempts: u32,
+        /// How long the batch was tried, rounded for the message.
+        spent: String,
+        /// Which limit stopped it: `--attempts N` or `--give-up-after D`.
+        limit: String,
+        error: String,
+    },
+    #[error(
+        "{url}: rows {first}..={last} were sent but not acknowledged ({error}); they may or may \
+         not be stored. Not sent again: {url} answers as {engine}, where a second copy could be \
+         stored beside the first (replay resends only to InfluxDB, and to VictoriaMetrics \
+         started with -dedup.minScrapeInterval=1ms, which keep one point per series and time). \
+         Check what it holds from row {first} on and replay the rest with --since, or raise \
+         --timeout"
+    )]
+    Unacknowledged {
+        url: String,
+        first: u64,
+        last: u64,
+        engine: &'static str,
         error: String,
     },
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
+}
+
+/// How long and how often a batch is tried (`--timeout`, `--attempts`,
+/// `--give-up-after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patience {
+    /// One request, from its start to the server's answer.
+    pub timeout: Duration,
+    /// Sends of one batch at most (at least 1).
+    pub attempts: u32,
+    /// One batch, from its first send: attempts and pauses together.
+    pub give_up_after: Duration,
+}
+
+impl Default for Patience {
+    fn default() -> Self {
+        Patience {
+            timeout: Duration::from_secs(30),
+            attempts: 10,
+            give_up_after: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Batching and retry settings.
@@ -42,8 +103,7 @@ pub enum PushError {
 pub struct PushOptions {
     pub max_rows: u64,
     pub max_bytes: usize,
-    /// Attempts per batch before giving up.
-    pub attempts: u32,
+    pub patience: Patience,
     /// First pause after a failure; doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -55,7 +115,7 @@ impl Default for PushOptions {
         PushOptions {
             max_rows: 5_000,
             max_bytes: 1 << 20,
-            attempts: 10,
+            patience: Patience::default(),
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             content_type: "text/plain; charset=utf-8",
@@ -73,7 +133,19 @@ pub struct Pusher {
     /// Rows acknowledged so far (numbering for messages starts at 1).
     acked: u64,
     pub batches_sent: u64,
+    /// Sends after a batch's first.
     pub retries: u64,
+    /// Of those, sends of a batch whose earlier send got no answer (to an
+    /// engine that overwrites: see [`super::engine`]).
+    pub resent_unanswered: u64,
+    /// Rows (InfluxDB's points: lines) InfluxDB dropped as older than its
+    /// retention policy (it says so in a 400 answer, having stored the
+    /// rest of the batch).
+    pub dropped_by_retention: u64,
+    /// The engine, once asked.
+    engine: Option<Engine>,
+    /// What was sent, counted for `--verify`.
+    pub tally: Option<Tally>,
 }
 
 impl Pusher {
@@ -81,8 +153,7 @@ impl Pusher {
         let builder = reqwest::Client::builder()
             .user_agent(concat!("edge-agent/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60));
+            .connect_timeout(opts.patience.timeout.min(Duration::from_secs(10)));
         // TLS only for an https endpoint, so a replay to http needs no CA bundle.
         let client = crate::poll::endpoint_client(builder, &url)
             .map_err(|e| PushError::Client(e.to_string()))?
@@ -97,6 +168,10 @@ impl Pusher {
             acked: 0,
             batches_sent: 0,
             retries: 0,
+            resent_unanswered: 0,
+            dropped_by_retention: 0,
+            engine: None,
+            tally: None,
         })
     }
 
@@ -118,6 +193,72 @@ impl Pusher {
         Ok(())
     }
 
+    /// The engine at the URL, asked once (see [`engine::probe`]).
+    pub async fn engine(&mut self) -> &Engine {
+        if self.engine.is_none() {
+            let found = engine::probe(&self.client, &self.url, self.opts.patience.timeout).await;
+            tracing::debug!("{} answers as {}", engine::shown(&self.url), found.name());
+            self.engine = Some(found);
+        }
+        self.engine.get_or_insert(Engine::Other)
+    }
+
+    /// For `--verify`: ask the engine what it is and its retention, before
+    /// the first batch, and start counting what is sent.
+    pub async fn begin_verify(&mut self) -> Result<(), VerifyError> {
+        let timeout = self.timeout();
+        let engine = self.engine().await.clone();
+        let retention = verify::retention(&self.client, &self.url, &engine, timeout).await?;
+        self.tally = Some(Tally {
+            retention,
+            cutoff: retention.and_then(|r| std::time::SystemTime::now().checked_sub(r)),
+            ..Tally::default()
+        });
+        Ok(())
+    }
+
+    /// After the last batch: what the engine holds of `measurement`
+    /// against what was sent. VictoriaMetrics makes new points searchable
+    /// within a second or so of a flush: a short count is asked again a few
+    /// times before it stands.
+    pub async fn verify(&mut self, measurement: &str) -> Result<Verdict, VerifyError> {
+        let timeout = self.timeout();
+        let engine = self.engine().await.clone();
+        let tally = self.tally.clone().unwrap_or_default();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let held = verify::stored(
+                &self.client,
+                &self.url,
+                &engine,
+                measurement,
+                &tally,
+                timeout,
+            )
+            .await?;
+            let verdict = Verdict::new(&engine, &tally, &held, tally.retention);
+            if verdict.complete() || tries >= 4 {
+                return Ok(verdict);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// One request's timeout (`--timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.opts.patience.timeout
+    }
+
+    /// The HTTP client, for questions to the engine after the replay.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
     /// Send what is pending and wait for its acknowledgement.
     pub async fn flush(&mut self) -> Result<(), PushError> {
         if self.batch.is_empty() {
@@ -125,40 +266,93 @@ impl Pusher {
         }
         let body = Bytes::from(std::mem::take(&mut self.batch));
         let (first, last) = (self.acked + 1, self.acked + self.batch_rows);
+        let patience = self.opts.patience;
+        let started = Instant::now();
+        let deadline = started + patience.give_up_after;
         let mut pause = self.opts.backoff;
         let mut attempt = 0;
+        let mut unanswered = false;
         loop {
             attempt += 1;
-            let error = match self.send_once(body.clone()).await {
-                Ok(()) => break,
+            if unanswered {
+                self.resent_unanswered += 1;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = patience.timeout.min(left).max(Duration::from_millis(1));
+            let error = match self.send_once(body.clone(), timeout).await {
+                Ok(0) => break,
+                Ok(dropped) => {
+                    tracing::warn!(
+                        "{}: rows {first}..={last}: the engine dropped {dropped} row(s) as older than its retention policy",
+                        engine::shown(&self.url)
+                    );
+                    self.dropped_by_retention += dropped;
+                    break;
+                }
                 Err(Failure::Permanent(status, text)) => {
                     return Err(PushError::Refused {
-                        url: self.url.to_string(),
+                        url: engine::shown(&self.url),
                         first,
                         last,
                         status,
                         body: text,
                     });
                 }
-                Err(Failure::Retry(e)) => e,
+                Err(Failure::Retry(e)) => {
+                    unanswered = false;
+                    e
+                }
+                Err(Failure::Unanswered(e)) => {
+                    let engine = self.engine().await.clone();
+                    if !engine.overwrites() {
+                        return Err(PushError::Unacknowledged {
+                            url: engine::shown(&self.url),
+                            first,
+                            last,
+                            engine: engine.name(),
+                            error: e,
+                        });
+                    }
+                    unanswered = true;
+                    format!(
+                        "{e}; {} overwrites the same points, so it is sent again",
+                        engine.name()
+                    )
+                }
             };
-            if attempt >= self.opts.attempts {
+            let limit = if attempt >= patience.attempts.max(1) {
+                Some(format!("--attempts {}", patience.attempts))
+            } else if Instant::now() + pause >= deadline {
+                Some(format!(
+                    "--give-up-after {}",
+                    humantime::format_duration(patience.give_up_after)
+                ))
+            } else {
+                None
+            };
+            if let Some(limit) = limit {
+                let spent = Duration::from_millis(started.elapsed().as_millis() as u64);
                 return Err(PushError::GaveUp {
-                    url: self.url.to_string(),
+                    url: engine::shown(&self.url),
                     first,
                     last,
                     attempts: attempt,
+                    spent: humantime::format_duration(spent).to_string(),
+                    limit,
                     error,
                 });
             }
             tracing::warn!(
                 "{}: rows {first}..={last} not acknowledged ({error}); retrying in {}",
-                self.url,
+                engine::shown(&self.url),
                 humantime::format_duration(pause)
             );
             self.retries += 1;
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(self.opts.max_backoff);
+        }
+        if let Some(tally) = &mut self.tally {
+            tally.add(&body);
         }
         self.acked = last;
         self.batch_rows = 0;
@@ -169,7 +363,10 @@ impl Pusher {
         Ok(())
     }
 
-    async fn send_once(&self, body: Bytes) -> Result<(), Failure> {
+    /// One send: `Ok` with the points the engine dropped as older than
+    /// its retention (InfluxDB's `partial write: points beyond retention
+    /// policy dropped=N`, a 400 for a batch whose other points it stored).
+    async fn send_once(&self, body: Bytes, timeout: Duration) -> Result<u64, Failure> {
         // A streamed body: chunks of the batch, sent with chunked encoding.
         const CHUNK: usize = 64 * 1024;
         let chunks: Vec<Result<Bytes, std::io::Error>> = (0..body.len())
@@ -182,12 +379,25 @@ impl Pusher {
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, self.opts.content_type)
             .body(reqwest::Body::wrap_stream(stream))
+            .timeout(timeout)
             .send()
             .await
-            .map_err(|e| Failure::Retry(innermost(&e)))?;
+            .map_err(|e| {
+                if e.is_connect() {
+                    // Nothing reached the server.
+                    Failure::Retry(innermost(&e))
+                } else if e.is_timeout() {
+                    Failure::Unanswered(format!(
+                        "no answer within {}",
+                        humantime::format_duration(timeout)
+                    ))
+                } else {
+                    Failure::Unanswered(innermost(&e))
+                }
+            })?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            return Ok(0);
         }
         let text: String = response
             .text()
@@ -198,8 +408,31 @@ impl Pusher {
             .collect();
         let text = text.trim().to_string();
         let code = status.as_u16();
+        let beyond = "points beyond retention policy dropped=";
+        if let Some(n) = text.split(beyond).nth(1) {
+            if code == 400 && !text.contains("field type conflict") {
+                let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(n) = digits.parse::<u64>() {
+                    return Ok(n);
+                }
+            }
+        }
         if status.is_server_error() || code == 408 || code == 429 {
             Err(Failure::Retry(format!("HTTP {code}: {text}")))
+        } else if code == 404 && text.contains("database not found") {
+            // InfluxDB 1.x writes only into a database that exists.
+            let db = self
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "db")
+                .map_or_else(|| "NAME".to_string(), |(_, v)| v.into_owned());
+            let query = engine::at(&self.url, "/query");
+            Err(Failure::Permanent(
+                code,
+                format!(
+                    "{text}; create it first: curl -XPOST {query} --data-urlencode 'q=CREATE DATABASE \"{db}\"'"
+                ),
+            ))
         } else {
             Err(Failure::Permanent(code, text))
         }
@@ -207,8 +440,12 @@ impl Pusher {
 }
 
 enum Failure {
+    /// Not stored: safe to send again.
     Retry(String),
+    /// Refused: sending again would not help.
     Permanent(u16, String),
+    /// Sent, no answer: maybe stored.
+    Unanswered(String),
 }
 
 fn innermost(e: &(dyn std::error::Error + 'static)) -> String {

@@ -1,6 +1,8 @@
 //! The line a replay ends with: rows replayed, files read and lines
-//! skipped, and for an HTTP endpoint what it acknowledged, so an operator
-//! can check a replay against its source without counting rows.
+//! skipped, and for an HTTP endpoint what it acknowledged and how many
+//! sends were repeats (and of those, how many followed a send that got no
+//! answer and may have been stored), so an operator can check a replay
+//! against its source without counting rows.
 
 use std::fmt;
 
@@ -20,8 +22,13 @@ pub struct Pushed {
     /// Rows the endpoint acknowledged.
     pub acknowledged: u64,
     pub batches: u64,
-    /// Batches sent again after a failure.
+    /// Sends of a batch after its first.
     pub retries: u64,
+    /// Of those, sends after an earlier send got no answer (which may have
+    /// been stored: only to engines that overwrite the same points).
+    pub resent_unanswered: u64,
+    /// Rows the engine dropped as older than its retention policy.
+    pub dropped_by_retention: u64,
 }
 
 /// The end of a replay, shown as one line ([`fmt::Display`]).
@@ -40,6 +47,8 @@ impl Report {
                 acknowledged: p.acknowledged(),
                 batches: p.batches_sent,
                 retries: p.retries,
+                resent_unanswered: p.resent_unanswered,
+                dropped_by_retention: p.dropped_by_retention,
             }),
             _ => None,
         };
@@ -61,9 +70,16 @@ impl fmt::Display for Report {
         if let Some(p) = &self.pushed {
             write!(
                 f,
-                "; {} row(s) acknowledged in {} batch(es), {} retried",
-                p.acknowledged, p.batches, p.retries
+                "; {} row(s) acknowledged in {} batch(es), {} retried ({} resent after no answer)",
+                p.acknowledged, p.batches, p.retries, p.resent_unanswered
             )?;
+            if p.dropped_by_retention > 0 {
+                write!(
+                    f,
+                    "; the engine dropped {} row(s) as older than its retention policy",
+                    p.dropped_by_retention
+                )?;
+            }
         }
         Ok(())
     }
@@ -102,6 +118,8 @@ mod tests {
             acknowledged: 720,
             batches: 15,
             retries: 1,
+            resent_unanswered: 1,
+            dropped_by_retention: 0,
         };
         let report = Report {
             summary: SUMMARY,
@@ -110,7 +128,7 @@ mod tests {
         assert_eq!(
             report.to_string(),
             "replayed 120 row(s) from 3 file(s), skipped 5 line(s); \
-             720 row(s) acknowledged in 15 batch(es), 1 retried"
+             720 row(s) acknowledged in 15 batch(es), 1 retried (1 resent after no answer)"
         );
     }
 
@@ -120,11 +138,14 @@ mod tests {
         let mut pusher = Pusher::new(url, PushOptions::default()).unwrap();
         pusher.batches_sent = 4;
         pusher.retries = 2;
+        pusher.resent_unanswered = 1;
         let report = Report::new(&SUMMARY, &Sink::Http(Box::new(pusher)));
         let want = Pushed {
             acknowledged: 0,
             batches: 4,
             retries: 2,
+            resent_unanswered: 1,
+            dropped_by_retention: 0,
         };
         assert_eq!(report.pushed, Some(want));
         assert_eq!(report.summary, SUMMARY);

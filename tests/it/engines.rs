@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A server process, killed when dropped.
-struct Engine {
+pub(crate) struct Engine {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Engine {
@@ -42,7 +42,7 @@ fn find(binary: &str) -> Option<String> {
 }
 
 /// The binary, or `None` (after saying why) when the test cannot run here.
-fn require(binary: &str, package: &str) -> Option<String> {
+pub(crate) fn require(binary: &str, package: &str) -> Option<String> {
     let found = find(binary);
     if found.is_none() {
         assert!(
@@ -78,13 +78,18 @@ async fn wait_ready(url: &str, child: &mut Child) {
     }
 }
 
-async fn victoria(dir: &Path, binary: &str) -> Engine {
+pub(crate) async fn victoria(dir: &Path, binary: &str) -> Engine {
+    victoria_with(dir, binary, &["-retentionPeriod=100y"]).await
+}
+
+/// VictoriaMetrics started with `flags` (besides where and on which port).
+pub(crate) async fn victoria_with(dir: &Path, binary: &str, flags: &[&str]) -> Engine {
     // Port 0: VictoriaMetrics logs the address as given (`:0`), so the port
     // it got is read from its socket.
     let mut child = Command::new(binary)
         .arg(format!("-storageDataPath={}", dir.join("vm").display()))
         .arg("-httpListenAddr=127.0.0.1:0")
-        .arg("-retentionPeriod=100y")
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -107,7 +112,7 @@ fn influx_http_addr(log: &str) -> Option<&str> {
         .find_map(|f| f.strip_prefix("addr="))
 }
 
-async fn influx(dir: &Path, binary: &str) -> Engine {
+pub(crate) async fn influx(dir: &Path, binary: &str) -> Engine {
     // Both listeners on port 0: influxd logs the HTTP address it got.
     let d = dir.join("influx");
     let config = format!(
@@ -151,9 +156,9 @@ async fn influx(dir: &Path, binary: &str) -> Engine {
 }
 
 /// (group, field, time in ms) -> value, from a CSV replay of the same history.
-type Points = BTreeMap<(String, String, u64), f64>;
+pub(crate) type Points = BTreeMap<(String, String, u64), f64>;
 
-fn expected(dir: &Path) -> Points {
+pub(crate) fn expected(dir: &Path) -> Points {
     let out = Command::new(support::binary())
         .args(["replay", "--dir", dir.to_str().unwrap()])
         .output()
@@ -212,7 +217,13 @@ async fn replay_to(dir: &Path, url: &str) -> String {
 }
 
 /// A recorded history: 3 groups, 2 hours at 30 s, with gaps (empty rows).
-async fn history(dir: &Path) {
+pub(crate) async fn history(dir: &Path) {
+    history_in_units(dir, |_, _| edge_agent::config::Unit::Celsius).await;
+}
+
+/// [`history`] with `unit(group, i)` the unit of group number `group`'s
+/// `i`-th row (of 240).
+pub(crate) async fn history_in_units(dir: &Path, unit: fn(usize, u32) -> edge_agent::config::Unit) {
     let out = edge_agent::config::Output {
         dir: dir.to_path_buf(),
         prefix: "readings".into(),
@@ -239,7 +250,7 @@ async fn history(dir: &Path) {
                 mean: (!gap).then_some(v),
                 min: (!gap).then_some(v - 1.0),
                 max: (!gap).then_some(v + 1.5),
-                unit: edge_agent::config::Unit::Celsius,
+                unit: unit(g, i),
                 ok: if gap { 0 } else { 3 },
                 failed: if gap { 3 } else { 0 },
             });
@@ -250,28 +261,31 @@ async fn history(dir: &Path) {
     store.close().await.unwrap();
 }
 
-/// Points of `temperature_*` in VictoriaMetrics, via its export API.
-async fn victoria_points(url: &str) -> Points {
+/// VictoriaMetrics' export (JSON lines) of the series `selector` matches,
+/// after a flush so that every point written is seen.
+pub(crate) async fn victoria_export(url: &str, selector: &str) -> String {
     let client = client();
     client
         .get(format!("{url}/internal/force_flush"))
         .send()
         .await
         .unwrap();
-    let body = client
+    client
         .get(
-            url::Url::parse_with_params(
-                &format!("{url}/api/v1/export"),
-                [("match[]", "{__name__=~\"temperature_.*\"}")],
-            )
-            .unwrap(),
+            url::Url::parse_with_params(&format!("{url}/api/v1/export"), [("match[]", selector)])
+                .unwrap(),
         )
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Points of `temperature_*` in VictoriaMetrics, via its export API.
+pub(crate) async fn victoria_points(url: &str) -> Points {
+    let body = victoria_export(url, "{__name__=~\"temperature_.*\"}").await;
     let mut points = Points::new();
     for line in body.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -325,8 +339,21 @@ async fn flaky_proxy(upstream: String, fail: usize) -> (String, Arc<AtomicUsize>
     (format!("http://{addr}"), count)
 }
 
+/// A GET of `url`'s JSON answer.
+pub(crate) async fn get_json(url: url::Url) -> serde_json::Value {
+    let text = client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
 /// Every recorded point came back once, with its value: no gap, no duplicate.
-fn assert_same_points(got: &Points, want: &Points) {
+pub(crate) fn assert_same_points(got: &Points, want: &Points) {
     assert_eq!(got.len(), want.len(), "no gap, no duplicate");
     for (key, value) in want {
         let g = got
@@ -384,15 +411,7 @@ async fn replay_into_influxdb() {
         ],
     )
     .unwrap();
-    let text = client()
-        .get(query)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let body = get_json(query).await;
     let series = &body["results"][0]["series"][0];
     let columns: Vec<&str> = series["columns"]
         .as_array()

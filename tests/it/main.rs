@@ -23,6 +23,7 @@ mod poll;
 mod readers;
 mod reload;
 mod replay;
+mod replay_url;
 mod secrets;
 mod start;
 mod store;

@@ -229,7 +229,12 @@ async fn jsonl_and_influx_field_by_field() {
         fields.push(format!("failed={}i", f[7]));
         assert_eq!(
             line,
-            format!("temp,group={} {} {ns}", f[1], fields.join(","))
+            format!(
+                "temp,group={},unit={} {} {ns}",
+                f[1],
+                f[5],
+                fields.join(",")
+            )
         );
     }
 }
