@@ -465,7 +465,9 @@ fn the_resolved_config_keeps_no_spare_room_per_sensor() {
         "interval: 1s\ntimeout: 500ms\noutput:\n  dir: /nonexistent/edge-agent-test\ngroups:\n",
     );
     for g in 0..3 {
-        text.push_str(&format!("  - name: g-{g}\n    unit: celsius\n    sensors:\n"));
+        text.push_str(&format!(
+            "  - name: g-{g}\n    unit: celsius\n    sensors:\n"
+        ));
         for i in 0..100 {
             text.push_str(&format!(
                 "      - {{ id: s-{g}-{i}, url: \"http://127.0.0.1:9/text/{i}\", format: text }}\n"
