@@ -747,3 +747,398 @@ fn is_sensitive(name: &str) -> bool {
     .iter()
     .any(|s| name.eq_ignore_ascii_case(s))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+    use tokio::io::ReadBuf;
+    use tokio::net::TcpListener;
+
+    /// A stream that answers `bytes`, at most `step` bytes per read, then
+    /// ends; what is written to it is dropped.
+    struct Canned {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl Canned {
+        fn new(bytes: &[u8], step: usize) -> Canned {
+            Canned {
+                bytes: bytes.to_vec(),
+                at: 0,
+                step: step.max(1),
+            }
+        }
+    }
+
+    impl AsyncRead for Canned {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = (self.bytes.len() - self.at)
+                .min(self.step)
+                .min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.bytes[at..at + n]);
+            self.at += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Canned {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn config(url: &str, extra: &str) -> Config {
+        let yaml = format!(
+            "interval: 10s\ntimeout: 2s\nlimit: 4\nlimit_per_host: 2\noutput:\n  dir: /nonexistent\n\
+             groups:\n  - name: g\n    unit: celsius\n    sensors:\n      - {{ id: s, url: '{url}', format: text{extra} }}\n"
+        );
+        Config::parse(&yaml, Path::new("agent.yaml")).unwrap()
+    }
+
+    fn sensor(config: &Config) -> &Sensor {
+        &config.groups[0].sensors[0]
+    }
+
+    /// Head and body of `answer`, read in pieces of `step` bytes, with
+    /// whether the connection could carry another request.
+    async fn answer(
+        answer: &[u8],
+        step: usize,
+        max_body: u64,
+    ) -> Result<(u16, Vec<u8>, bool), Failure> {
+        let config = config("http://127.0.0.1:1/t", "");
+        let mut conn = Conn::new(Canned::new(answer, step));
+        let head = match conn
+            .request(&sensor(&config).url, sensor(&config), true)
+            .await
+        {
+            Ok(head) => head,
+            Err(Exchange::Stale(f) | Exchange::Failed(f)) => return Err(f),
+        };
+        let body = conn.read_body(head.body, max_body).await?;
+        let reusable = head.keep_alive && head.body != BodyKind::ToClose && conn.reset_for_reuse();
+        Ok((head.status, body, reusable))
+    }
+
+    #[tokio::test]
+    async fn chunked_with_extensions_and_trailers() {
+        let bytes = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                      2;name=value\r\n21\r\n3 ; x=\"y\"\r\n.50\r\n0\r\nx-check: 1\r\nx-more: 2\r\n\r\n";
+        for step in [1, 2, 7, 1000] {
+            let got = answer(bytes, step, 64).await.unwrap();
+            assert_eq!(
+                got,
+                (200, b"21.50".to_vec(), true),
+                "read {step} bytes at a time"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn transfer_encoding_wins_over_content_length_and_needs_chunked_last() {
+        let chunked = b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\ntransfer-encoding: gzip, chunked\r\n\r\n1\r\n7\r\n0\r\n\r\n";
+        assert_eq!(
+            answer(chunked, 5, 64).await.unwrap(),
+            (200, b"7".to_vec(), true)
+        );
+        let to_close =
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, identity\r\n\r\n1\r\n7\r\n0\r\n\r\n";
+        let (_, body, reusable) = answer(to_close, 5, 64).await.unwrap();
+        assert_eq!(body, b"1\r\n7\r\n0\r\n\r\n");
+        assert!(!reusable, "a body read to the close ends the connection");
+    }
+
+    #[tokio::test]
+    async fn the_cap_is_checked_against_content_length_before_reading() {
+        // Only the head is there: the declared length alone refuses it.
+        let bytes = b"HTTP/1.1 200 OK\r\ncontent-length: 65\r\n\r\n";
+        assert_eq!(answer(bytes, 100, 64).await, Err(Failure::TooLarge(64)));
+        let exact = [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 64\r\n\r\n"[..],
+            &[b'1'; 64],
+        ]
+        .concat();
+        assert_eq!(answer(&exact, 100, 64).await.unwrap().1.len(), 64);
+    }
+
+    #[tokio::test]
+    async fn the_cap_is_checked_while_reading_chunked_and_to_close_bodies() {
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n20\r\n";
+        assert_eq!(answer(chunked, 100, 31).await, Err(Failure::TooLarge(31)));
+        let mut to_close = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        to_close.extend_from_slice(&[b'1'; 32]);
+        assert_eq!(answer(&to_close, 3, 31).await, Err(Failure::TooLarge(31)));
+        assert_eq!(answer(&to_close, 3, 32).await.unwrap().1.len(), 32);
+    }
+
+    #[tokio::test]
+    async fn connection_close_and_http10_answers_are_not_reused() {
+        let close = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n5";
+        assert!(!answer(close, 100, 64).await.unwrap().2);
+        let old = b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n5";
+        assert!(!answer(old, 100, 64).await.unwrap().2);
+        let old_kept = b"HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 1\r\n\r\n5";
+        assert!(answer(old_kept, 100, 64).await.unwrap().2);
+        // More than the answer: the connection is out of step, not reused.
+        let extra = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n5HTTP/1.1";
+        assert!(!answer(extra, 100, 64).await.unwrap().2);
+    }
+
+    #[tokio::test]
+    async fn informational_answers_are_skipped() {
+        let bytes = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+                      HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n42";
+        assert_eq!(
+            answer(bytes, 4, 64).await.unwrap(),
+            (200, b"42".to_vec(), true)
+        );
+    }
+
+    #[tokio::test]
+    async fn cut_and_malformed_answers_fail_in_words() {
+        let cut = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345";
+        assert_eq!(
+            answer(cut, 100, 64).await,
+            Err(Failure::BodyCut(
+                "end of file before message length reached".into()
+            ))
+        );
+        let bad_chunk = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n";
+        assert_eq!(
+            answer(bad_chunk, 100, 64).await,
+            Err(Failure::BodyCut("invalid chunk size line".into()))
+        );
+        let lengths = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n12";
+        assert_eq!(
+            answer(lengths, 100, 64).await,
+            Err(Failure::Request("invalid content-length parsed".into()))
+        );
+        assert_eq!(
+            answer(b"", 100, 64).await,
+            Err(Failure::Request(
+                "connection closed before message completed".into()
+            ))
+        );
+        assert!(matches!(
+            answer(b"SSH-2.0-OpenSSH\r\n\r\n", 100, 64).await,
+            Err(Failure::Request(m)) if m.starts_with("invalid HTTP response")
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_reused_connection_closed_before_any_answer_is_stale() {
+        let config = config("http://127.0.0.1:1/t", "");
+        let mut conn = Conn::new(Canned::new(b"", 1));
+        conn.reused = true;
+        let got = conn
+            .request(&sensor(&config).url, sensor(&config), true)
+            .await;
+        assert!(matches!(got, Err(Exchange::Stale(_))));
+        // Part of an answer came: not stale, it fails.
+        let mut conn = Conn::new(Canned::new(b"HTTP/1.1 2", 1));
+        conn.reused = true;
+        let got = conn
+            .request(&sensor(&config).url, sensor(&config), true)
+            .await;
+        assert!(matches!(got, Err(Exchange::Failed(_))));
+    }
+
+    #[test]
+    fn the_request_carries_the_defaults_the_headers_and_basic_auth() {
+        let config = config(
+            "http://[::1]:8080/v?q=1",
+            ", headers: { X-Key: k1 }, basic_auth: { username: me, password: pw }",
+        );
+        let mut conn = Conn::new(Canned::new(b"", 1));
+        conn.write_request(&sensor(&config).url, sensor(&config), true);
+        let text = String::from_utf8(conn.out.clone()).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "GET /v?q=1 HTTP/1.1\r\nhost: [::1]:8080\r\nuser-agent: {USER_AGENT}\r\naccept: */*\r\n\
+                 X-Key: k1\r\nauthorization: Basic bWU6cHc=\r\n\r\n"
+            )
+        );
+        // To another host (a redirect), no credentials.
+        conn.write_request(&sensor(&config).url, sensor(&config), false);
+        assert!(!String::from_utf8_lossy(&conn.out).contains("authorization"));
+        let config = config_with_userinfo();
+        conn.write_request(&sensor(&config).url, sensor(&config), true);
+        // "a b:p@ss" percent-decoded from the URL.
+        assert!(
+            String::from_utf8_lossy(&conn.out).contains("authorization: Basic YSBiOnBAc3M=\r\n")
+        );
+    }
+
+    fn config_with_userinfo() -> Config {
+        config("http://a%20b:p%40ss@127.0.0.1:1/t", "")
+    }
+
+    /// A server that answers every request with `answer(n)` (n counts the
+    /// requests from 0) and, if `close_after` says so, closes the
+    /// connection after it; counts the connections it accepted.
+    async fn server(answer: fn(usize) -> (Vec<u8>, bool)) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/t", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let requests = requests.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        while memchr::memmem::find(&request, b"\r\n\r\n").is_none() {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => request.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        request.clear();
+                        let (bytes, close) = answer(requests.fetch_add(1, Ordering::SeqCst));
+                        if stream.write_all(&bytes).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    fn ok(_: usize) -> (Vec<u8>, bool) {
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n21.5".to_vec(),
+            false,
+        )
+    }
+
+    #[tokio::test]
+    async fn keep_alive_connections_are_reused() {
+        let (url, accepted) = server(ok).await;
+        let config = config(&url, "");
+        let http = Http1::new(&config);
+        for _ in 0..5 {
+            assert_eq!(http.get(sensor(&config), 64).await.unwrap(), b"21.5");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn connection_close_is_honoured() {
+        fn close(_: usize) -> (Vec<u8>, bool) {
+            (
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 4\r\n\r\n21.5".to_vec(),
+                true,
+            )
+        }
+        let (url, accepted) = server(close).await;
+        let config = config(&url, "");
+        let http = Http1::new(&config);
+        for _ in 0..3 {
+            assert_eq!(http.get(sensor(&config), 64).await.unwrap(), b"21.5");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_while_idle_is_replaced() {
+        // Each answer says keep-alive, then the server closes anyway.
+        fn then_close(_: usize) -> (Vec<u8>, bool) {
+            (ok(0).0, true)
+        }
+        let (url, accepted) = server(then_close).await;
+        let config = config(&url, "");
+        let http = Http1::new(&config);
+        for _ in 0..3 {
+            assert_eq!(http.get(sensor(&config), 64).await.unwrap(), b"21.5");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_half_read_connection_is_not_reused() {
+        // The first answer stalls after half its body; the next are whole.
+        fn half_first(n: usize) -> (Vec<u8>, bool) {
+            match n {
+                0 => (
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n21".to_vec(),
+                    false,
+                ),
+                _ => ok(n),
+            }
+        }
+        let (url, accepted) = server(half_first).await;
+        let config = config(&url, ", timeout: 300ms");
+        let http = Http1::new(&config);
+        assert_eq!(
+            http.get(sensor(&config), 64).await,
+            Err(Failure::BodyTimeout(Duration::from_millis(300)))
+        );
+        assert_eq!(http.get(sensor(&config), 64).await.unwrap(), b"21.5");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn at_most_limit_per_host_connections_stay_idle() {
+        let (url, _) = server(ok).await;
+        let config = config(&url, "");
+        let http = Http1::new(&config);
+        let s = sensor(&config);
+        let (a, b, c) = tokio::join!(http.get(s, 64), http.get(s, 64), http.get(s, 64));
+        assert!(a.is_ok() && b.is_ok() && c.is_ok());
+        let idle = lock(&http.idle);
+        assert_eq!(idle[authority(&s.url)].len(), config.limit_per_host);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any bytes at all as an answer, read in any pieces: no panic, and
+        /// never a body over the cap.
+        #[test]
+        fn any_answer_is_read_without_panic_within_the_cap(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            head in proptest::sample::select(vec![
+                "", "HTTP/1.1 200 OK\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\n",
+                "HTTP/1.1 100 Continue\r\n\r\n",
+            ]),
+            step in 1usize..64,
+            max_body in 0u64..64,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut all = head.as_bytes().to_vec();
+            all.extend_from_slice(&bytes);
+            if let Ok((_, body, _)) = runtime.block_on(answer(&all, step, max_body)) {
+                proptest::prop_assert!(body.len() as u64 <= max_body);
+            }
+        }
+    }
+}
