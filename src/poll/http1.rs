@@ -1038,15 +1038,20 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn keep_alive_connections_are_reused() {
-        let (url, accepted) = server(ok).await;
+    /// Connections the server saw for three GETs in a row, each answered.
+    async fn connections_for_three_gets(answer: fn(usize) -> (Vec<u8>, bool)) -> usize {
+        let (url, accepted) = server(answer).await;
         let config = config(&url, "");
         let http = Http1::new(&config);
-        for _ in 0..5 {
+        for _ in 0..3 {
             assert_eq!(http.get(sensor(&config), 64).await.unwrap(), b"21.5");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn keep_alive_connections_are_reused() {
+        assert_eq!(connections_for_three_gets(ok).await, 1);
     }
 
     #[tokio::test]
@@ -1057,13 +1062,7 @@ mod tests {
                 true,
             )
         }
-        let (url, accepted) = server(close).await;
-        let config = config(&url, "");
-        let http = Http1::new(&config);
-        for _ in 0..3 {
-            assert_eq!(http.get(sensor(&config), 64).await.unwrap(), b"21.5");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(connections_for_three_gets(close).await, 3);
     }
 
     #[tokio::test]
@@ -1072,13 +1071,7 @@ mod tests {
         fn then_close(_: usize) -> (Vec<u8>, bool) {
             (ok(0).0, true)
         }
-        let (url, accepted) = server(then_close).await;
-        let config = config(&url, "");
-        let http = Http1::new(&config);
-        for _ in 0..3 {
-            assert_eq!(http.get(sensor(&config), 64).await.unwrap(), b"21.5");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(connections_for_three_gets(then_close).await, 3);
     }
 
     #[tokio::test]
