@@ -996,10 +996,13 @@ mod tests {
         config("http://a%20b:p%40ss@127.0.0.1:1/t", "")
     }
 
-    /// A server that answers every request with `answer(n)` (n counts the
-    /// requests from 0) and, if `close_after` says so, closes the
-    /// connection after it; counts the connections it accepted.
-    async fn server(answer: fn(usize) -> (Vec<u8>, bool)) -> (String, Arc<AtomicUsize>) {
+    /// What a test server sends for request `n` (counted from 0), the
+    /// `on_conn`-th on its connection, and whether it closes after it.
+    type Answer = fn(usize, usize) -> (Vec<u8>, bool);
+
+    /// A server that answers every request by `answer`; counts the
+    /// connections it accepted.
+    async fn server(answer: Answer) -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/t", listener.local_addr().unwrap());
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -1012,7 +1015,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut request = Vec::new();
                     let mut buf = [0u8; 1024];
-                    loop {
+                    for on_conn in 0.. {
                         while memchr::memmem::find(&request, b"\r\n\r\n").is_none() {
                             match stream.read(&mut buf).await {
                                 Ok(0) | Err(_) => return,
@@ -1020,7 +1023,8 @@ mod tests {
                             }
                         }
                         request.clear();
-                        let (bytes, close) = answer(requests.fetch_add(1, Ordering::SeqCst));
+                        let n = requests.fetch_add(1, Ordering::SeqCst);
+                        let (bytes, close) = answer(n, on_conn);
                         if stream.write_all(&bytes).await.is_err() || close {
                             return;
                         }
@@ -1031,7 +1035,7 @@ mod tests {
         (url, accepted)
     }
 
-    fn ok(_: usize) -> (Vec<u8>, bool) {
+    fn ok(_: usize, _: usize) -> (Vec<u8>, bool) {
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n21.5".to_vec(),
             false,
@@ -1039,7 +1043,7 @@ mod tests {
     }
 
     /// Connections the server saw for three GETs in a row, each answered.
-    async fn connections_for_three_gets(answer: fn(usize) -> (Vec<u8>, bool)) -> usize {
+    async fn connections_for_three_gets(answer: Answer) -> usize {
         let (url, accepted) = server(answer).await;
         let config = config(&url, "");
         let http = Http1::new(&config);
@@ -1056,7 +1060,7 @@ mod tests {
 
     #[tokio::test]
     async fn connection_close_is_honoured() {
-        fn close(_: usize) -> (Vec<u8>, bool) {
+        fn close(_: usize, _: usize) -> (Vec<u8>, bool) {
             (
                 b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 4\r\n\r\n21.5".to_vec(),
                 true,
@@ -1068,22 +1072,53 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_server_closed_while_idle_is_replaced() {
         // Each answer says keep-alive, then the server closes anyway.
-        fn then_close(_: usize) -> (Vec<u8>, bool) {
-            (ok(0).0, true)
+        fn then_close(_: usize, _: usize) -> (Vec<u8>, bool) {
+            (ok(0, 0).0, true)
         }
         assert_eq!(connections_for_three_gets(then_close).await, 3);
     }
 
     #[tokio::test]
+    async fn a_pooled_connection_closed_under_the_request_is_retried_once_on_a_new_one() {
+        // Still open when taken from the pool, so the request goes out on
+        // it; the server closes it instead of answering. Nothing of the
+        // answer was read: the request goes again on a new connection.
+        fn once_per_connection(_: usize, on_conn: usize) -> (Vec<u8>, bool) {
+            match on_conn {
+                0 => ok(0, 0),
+                _ => (Vec::new(), true),
+            }
+        }
+        assert_eq!(connections_for_three_gets(once_per_connection).await, 3);
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_closed_before_the_answer_is_not_retried() {
+        fn never(_: usize, _: usize) -> (Vec<u8>, bool) {
+            (Vec::new(), true)
+        }
+        let (url, accepted) = server(never).await;
+        let config = config(&url, "");
+        let http = Http1::new(&config);
+        assert_eq!(
+            http.get(sensor(&config), 64).await,
+            Err(Failure::Request(
+                "connection closed before message completed".into()
+            ))
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn a_half_read_connection_is_not_reused() {
         // The first answer stalls after half its body; the next are whole.
-        fn half_first(n: usize) -> (Vec<u8>, bool) {
+        fn half_first(n: usize, _: usize) -> (Vec<u8>, bool) {
             match n {
                 0 => (
                     b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n21".to_vec(),
                     false,
                 ),
-                _ => ok(n),
+                _ => ok(n, 0),
             }
         }
         let (url, accepted) = server(half_first).await;
