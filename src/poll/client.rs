@@ -1,4 +1,5 @@
-//! The shared HTTP clients.
+//! The shared reqwest clients, for `https://` sensors and replay's endpoint
+//! (`http://` sensors go through [`super::http1`]).
 //!
 //! One `reqwest::Client` serves every sensor with the same TLS settings, so
 //! connections are pooled and reused across cycles. Most sites have a single
