@@ -1,4 +1,5 @@
-//! The shared HTTP clients.
+//! The shared reqwest clients, for `https://` sensors and replay's endpoint
+//! (`http://` sensors go through [`super::http1`]).
 //!
 //! One `reqwest::Client` serves every sensor with the same TLS settings, so
 //! connections are pooled and reused across cycles. Most sites have a single
@@ -24,8 +25,7 @@ use std::time::Duration;
 
 use crate::config::{Config, Sensor, Tls};
 
-/// Redirects followed per request at most.
-const MAX_REDIRECTS: usize = 5;
+use super::http1::{MAX_REDIRECTS, TO_HTTPS};
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -195,10 +195,7 @@ fn with_trust(
                 .tls_certs_only(Vec::new())
                 .redirect(reqwest::redirect::Policy::custom(|attempt| {
                     if attempt.url().scheme() == "https" {
-                        attempt.error(
-                            "redirected to an https URL, but TLS is set up only for sensors \
-                         whose URL in the config is https: write that URL in the config",
-                        )
+                        attempt.error(TO_HTTPS)
                     } else if attempt.previous().len() > MAX_REDIRECTS {
                         attempt.error("too many redirects")
                     } else {

@@ -62,7 +62,12 @@ pub async fn fetch(
     let body = tokio::time::timeout_at(deadline, read_body(response, max_body))
         .await
         .map_err(|_| Failure::BodyTimeout(timeout))??;
-    let value = extract(&body, &sensor.selector)?;
+    reading(&body, sensor, target)
+}
+
+/// The number in `body`, in `target` units.
+pub fn reading(body: &[u8], sensor: &Sensor, target: Unit) -> Result<f64, Failure> {
+    let value = extract(body, &sensor.selector)?;
     Ok(convert(value, sensor.unit, target)?)
 }
 

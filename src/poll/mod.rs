@@ -27,6 +27,7 @@
 mod backoff;
 mod client;
 mod fetch;
+mod http1;
 mod slots;
 
 use std::collections::HashMap;
@@ -43,12 +44,15 @@ pub use fetch::{Failure, Outcome};
 use crate::config::Config;
 use crate::sync::lock;
 use backoff::{Change, Schedule, Seen, Track};
+use http1::Http1;
 use slots::Slots;
 
 /// Everything needed to poll a config's sensors, built once per config.
 pub struct Poller {
     config: Arc<Config>,
     clients: Arc<Clients>,
+    /// The client for `http://` sensors; reqwest's `clients` serve https.
+    http: Arc<Http1>,
     /// Sensors as (group index, index within group), in config order.
     sensors: Vec<(u32, u32)>,
     /// Sensor numbers (indexes into `sensors`) grouped by host, hosts in
@@ -110,6 +114,7 @@ impl Poller {
         };
         Ok(Poller {
             clients,
+            http: Arc::new(Http1::new(&config)),
             sensors,
             by_host,
             host_start,
@@ -379,12 +384,20 @@ impl Poller {
         let (g, s) = self.sensor_at(n);
         let config = self.config.clone();
         let clients = self.clients.clone();
+        let http = self.http.clone();
         tasks
             .spawn(async move {
                 let group = &config.groups[g];
                 let sensor = &group.sensors[s];
-                let client = clients.get(&sensor.tls);
-                let outcome = fetch::fetch(client, sensor, group.unit, config.max_body).await;
+                let outcome = if sensor.url.scheme() == "http" {
+                    match http.get(sensor, config.max_body).await {
+                        Ok(body) => fetch::reading(&body, sensor, group.unit),
+                        Err(failure) => Err(failure),
+                    }
+                } else {
+                    let client = clients.get(&sensor.tls);
+                    fetch::fetch(client, sensor, group.unit, config.max_body).await
+                };
                 (n, host, outcome)
             })
             .id()
