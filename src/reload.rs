@@ -126,8 +126,7 @@ async fn prepare_reload(path: PathBuf, running: Output, disk: Arc<dyn Disk>) -> 
             return None;
         }
     };
-    // Other files than the running store's (as `Store::same_files`).
-    let moved = config.output.dir != running.dir || config.output.prefix != running.prefix;
+    let moved = !config.output.same_files(&running);
     let store = if moved {
         match Store::open_with(&config.output, disk).await {
             Ok(s) => Some(s),

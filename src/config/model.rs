@@ -74,6 +74,14 @@ pub struct Output {
     pub queue: usize,
 }
 
+impl Output {
+    /// True when `other` names the same files (directory and prefix): what
+    /// a reload keeps writing to rather than opening a new store for.
+    pub fn same_files(&self, other: &Output) -> bool {
+        self.dir == other.dir && self.prefix == other.prefix
+    }
+}
+
 /// When written rows are forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fsync {

@@ -313,7 +313,7 @@ impl Store {
 
     /// True when `output` names the same files as this store.
     pub fn same_files(&self, output: &Output) -> bool {
-        output.dir == self.output.dir && output.prefix == self.output.prefix
+        self.output.same_files(output)
     }
 
     /// Apply new settings (rotation, retention, compression, fsync,
