@@ -106,26 +106,25 @@ pub struct Clients {
 impl Clients {
     pub fn build(config: &Config) -> Result<Clients, ClientError> {
         install_crypto_provider();
-        // Per TLS setting: its sensors that use https, and how many.
-        let mut settings: HashMap<&Tls, Option<(&Sensor, usize)>> = HashMap::new();
+        // Per TLS setting of https sensors: the first of them, and how many.
+        // http sensors go through `http1` and need no client here.
+        let mut settings: HashMap<&Tls, (&Sensor, usize)> = HashMap::new();
         for (_, sensor) in config.sensors() {
-            let https = settings.entry(&sensor.tls).or_default();
             if sensor.url.scheme() == "https" {
-                let (_, n) = https.get_or_insert((sensor, 0));
-                *n += 1;
+                settings.entry(&sensor.tls).or_insert((sensor, 0)).1 += 1;
             }
         }
         let mut system = SystemRoots::default();
         let mut by_tls = HashMap::new();
-        for (tls, https) in settings {
-            let trust = match https {
-                None => Trust::Nothing,
-                Some(_) if tls.insecure => Trust::Anything,
-                Some((first, n)) => Trust::Roots {
+        for (tls, (first, n)) in settings {
+            let trust = if tls.insecure {
+                Trust::Anything
+            } else {
+                Trust::Roots {
                     ca_file: tls.ca_file.as_deref(),
                     what: https_sensors(first, n),
                     ca_file_helps: true,
-                },
+                }
             };
             let client = build_one(trust, config, &mut system)?;
             by_tls.insert(tls.clone(), client);
@@ -133,7 +132,8 @@ impl Clients {
         Ok(Clients { by_tls })
     }
 
-    /// The client for `tls`; every setting in the config has one.
+    /// The client for an https sensor's `tls`; every setting of an https
+    /// sensor in the config has one.
     pub fn get(&self, tls: &Tls) -> &reqwest::Client {
         &self.by_tls[tls]
     }
