@@ -581,7 +581,12 @@ async fn a_file_the_agent_may_not_write_is_passed_over() {
     std::fs::write(&active, HEADER).unwrap();
     std::fs::set_permissions(&active, std::fs::Permissions::from_mode(0o600)).unwrap();
     let log = dir.join("agent-nobody.log");
-    let child = Command::new(support::binary())
+    // A copy `nobody` may run: the build's own binary may sit under a
+    // directory only root can enter (a clone in `mktemp -d`, mode 0700).
+    let binary = dir.join("edge-agent");
+    std::fs::copy(support::binary(), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let child = Command::new(&binary)
         .args(["run", "--config", site.config.to_str().unwrap()])
         .current_dir(dir)
         .env_remove("RUST_LOG")
