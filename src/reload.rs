@@ -107,18 +107,21 @@ async fn prepare_reload(path: PathBuf, running: Output, disk: Arc<dyn Disk>) -> 
                 c.log_warnings();
                 Arc::new(c)
             }
-            Err(e) => return Err(format!("\n{e}")),
+            // One line per problem, each readable alone in the journal.
+            Err(e) => return Err(e.to_string().lines().map(str::to_string).collect()),
         };
         match Poller::new(config.clone()) {
             Ok(poller) => Ok((config, poller)),
-            Err(e) => Err(format!(" {e}")),
+            Err(e) => Err(vec![e.to_string()]),
         }
     })
     .await;
     let (config, poller) = match built {
         Ok(Ok(built)) => built,
-        Ok(Err(why)) => {
-            tracing::error!("reload refused, keeping the running configuration:{why}");
+        Ok(Err(lines)) => {
+            for why in lines {
+                tracing::error!("reload refused, keeping the running configuration: {why}");
+            }
             return None;
         }
         Err(e) => {

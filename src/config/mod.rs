@@ -1,8 +1,9 @@
 //! `agent.yaml`: reading, validating and resolving the agent's configuration.
 //!
 //! Loading happens in three steps, each with one job:
-//! 1. [`raw`]: serde turns the YAML into typed structs, rejecting unknown keys
-//!    and wrong types (serde knows the position of these errors).
+//! 1. [`raw`]: the YAML is read into typed structs by [`yaml`]'s streaming
+//!    reader, which reports every unknown key, wrong type and missing key,
+//!    with its position, what the key means and what it takes.
 //! 2. [`validate`]: cross-field rules, with the rules of the parts beside it
 //!    ([`output`], [`sensor`], [`backoff`]), `${VAR}` and password files in
 //!    [`secrets`], file-system questions in [`probe`], and selectors parsed by
@@ -26,6 +27,7 @@ mod secrets;
 mod sensor;
 mod validate;
 pub mod values;
+mod yaml;
 
 use std::path::{Path, PathBuf};
 
@@ -115,10 +117,22 @@ impl Config {
             file: file.clone(),
             problems,
         };
-        let raw: raw::RawConfig =
-            serde_yaml_ng::from_str(text).map_err(|e| invalid(vec![serde_problem(&e)]))?;
+        let read = raw::read(text);
         let env = |name: &str| std::env::var(name).ok();
-        validate::resolve(raw, path, &env, try_output_dir).map_err(|mut problems| {
+        let shape = read.problems;
+        let judged = read.judged;
+        if !read.readable {
+            return Err(invalid(shape));
+        }
+        let mut problems = match validate::resolve(read.config, path, &env, try_output_dir) {
+            Ok(config) if shape.is_empty() => return Ok(config),
+            Ok(_) => Vec::new(),
+            Err(problems) => problems,
+        };
+        // A key the reader already reported on (missing, wrong type) holds a
+        // placeholder that validation may complain about again.
+        problems.retain(|p| !judged.iter().any(|j| within(&p.key, j)));
+        if !problems.is_empty() {
             // Built only for errors: with 10,000 sensors the index is large.
             let locations = locate::Locations::index(text);
             for p in &mut problems {
@@ -127,8 +141,11 @@ impl Config {
                     p.col = Some(pos.col);
                 }
             }
-            invalid(problems)
-        })
+        }
+        // One list in the order of the file.
+        problems.extend(shape);
+        problems.sort_by_key(|p| (p.line.unwrap_or(0), p.col.unwrap_or(0)));
+        Err(invalid(problems))
     }
 
     /// Log [`Config::warnings`], at start and at each reload.
@@ -147,39 +164,16 @@ impl Config {
     }
 }
 
+/// Whether `key` is `judged` or lies inside it (`output.dir` in `output`).
+fn within(key: &str, judged: &str) -> bool {
+    key.strip_prefix(judged).is_some_and(|rest| {
+        rest.is_empty() || !judged.is_empty() && (rest.starts_with('.') || rest.starts_with('['))
+    })
+}
+
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Turn a serde_yaml error into a [`Problem`]: its message starts with the
-/// key path (`groups[0].sensors[1]: unknown field ...`) and ends with the
-/// position, which we move to the front in our own format.
-fn serde_problem(e: &serde_yaml_ng::Error) -> Problem {
-    let mut message = e.to_string();
-    let (mut line, mut col) = (None, None);
-    if let Some(loc) = e.location() {
-        let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-        if let Some(i) = message.find(&suffix) {
-            message.replace_range(i..i + suffix.len(), "");
-        }
-        line = Some(loc.line());
-        col = Some(loc.column());
-    }
-    // Split a leading `path: ` off the message.
-    let mut key = String::new();
-    if let Some((head, rest)) = message.split_once(": ") {
-        if !head.contains(' ') && !head.is_empty() {
-            key = head.to_string();
-            message = rest.to_string();
-        }
-    }
-    Problem {
-        key,
-        line,
-        col,
-        message,
-    }
 }

@@ -1,30 +1,33 @@
-//! The `agent.yaml` schema exactly as written by the user.
+//! The `agent.yaml` schema exactly as written by the user, and its reading.
 //!
-//! These structs only describe the shape of the file: serde rejects unknown
-//! keys and wrong types here, with the YAML position. Everything that needs
-//! more than one field, the environment or the file system to judge is done
-//! in [`super::validate`], which turns these into the resolved [`super::Config`].
+//! These structs only describe the shape of the file. [`read`] fills them
+//! from the YAML with [`super::yaml`], judging every key against the
+//! [`Field`] tables below: unknown and repeated keys, wrong types and
+//! missing keys are all reported, with their position, what the key means
+//! and what it takes. Everything that needs more than one field, the
+//! environment or the file system to judge is done in [`super::validate`],
+//! which turns these into the resolved [`super::Config`].
+//!
+//! A key that is missing or unreadable is left at a placeholder (empty text,
+//! the default) and its path noted in [`Read::judged`], so validation does
+//! not report it a second time.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
-
+use super::model::Problem;
 use super::values::{Secret, SizeText};
+use super::yaml::{At, Doc, Field};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct RawConfig {
     pub interval: String,
     pub timeout: String,
-    #[serde(default = "default_limit")]
     pub limit: usize,
-    #[serde(default = "default_limit_per_host")]
     pub limit_per_host: usize,
     /// Largest response body accepted from a sensor (default 64 KiB).
     pub max_body: Option<SizeText>,
     /// `off`, or `{ after: 3, max: 10x }` (the default).
-    #[serde(default)]
     pub backoff: RawBackoff,
     pub output: RawOutput,
     pub groups: Vec<RawGroup>,
@@ -32,8 +35,7 @@ pub struct RawConfig {
     pub metrics: Option<RawMetrics>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct RawMetrics {
     pub listen: String,
 }
@@ -50,103 +52,65 @@ pub enum RawBackoff {
     Map(RawBackoffMap),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct RawBackoffMap {
     pub after: Option<u64>,
-    /// `10x` (intervals) or a duration; any YAML value, judged in validation.
-    pub max: Option<serde_yaml_ng::Value>,
+    /// `10x` (intervals) or a duration; judged in validation.
+    pub max: Option<MaxText>,
 }
 
-impl<'de> Deserialize<'de> for RawBackoff {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = RawBackoff;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("`off` or a map such as { after: 3, max: 10x }")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawBackoff, E> {
-                Ok(RawBackoff::Text(v.to_string()))
-            }
-            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawBackoff, E> {
-                Ok(RawBackoff::Flag(v))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<RawBackoff, A::Error> {
-                let map = serde::de::value::MapAccessDeserializer::new(map);
-                RawBackoffMap::deserialize(map).map(RawBackoff::Map)
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
+/// `backoff.max` as written.
+#[derive(Debug)]
+pub enum MaxText {
+    /// A bare number (`10`): intervals or seconds? Refused with a hint.
+    Number(String),
+    Text(String),
 }
 
-fn default_limit() -> usize {
-    100
-}
-fn default_limit_per_host() -> usize {
-    25
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawOutput {
     pub dir: PathBuf,
-    #[serde(default = "default_prefix")]
     pub prefix: String,
-    #[serde(default)]
     pub rotate: RawRotate,
-    #[serde(default = "default_keep")]
     pub keep: usize,
-    #[serde(default)]
     pub compress: Compress,
-    #[serde(default = "default_fsync")]
     pub fsync: String,
     /// Decimals written for mean/min/max.
-    #[serde(default = "default_decimals")]
     pub decimals: usize,
     /// Batches (one per cycle) the writer may fall behind before rows are dropped.
-    #[serde(default = "default_queue")]
     pub queue: usize,
 }
 
-fn default_prefix() -> String {
-    "readings".into()
-}
-fn default_keep() -> usize {
-    168
-}
-fn default_fsync() -> String {
-    "rotate".into()
-}
-fn default_decimals() -> usize {
-    3
-}
-fn default_queue() -> usize {
-    1024
+impl Default for RawOutput {
+    fn default() -> RawOutput {
+        RawOutput {
+            dir: PathBuf::new(),
+            prefix: "readings".into(),
+            rotate: RawRotate::default(),
+            keep: 168,
+            compress: Compress::None,
+            fsync: "rotate".into(),
+            decimals: 3,
+            queue: 1024,
+        }
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct RawRotate {
     pub max_size: Option<SizeText>,
     pub every: Option<String>,
 }
 
 /// What to do with rotated files.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum Compress {
     #[default]
     None,
     Gzip,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawGroup {
     pub name: String,
     pub unit: Unit,
@@ -157,42 +121,524 @@ pub struct RawGroup {
 pub use crate::history::row::Unit;
 
 /// How a sensor's response body is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFormat {
     Json,
     Prometheus,
     Text,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct RawSensor {
     pub id: String,
     pub url: String,
-    pub format: BodyFormat,
+    /// `None` when missing or not one of the formats (already reported).
+    pub format: Option<BodyFormat>,
     pub value: Option<String>,
     pub unit: Option<Unit>,
-    #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
     pub basic_auth: Option<RawBasicAuth>,
-    #[serde(default)]
     pub tls: RawTls,
     pub timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct RawBasicAuth {
     pub username: String,
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct RawTls {
-    #[serde(default)]
     pub insecure: bool,
     pub ca_file: Option<PathBuf>,
 }
+
+/// What [`read`] found: the structs (placeholders where a key was missing or
+/// unreadable) and the problems, in the order of the file.
+pub struct Read {
+    pub config: RawConfig,
+    pub problems: Vec<Problem>,
+    /// Key paths already reported on.
+    pub judged: Vec<String>,
+    /// Whether the file was a YAML map at all: if not, only its problems
+    /// are worth showing (every key would otherwise be "missing" twice).
+    pub readable: bool,
+}
+
+/// Read `text` into a [`RawConfig`], reporting every problem of shape.
+pub fn read(text: &str) -> Read {
+    let mut doc = Doc::new(text);
+    let mut config = RawConfig {
+        limit: 100,
+        limit_per_host: 25,
+        ..RawConfig::default()
+    };
+    let mut readable = false;
+    doc.document(|doc| {
+        readable = doc.map(&At::Root, &TOP, &CONFIG, |doc, at, i| {
+            match CONFIG[i].name {
+                "interval" => set(&mut config.interval, doc.string(at, &CONFIG[i])),
+                "timeout" => set(&mut config.timeout, doc.string(at, &CONFIG[i])),
+                "limit" => set(&mut config.limit, doc.count(at, &CONFIG[i])),
+                "limit_per_host" => set(&mut config.limit_per_host, doc.count(at, &CONFIG[i])),
+                "max_body" => config.max_body = size(doc, at, &CONFIG[i]),
+                "backoff" => config.backoff = backoff(doc, at),
+                "output" => config.output = output(doc, at),
+                "groups" => {
+                    doc.list(at, &CONFIG[i], |doc, at, _| {
+                        config.groups.push(group(doc, at));
+                    });
+                    // Exactly as many as written (see validate's sensors).
+                    config.groups.shrink_to_fit();
+                }
+                "metrics" => {
+                    let mut listen = None;
+                    if doc.map(at, &CONFIG[i], &METRICS, |doc, at, j| {
+                        listen = doc.string(at, &METRICS[j]);
+                    }) {
+                        config.metrics = Some(RawMetrics {
+                            listen: listen.unwrap_or_default(),
+                        });
+                    }
+                }
+                _ => doc.skip(),
+            }
+        });
+    });
+    Read {
+        config,
+        readable: readable && !doc.invalid,
+        problems: doc.problems,
+        judged: doc.judged,
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+fn size(doc: &mut Doc, at: &At, field: &Field) -> Option<SizeText> {
+    let (s, _) = doc.scalar(at, field)?;
+    Some(match s.text.parse::<u64>() {
+        Ok(n) if s.plain => SizeText::Bytes(n),
+        _ => SizeText::Text(s.text),
+    })
+}
+
+fn backoff(doc: &mut Doc, at: &At) -> RawBackoff {
+    let field = &CONFIG[5];
+    if doc.peek_is_map() {
+        let mut map = RawBackoffMap::default();
+        doc.map(at, field, &BACKOFF, |doc, at, i| match BACKOFF[i].name {
+            "after" => map.after = doc.count(at, &BACKOFF[i]).map(|n| n as u64),
+            _ => {
+                map.max = doc.scalar(at, &BACKOFF[i]).map(|(s, _)| {
+                    if s.plain && s.text.parse::<f64>().is_ok() {
+                        MaxText::Number(s.text)
+                    } else {
+                        MaxText::Text(s.text)
+                    }
+                })
+            }
+        });
+        return RawBackoff::Map(map);
+    }
+    match doc.scalar(at, field) {
+        Some((s, _)) if s.plain && s.text == "true" => RawBackoff::Flag(true),
+        Some((s, _)) if s.plain && s.text == "false" => RawBackoff::Flag(false),
+        Some((s, _)) => RawBackoff::Text(s.text),
+        None => RawBackoff::Default,
+    }
+}
+
+fn output(doc: &mut Doc, at: &At) -> RawOutput {
+    let mut o = RawOutput::default();
+    doc.map(at, &CONFIG[6], &OUTPUT, |doc, at, i| {
+        let f = &OUTPUT[i];
+        match f.name {
+            "dir" => set(&mut o.dir, doc.string(at, f).map(PathBuf::from)),
+            "prefix" => set(&mut o.prefix, doc.string(at, f)),
+            "rotate" => {
+                doc.map(at, f, &ROTATE, |doc, at, j| match ROTATE[j].name {
+                    "max_size" => o.rotate.max_size = size(doc, at, &ROTATE[j]),
+                    _ => o.rotate.every = doc.string(at, &ROTATE[j]),
+                });
+            }
+            "keep" => set(&mut o.keep, doc.count(at, f)),
+            "compress" => set(
+                &mut o.compress,
+                doc.choice(at, f, &[("none", Compress::None), ("gzip", Compress::Gzip)]),
+            ),
+            "fsync" => set(&mut o.fsync, doc.string(at, f)),
+            "decimals" => set(&mut o.decimals, doc.count(at, f)),
+            "queue" => set(&mut o.queue, doc.count(at, f)),
+            _ => doc.skip(),
+        }
+    });
+    o
+}
+
+const UNITS: [(&str, Unit); 3] = [
+    ("celsius", Unit::Celsius),
+    ("fahrenheit", Unit::Fahrenheit),
+    ("kelvin", Unit::Kelvin),
+];
+
+fn group(doc: &mut Doc, at: &At) -> RawGroup {
+    let mut g = RawGroup {
+        name: String::new(),
+        unit: Unit::Celsius,
+        window: None,
+        sensors: Vec::new(),
+    };
+    doc.map(at, &GROUP_ITEM, &GROUP, |doc, at, i| {
+        let f = &GROUP[i];
+        match f.name {
+            "name" => set(&mut g.name, doc.string(at, f)),
+            "unit" => set(&mut g.unit, doc.choice(at, f, &UNITS)),
+            "window" => g.window = doc.string(at, f),
+            "sensors" => {
+                doc.list(at, f, |doc, at, _| g.sensors.push(sensor(doc, at)));
+                g.sensors.shrink_to_fit();
+            }
+            _ => doc.skip(),
+        }
+    });
+    g
+}
+
+fn sensor(doc: &mut Doc, at: &At) -> RawSensor {
+    let mut s = RawSensor::default();
+    doc.map(at, &SENSOR_ITEM, &SENSOR, |doc, at, i| {
+        let f = &SENSOR[i];
+        match f.name {
+            "id" => set(&mut s.id, doc.string(at, f)),
+            "url" => set(&mut s.url, doc.string(at, f)),
+            "format" => {
+                s.format = doc.choice(
+                    at,
+                    f,
+                    &[
+                        ("json", BodyFormat::Json),
+                        ("prometheus", BodyFormat::Prometheus),
+                        ("text", BodyFormat::Text),
+                    ],
+                )
+            }
+            "value" => s.value = doc.string(at, f),
+            "unit" => s.unit = doc.choice(at, f, &UNITS),
+            "headers" => doc.entries(at, f, |doc, at, name| {
+                if let Some(v) = doc.string(at, &HEADER_VALUE) {
+                    s.headers.insert(name, Secret::new(v));
+                }
+            }),
+            "basic_auth" => {
+                let mut b = RawBasicAuth::default();
+                if doc.map(at, f, &BASIC_AUTH, |doc, at, j| {
+                    let f = &BASIC_AUTH[j];
+                    match f.name {
+                        "username" => set(&mut b.username, doc.string(at, f)),
+                        "password" => b.password = doc.string(at, f).map(Secret::new),
+                        _ => b.password_file = doc.string(at, f).map(PathBuf::from),
+                    }
+                }) {
+                    s.basic_auth = Some(b);
+                }
+            }
+            "tls" => {
+                doc.map(at, f, &TLS, |doc, at, j| match TLS[j].name {
+                    "insecure" => set(&mut s.tls.insecure, doc.flag(at, &TLS[j])),
+                    _ => s.tls.ca_file = doc.string(at, &TLS[j]).map(PathBuf::from),
+                });
+            }
+            "timeout" => s.timeout = doc.string(at, f),
+            _ => doc.skip(),
+        }
+    });
+    s
+}
+
+const fn field(
+    name: &'static str,
+    required: bool,
+    means: &'static str,
+    takes: &'static str,
+) -> Field {
+    Field {
+        name,
+        means,
+        takes,
+        required,
+    }
+}
+
+const DURATION: &str = "a duration such as 5s, 250ms, 1h";
+const SIZE: &str = "a size such as 64KiB, 10MiB, or a byte count";
+const UNIT: &str = "one of celsius, fahrenheit, kelvin";
+
+const TOP: Field = field(
+    "",
+    true,
+    "the agent's configuration",
+    "a map with interval, timeout, output and groups",
+);
+
+const CONFIG: [Field; 9] = [
+    field(
+        "interval",
+        true,
+        "how often every sensor is polled",
+        DURATION,
+    ),
+    field(
+        "timeout",
+        true,
+        "how long one poll may take, shorter than interval",
+        DURATION,
+    ),
+    field(
+        "limit",
+        false,
+        "most requests in flight at once, default 100",
+        "a whole number",
+    ),
+    field(
+        "limit_per_host",
+        false,
+        "most requests in flight to one host, default 25",
+        "a whole number",
+    ),
+    field(
+        "max_body",
+        false,
+        "largest response body taken from a sensor, default 64KiB",
+        SIZE,
+    ),
+    field(
+        "backoff",
+        false,
+        "how failing sensors are polled less often",
+        "`off`, or a map such as { after: 3, max: 10x }",
+    ),
+    field(
+        "output",
+        true,
+        "where and how rows are written",
+        "a map with at least dir",
+    ),
+    field(
+        "groups",
+        true,
+        "the sensor groups, one row each per window",
+        "a list of groups",
+    ),
+    field(
+        "metrics",
+        false,
+        "the /metrics and /healthz listener",
+        "a map with listen",
+    ),
+];
+
+const METRICS: [Field; 1] = [field(
+    "listen",
+    true,
+    "the loopback address of /metrics and /healthz",
+    "an address such as 127.0.0.1:9464",
+)];
+
+const BACKOFF: [Field; 2] = [
+    field(
+        "after",
+        false,
+        "failures in a row before a sensor is polled less often, default 3",
+        "a whole number",
+    ),
+    field(
+        "max",
+        false,
+        "the longest wait between polls of a failing sensor, default 10x",
+        "intervals such as 10x, or a duration such as 5m",
+    ),
+];
+
+const OUTPUT: [Field; 8] = [
+    field(
+        "dir",
+        true,
+        "the directory the CSV files are written in",
+        "a directory path",
+    ),
+    field(
+        "prefix",
+        false,
+        "the start of the file names, default readings",
+        "a word",
+    ),
+    field(
+        "rotate",
+        false,
+        "when the active file is closed and a new one begun",
+        "a map with max_size and/or every",
+    ),
+    field(
+        "keep",
+        false,
+        "how many rotated files are kept, default 168",
+        "a whole number",
+    ),
+    field(
+        "compress",
+        false,
+        "what is done to rotated files",
+        "one of none, gzip",
+    ),
+    field(
+        "fsync",
+        false,
+        "when rows are forced to disk, default rotate",
+        "rotate, always, or a duration such as 30s",
+    ),
+    field(
+        "decimals",
+        false,
+        "decimals written for mean, min and max, default 3",
+        "a whole number",
+    ),
+    field(
+        "queue",
+        false,
+        "cycles of rows the writer may fall behind before rows are dropped, default 1024",
+        "a whole number",
+    ),
+];
+
+const ROTATE: [Field; 2] = [
+    field(
+        "max_size",
+        false,
+        "rotate when the active file reaches this size",
+        SIZE,
+    ),
+    field(
+        "every",
+        false,
+        "rotate when the active file is this old",
+        DURATION,
+    ),
+];
+
+const GROUP_ITEM: Field = field("", true, "a group", "a map with name, unit and sensors");
+
+const GROUP: [Field; 4] = [
+    field(
+        "name",
+        true,
+        "the group's name, written in each of its rows",
+        "a word of letters, digits, _, -, .",
+    ),
+    field("unit", true, "the unit the group's rows are in", UNIT),
+    field(
+        "window",
+        false,
+        "the time one row averages over, default interval",
+        DURATION,
+    ),
+    field(
+        "sensors",
+        true,
+        "the sensors averaged into the group's rows",
+        "a list of sensors",
+    ),
+];
+
+const SENSOR_ITEM: Field = field("", true, "a sensor", "a map with id, url and format");
+
+const SENSOR: [Field; 9] = [
+    field(
+        "id",
+        true,
+        "the sensor's name, unique in the file",
+        "a word of letters, digits, _, -, .",
+    ),
+    field(
+        "url",
+        true,
+        "where the sensor is read",
+        "an http:// or https:// URL",
+    ),
+    field(
+        "format",
+        true,
+        "how the response body is read",
+        "one of json, prometheus, text",
+    ),
+    field(
+        "value",
+        false,
+        "where the number is in the body",
+        "a JSON pointer such as /temp, or a Prometheus selector",
+    ),
+    field(
+        "unit",
+        false,
+        "the unit the sensor reports in, default the group's",
+        UNIT,
+    ),
+    field(
+        "headers",
+        false,
+        "HTTP headers sent with each request",
+        "a map of header names to values",
+    ),
+    field(
+        "basic_auth",
+        false,
+        "HTTP basic authentication",
+        "a map with username and password or password_file",
+    ),
+    field(
+        "tls",
+        false,
+        "certificate checks for https",
+        "a map with ca_file and/or insecure",
+    ),
+    field(
+        "timeout",
+        false,
+        "how long a poll of this sensor may take, default timeout",
+        DURATION,
+    ),
+];
+
+const HEADER_VALUE: Field = field("", true, "an HTTP header's value", "text");
+
+const BASIC_AUTH: [Field; 3] = [
+    field("username", true, "the user name", "text"),
+    field("password", false, "the password (or ${VAR})", "text"),
+    field(
+        "password_file",
+        false,
+        "a file holding the password",
+        "a file path",
+    ),
+];
+
+const TLS: [Field; 2] = [
+    field(
+        "insecure",
+        false,
+        "skip certificate checks (never in production)",
+        "true or false",
+    ),
+    field(
+        "ca_file",
+        false,
+        "PEM file of the CA that signed the sensor's certificate",
+        "a file path",
+    ),
+];

@@ -54,7 +54,10 @@ pub(super) fn resolve(
                     None
                 }
             });
-    let selector = selector(c, &format!("{key}.value"), s.format, s.value.as_deref());
+    // No format: already reported by the reader, and nothing to judge `value` by.
+    let selector = s
+        .format
+        .and_then(|format| selector(c, &format!("{key}.value"), format, s.value.as_deref()));
     let mut headers = Vec::new();
     for (name, value) in &s.headers {
         let hkey = format!("{key}.headers.{name}");
@@ -150,7 +153,7 @@ pub(super) fn resolve(
         url,
         shown_url,
         host,
-        format: s.format,
+        format: s.format?,
         selector: selector?,
         unit: s.unit.unwrap_or(group_unit),
         headers,

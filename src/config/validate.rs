@@ -219,7 +219,9 @@ groups:
         headers: { Authorization: "Bearer ${TOKEN}", X-Literal: lit-secret }
         basic_auth: { username: u, password: "${PW}" }
 "#;
-        let raw: RawConfig = serde_yaml_ng::from_str(text).unwrap();
+        let read = crate::config::raw::read(text);
+        assert!(read.problems.is_empty(), "{:?}", read.problems);
+        let raw: RawConfig = read.config;
         let env = |name: &str| match name {
             "TOKEN" => Some("tok-secret".to_string()),
             "PW" => Some("pw-secret".to_string()),

@@ -85,7 +85,7 @@ fn cases(file_dir: &str) -> Vec<Case<'_>> {
         (
             "interval wrong type",
             vec![(1, "interval: [5]")],
-            "test.yaml:1:11: interval: invalid type: sequence",
+            "test.yaml:1:11: interval: expected a duration such as 5s, 250ms, 1h, found a list (how often every sensor is polled)",
         ),
         (
             "timeout >= interval",
@@ -100,7 +100,7 @@ fn cases(file_dir: &str) -> Vec<Case<'_>> {
         (
             "limit negative",
             vec![(3, "limit: -4")],
-            "test.yaml:3:8: limit: invalid type: integer `-4`, expected usize",
+            "test.yaml:3:8: limit: `-4` is not a whole number (most requests in flight at once, default 100)",
         ),
         (
             "per host above total",
@@ -110,17 +110,17 @@ fn cases(file_dir: &str) -> Vec<Case<'_>> {
         (
             "unknown top-level key",
             vec![(3, "limits: 10")],
-            "test.yaml:3:1: unknown field `limits`",
+            "test.yaml:3:1: limits: unknown key; did you mean `limit`? The keys here are: interval, timeout, limit,",
         ),
         (
             "unknown output key",
             vec![(7, "  prefx: readings")],
-            "test.yaml:7:3: output: unknown field `prefx`",
+            "test.yaml:7:3: output.prefx: unknown key; did you mean `prefix`?",
         ),
         (
             "unknown sensor key",
             vec![(15, "        valeu: /t")],
-            "test.yaml:15:9: groups[0].sensors[0]: unknown field `valeu`",
+            "test.yaml:15:9: groups[0].sensors[0].valeu: unknown key; did you mean `value`?",
         ),
         (
             "bad prefix",
@@ -149,7 +149,7 @@ fn cases(file_dir: &str) -> Vec<Case<'_>> {
         (
             "unknown sensor unit",
             vec![(15, "        value: /t\n        unit: reaumur")],
-            "test.yaml:16:15: groups[0].sensors[0].unit: unknown variant `reaumur`",
+            "test.yaml:16:15: groups[0].sensors[0].unit: `reaumur` is not one of celsius, fahrenheit, kelvin",
         ),
         (
             "header from a missing variable",
@@ -162,7 +162,7 @@ fn cases(file_dir: &str) -> Vec<Case<'_>> {
         (
             "unknown group unit",
             vec![(10, "    unit: rankine")],
-            "test.yaml:10:11: groups[0].unit: unknown variant `rankine`",
+            "test.yaml:10:11: groups[0].unit: `rankine` is not one of celsius, fahrenheit, kelvin",
         ),
         (
             "bad group name",
@@ -210,7 +210,7 @@ fn cases(file_dir: &str) -> Vec<Case<'_>> {
         (
             "unknown format",
             vec![(14, "        format: xml")],
-            "test.yaml:14:17: groups[0].sensors[0].format: unknown variant `xml`",
+            "test.yaml:14:17: groups[0].sensors[0].format: `xml` is not one of json, prometheus, text (how the response body is read)",
         ),
         (
             "json without value",
@@ -296,19 +296,23 @@ fn cases(file_dir: &str) -> Vec<Case<'_>> {
         (
             "backoff unknown key",
             vec![(4, "limit_per_host: 5\nbackoff: { after: 3, every: 2x }")],
-            "test.yaml:5:22: backoff: unknown field `every`, expected `after` or `max`",
+            "test.yaml:5:22: backoff.every: unknown key; the keys here are: after, max",
         ),
-        ("missing key", vec![(1, "")], "missing field `interval`"),
+        (
+            "missing key",
+            vec![(1, "")],
+            "missing key `interval` (how often every sensor is polled): a duration such as 5s",
+        ),
         ("not yaml", vec![(9, "  - name: [greenhouse")], "test.yaml:"),
     ]
 }
 
-/// The first message line naming the config file, without the temp dir.
-fn first_problem(log: &str) -> &str {
+/// Whether a line of `log` names the config file and, from there, reads
+/// `want` (the temp dir before the file name left out).
+fn has_problem(log: &str, want: &str) -> bool {
     log.lines()
-        .find(|l| l.contains("test.yaml:"))
-        .map(|l| &l[l.find("test.yaml:").unwrap()..])
-        .unwrap_or("")
+        .filter_map(|l| l.find("test.yaml:").map(|i| &l[i..]))
+        .any(|l| l.contains(want))
 }
 
 #[test]
@@ -325,8 +329,7 @@ fn broken_configs_are_refused_by_check_and_run_with_file_line_and_key() {
         for command in ["check", "run"] {
             let (code, _, err) =
                 edge_agent(dir.path(), &[command, "--config", path.to_str().unwrap()]);
-            let first = first_problem(&err);
-            if code != 2 || !first.contains(want) {
+            if code != 2 || !has_problem(&err, want) {
                 failures.push(format!(
                     "{command} {name}: exit {code}, wanted `{want}`, got:\n{err}"
                 ));
@@ -361,16 +364,22 @@ async fn sighup_with_a_broken_config_keeps_the_running_one() {
     support::wait_rows(&csv, 1, limit, |_| true).await;
 
     let mut failures = Vec::new();
-    for (i, (name, replace, want)) in cases(&file_dir).iter().enumerate() {
+    for (name, replace, want) in cases(&file_dir).iter() {
         write_config(dir.path(), replace, site);
+        let seen = agent.log_text().len();
         agent.signal(libc::SIGHUP);
         agent
-            .wait_log(limit, |log| log.matches("reload refused").count() > i)
+            .wait_log(limit, |log| log[seen..].contains("reload refused"))
             .await;
-        let log = agent.log_text();
-        let refusal = log.split("reload refused").nth(i + 1).unwrap_or("");
-        if !first_problem(refusal).contains(want) {
-            failures.push(format!("{name}: wanted `{want}`, got:\n{refusal}"));
+        // Each problem on a line of its own that says the reload was refused.
+        let refused_with = |log: &str| {
+            log[seen..]
+                .lines()
+                .any(|l| l.contains("reload refused") && has_problem(l, want))
+        };
+        if !support::eventually(Duration::from_secs(5), || refused_with(&agent.log_text())).await {
+            let log = agent.log_text();
+            failures.push(format!("{name}: wanted `{want}`, got:\n{}", &log[seen..]));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -481,4 +490,75 @@ fn the_resolved_config_keeps_no_spare_room_per_sensor() {
         assert_eq!(group.sensors.len(), 100);
         assert_eq!(group.sensors.capacity(), 100, "group {}", group.name);
     }
+}
+
+/// One `check` reports every problem of the file, shape and rules alike:
+/// each at its own line, with what the key means and, where there is a
+/// set, the values it takes. A refused reload logs the same problems, one
+/// line each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_a_refused_reload_report_every_problem_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "\
+interval: 5s
+timeout: 2s
+limit: many
+interval: 6s
+tiemout: 1s
+output:
+  dir: out
+groups:
+  - name: g
+    unit: celsius
+    sensors:
+      - id: a
+        url: http://127.0.0.1:9/a
+      - id: bad id
+        url: http://127.0.0.1:9/b
+        format: text
+";
+    let path = dir.path().join("test.yaml");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = edge_agent(dir.path(), &["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    let want = [
+        "test.yaml:3:8: limit: `many` is not a whole number (most requests in flight at once",
+        "test.yaml:4:1: interval: is given twice (first on line 1); remove one",
+        "test.yaml:5:1: tiemout: unknown key; did you mean `timeout`?",
+        "test.yaml:12:9: groups[0].sensors[0]: missing key `format` (how the response body is read): one of json, prometheus, text",
+        "test.yaml:14:9: groups[0].sensors[1].id: `bad id` is not a usable sensor id",
+    ];
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), want.len(), "{err}");
+    for (line, want) in lines.iter().zip(want) {
+        assert!(
+            has_problem(line, want),
+            "wanted `{want}` in order, got:\n{err}"
+        );
+    }
+
+    // The same file announced to a running agent: refused, each problem on
+    // a line of its own.
+    let server = support::TestServer::start(&["127.0.0.1"]).await;
+    server.route("/j", support::Reply::ok(r#"{"t": 20.5}"#));
+    server.route("/p", support::Reply::ok("temp{sensor=\"a\"} 21.5\n"));
+    let site = server.url(0, "");
+    let config = write_config(dir.path(), &[], site.trim_end_matches('/'));
+    let agent = support::Agent::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+    support::wait_rows(
+        &dir.path().join("out/readings.csv"),
+        1,
+        Duration::from_secs(20),
+        |_| true,
+    )
+    .await;
+    std::fs::write(&config, text).unwrap();
+    agent.signal(libc::SIGHUP);
+    let refused = |log: &str| {
+        want.iter().all(|w| {
+            log.lines()
+                .any(|l| l.contains("reload refused") && has_problem(l, w))
+        })
+    };
+    agent.wait_log(Duration::from_secs(20), refused).await;
 }
