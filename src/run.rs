@@ -410,7 +410,7 @@ impl FailureLog {
                     Some(count) => *count += 1,
                     None => {
                         self.failing[n] = Some(1);
-                        tracing::warn!(sensor = %sensor.id, group = %group.name, url = %sensor.shown_url, "sensor failing: {reason}");
+                        tracing::warn!(sensor = %sensor.id, group = %group.name, url = %sensor.shown_url(), "sensor failing: {reason}");
                     }
                 },
             }
@@ -432,13 +432,10 @@ impl FailureLog {
     /// state, so one still failing is not logged again and one that
     /// recovers says after how many polls; other sensors start afresh.
     fn carry(self, old: (&Poller, &Config), new: (&Poller, &Config)) -> FailureLog {
-        fn sensor<'a>(
-            (poller, config): (&Poller, &'a Config),
-            n: usize,
-        ) -> (&'a str, &'a url::Url) {
+        fn sensor<'a>((poller, config): (&Poller, &'a Config), n: usize) -> (&'a str, &'a str) {
             let (g, s) = poller.sensor_at(n);
             let sensor = &config.groups[g].sensors[s];
-            (sensor.id.as_str(), &sensor.url)
+            (&*sensor.id, sensor.url.as_str())
         }
         let before: std::collections::HashMap<_, u64> = self
             .failing

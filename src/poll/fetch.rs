@@ -73,11 +73,11 @@ pub fn reading(body: &[u8], sensor: &Sensor, target: Unit) -> Result<f64, Failur
 
 /// Send the request; a response with a success status.
 async fn send(client: &reqwest::Client, sensor: &Sensor) -> Result<reqwest::Response, Failure> {
-    let mut request = client.get(sensor.url.clone());
-    for (name, value) in &sensor.headers {
-        request = request.header(name.as_str(), value.expose());
+    let mut request = client.get(sensor.url.as_str());
+    for (name, value) in sensor.headers() {
+        request = request.header(&**name, value.expose());
     }
-    if let Some(auth) = &sensor.basic_auth {
+    if let Some(auth) = sensor.basic_auth() {
         request = request.basic_auth(&auth.username, auth.password.as_ref().map(|p| p.expose()));
     }
     let response = request.send().await.map_err(describe)?;
