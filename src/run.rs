@@ -110,6 +110,8 @@ pub async fn run_with(
     );
     let reloads = Reloads::new(path, disk);
     let mut engine = Engine::new(config, poller, store, clock, health, reloads);
+    // What the config's reading freed stays resident otherwise.
+    crate::memory::release_free_memory();
     engine.cycles(&mut control).await?;
     let Engine {
         store,
@@ -306,6 +308,7 @@ impl Engine {
         poller.keep_backoff_of(&self.poller);
         self.config = config;
         self.poller = poller;
+        crate::memory::release_free_memory();
         self.health.reconfigure(
             self.store.sender().stats().clone(),
             self.config.interval,
