@@ -78,10 +78,11 @@ struct State {
 impl Poller {
     pub fn new(config: Arc<Config>) -> Result<Poller, ClientError> {
         let clients = Arc::new(Clients::build(&config)?);
-        let mut sensors = Vec::new();
+        let n: usize = config.groups.iter().map(|g| g.sensors.len()).sum();
+        let mut sensors = Vec::with_capacity(n);
         let mut host_index = HashMap::new();
         // Host of each sensor, then a counting sort by host.
-        let mut host_of = Vec::new();
+        let mut host_of = Vec::with_capacity(n);
         let mut counts: Vec<u32> = Vec::new();
         for (g, group) in config.groups.iter().enumerate() {
             for (s, sensor) in group.sensors.iter().enumerate() {
