@@ -223,7 +223,7 @@ fn readings(g: &Group) -> Vec<(&str, &str, &'static str, &Selector, Unit)> {
         .iter()
         .map(|s| {
             (
-                &*s.id,
+                s.id(),
                 s.url.as_str(),
                 s.format.as_str(),
                 &s.selector,

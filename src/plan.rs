@@ -80,7 +80,7 @@ pub fn describe(config: &Config) -> String {
             let _ = write!(
                 out,
                 "    {} {} {} from {}",
-                s.id,
+                s.id(),
                 s.format.as_str(),
                 match &s.selector {
                     Selector::Text => "body".to_string(),

@@ -405,7 +405,7 @@ impl FailureLog {
                     ok += 1;
                     let count = std::mem::take(&mut self.failing[n]);
                     if count > 0 {
-                        tracing::info!(sensor = %sensor.id, group = %group.name, "sensor recovered after {count} failed poll(s)");
+                        tracing::info!(sensor = %sensor.id(), group = %group.name, "sensor recovered after {count} failed poll(s)");
                     }
                 }
                 // Reported once per cycle below, not once per sensor.
@@ -416,7 +416,7 @@ impl FailureLog {
                     let count = &mut self.failing[n];
                     *count = count.saturating_add(1);
                     if *count == 1 {
-                        tracing::warn!(sensor = %sensor.id, group = %group.name, url = %sensor.shown_url(), "sensor failing: {reason}");
+                        tracing::warn!(sensor = %sensor.id(), group = %group.name, url = %sensor.shown_url(), "sensor failing: {reason}");
                     }
                 }
             }
@@ -441,7 +441,7 @@ impl FailureLog {
         fn sensor<'a>((poller, config): (&Poller, &'a Config), n: usize) -> (&'a str, &'a str) {
             let (g, s) = poller.sensor_at(n);
             let sensor = &config.groups[g].sensors[s];
-            (&*sensor.id, sensor.url.as_str())
+            (sensor.id(), sensor.url.as_str())
         }
         let before: std::collections::HashMap<_, u32> = self
             .failing

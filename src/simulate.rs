@@ -91,7 +91,7 @@ pub fn site_addrs(config: &Config) -> Result<Vec<SocketAddr>, SiteError> {
     for (_, s) in config.sensors() {
         let host = s.url.host_str();
         let not_loopback = |host: String| SiteError::NotLoopback {
-            sensor: s.id.to_string(),
+            sensor: s.id().to_string(),
             host,
         };
         let ip: IpAddr = match host {
@@ -106,7 +106,7 @@ pub fn site_addrs(config: &Config) -> Result<Vec<SocketAddr>, SiteError> {
         }
         if s.url.scheme() != "http" {
             return Err(SiteError::NotHttp {
-                sensor: s.id.to_string(),
+                sensor: s.id().to_string(),
                 scheme: s.url.scheme().to_string(),
             });
         }

@@ -110,14 +110,16 @@ pub struct Group {
 /// Why so compact: the agent holds one per sensor for its whole life, and at
 /// 10,000 sensors every 100 bytes here are 1 MB of resident memory
 /// (BENCHMARKS.md, "Issue 16: footprint"). So the URL is its text and the
-/// offsets polling needs rather than a `url::Url` (88 bytes), the host and
-/// the shown URL are computed from it rather than stored, and what few
-/// sensors set (headers, basic auth, TLS settings, a URL written with
-/// `${VAR}`) sits behind one pointer that is null for the others.
+/// offsets polling needs rather than a `url::Url` (88 bytes), with the id
+/// in the same allocation (a short string of its own costs a 32-byte block
+/// and a pointer), the host and the shown URL are computed from it rather
+/// than stored, and what few sensors set (headers, basic auth, TLS
+/// settings, a URL written with `${VAR}`) sits behind one pointer that is
+/// null for the others.
 #[derive(Clone, PartialEq)]
 pub struct Sensor {
-    pub id: Box<str>,
-    /// What is requested; only the HTTP clients read its text.
+    /// What is requested, and the id; only the HTTP clients read the URL's
+    /// text.
     pub url: SensorUrl,
     pub format: BodyFormat,
     /// Unit the sensor reports.
@@ -148,6 +150,10 @@ static NO_TLS: Tls = Tls {
 };
 
 impl Sensor {
+    pub fn id(&self) -> &str {
+        &self.url.text[self.url.url_len as usize..]
+    }
+
     /// Extra request headers, in the order written.
     pub fn headers(&self) -> &[(Box<str>, Secret)] {
         self.extra.as_ref().map_or(&[], |e| &e.headers)
@@ -180,7 +186,7 @@ impl Sensor {
 impl fmt::Debug for Sensor {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.debug_struct("Sensor")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("url", &self.shown_url())
             .field("host", &self.host().to_string())
             .field("format", &self.format)
@@ -212,13 +218,15 @@ impl fmt::Display for HostKey<'_> {
 
 /// A sensor's URL (an http or https URL with a host), kept as the text
 /// `url::Url` gives it, so the default port is never written and equal
-/// URLs are equal text, with where the parts polling reads start.
+/// URLs are equal text, with where the parts polling reads start; the
+/// sensor's id follows it in the same allocation.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SensorUrl {
+    /// The URL, then the id.
     text: Box<str>,
-    /// Where the host starts (after any `user:password@`) and ends.
+    url_len: u32,
+    /// Where the host starts (after any `user:password@`).
     host_at: u32,
-    host_end: u32,
     /// Where the path starts: the end of the port, if written.
     path_at: u32,
     /// The port, the scheme's when none is written.
@@ -226,17 +234,20 @@ pub struct SensorUrl {
 }
 
 impl SensorUrl {
-    /// `None` when `url` is not http(s) with a host, or longer than 4 GiB.
-    pub fn new(url: &url::Url) -> Option<SensorUrl> {
+    /// `None` when `url` is not http(s) with a host, or it and `id` are
+    /// longer than 4 GiB.
+    pub fn new(url: &url::Url, id: &str) -> Option<SensorUrl> {
         use url::Position;
         let at = |p: Position| u32::try_from(url[..p].len()).ok();
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return None;
         }
+        let text = [url.as_str(), id].concat();
+        u32::try_from(text.len()).ok()?;
         Some(SensorUrl {
-            text: url.as_str().into(),
+            text: text.into_boxed_str(),
+            url_len: at(Position::AfterFragment)?,
             host_at: at(Position::BeforeHost)?,
-            host_end: at(Position::AfterHost)?,
             path_at: at(Position::BeforePath)?,
             port: url.port_or_known_default()?,
         })
@@ -244,13 +255,13 @@ impl SensorUrl {
 
     /// The whole URL, user and password included: for requests only.
     pub fn as_str(&self) -> &str {
-        &self.text
+        &self.text[..self.url_len as usize]
     }
 
     /// The URL parsed again: for what needs a `url::Url` (a new
     /// connection, a redirect), never per request.
     pub fn parse(&self) -> url::Url {
-        url::Url::parse(&self.text).expect("a URL's own text parses as the same URL")
+        url::Url::parse(self.as_str()).expect("a URL's own text parses as the same URL")
     }
 
     /// `http` or `https`.
@@ -260,7 +271,11 @@ impl SensorUrl {
 
     /// The host as written in the URL (an IPv6 address in brackets).
     pub fn host_str(&self) -> &str {
-        &self.text[self.host_at as usize..self.host_end as usize]
+        let authority = self.authority();
+        match authority.rfind([':', ']']) {
+            Some(i) if authority.as_bytes()[i] == b':' => &authority[..i],
+            _ => authority,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -274,7 +289,7 @@ impl SensorUrl {
 
     /// Path and query, what a request line asks for.
     pub fn path_and_query(&self) -> &str {
-        let rest = &self.text[self.path_at as usize..];
+        let rest = &self.as_str()[self.path_at as usize..];
         rest.split_once('#').map_or(rest, |(before, _)| before)
     }
 
@@ -329,7 +344,7 @@ mod tests {
     #[test]
     fn a_sensor_stays_small() {
         assert!(
-            size_of::<Sensor>() <= 104,
+            size_of::<Sensor>() <= 88,
             "Sensor is {} bytes",
             size_of::<Sensor>()
         );
@@ -339,9 +354,10 @@ mod tests {
 
     #[test]
     fn a_sensor_url_has_its_parts_where_polling_reads_them() {
-        let parse = |s: &str| SensorUrl::new(&url::Url::parse(s).unwrap()).unwrap();
+        let parse = |s: &str| SensorUrl::new(&url::Url::parse(s).unwrap(), "id-1").unwrap();
         let u = parse("http://u:p%40@Example.com:80/a/b?q=1#frag");
         assert_eq!(u.as_str(), "http://u:p%40@example.com/a/b?q=1#frag");
+        assert_eq!(&u.text[u.url_len as usize..], "id-1");
         assert_eq!(u.scheme(), "http");
         assert_eq!(u.host_str(), "example.com");
         assert_eq!(u.port(), 80);
@@ -356,6 +372,12 @@ mod tests {
         );
         assert_eq!(u.path_and_query(), "/");
         assert!(!u.has_userinfo());
-        assert!(SensorUrl::new(&url::Url::parse("ftp://h/x").unwrap()).is_none());
+        let u = parse("http://127.0.0.1:8080");
+        assert_eq!(
+            (u.host_str(), u.authority(), u.port()),
+            ("127.0.0.1", "127.0.0.1:8080", 8080)
+        );
+        assert_eq!(parse("http://[::1]/").host_str(), "[::1]");
+        assert!(SensorUrl::new(&url::Url::parse("ftp://h/x").unwrap(), "a").is_none());
     }
 }

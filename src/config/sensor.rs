@@ -36,7 +36,7 @@ pub(super) fn resolve(
         c.expand(&format!("{key}.url"), &s.url)
             .and_then(|text| match url::Url::parse(&text) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-                    match SensorUrl::new(&u) {
+                    match SensorUrl::new(&u, &s.id) {
                         Some(u) => Some(u),
                         None => {
                             c.fail(format!("{key}.url"), "is too long");
@@ -155,7 +155,6 @@ pub(super) fn resolve(
         written_url: secrets::written_url(&s.url).map(Box::from),
     };
     Some(Sensor {
-        id: s.id.into_boxed_str(),
         url,
         format: s.format,
         selector: selector?,

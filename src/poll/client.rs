@@ -141,7 +141,7 @@ impl Clients {
 
 /// "the https sensor `a` (https://host:port)", "... and 3 more".
 fn https_sensors(first: &Sensor, n: usize) -> String {
-    let mut s = format!("the https sensor `{}` ({})", first.id, first.host());
+    let mut s = format!("the https sensor `{}` ({})", first.id(), first.host());
     if n > 1 {
         s.push_str(&format!(" and {} more", n - 1));
     }

@@ -165,13 +165,13 @@ impl Poller {
             .config
             .sensors()
             .enumerate()
-            .map(|(n, (_, s))| (&*s.id, n))
+            .map(|(n, (_, s))| (s.id(), n))
             .collect();
         let old_state = lock(&old.state);
         let mut state = lock(&self.state);
         let mut backing_off = 0;
         for (n, (_, sensor)) in self.config.sensors().enumerate() {
-            let Some(&m) = before.get(&*sensor.id) else {
+            let Some(&m) = before.get(sensor.id()) else {
                 continue;
             };
             let (g, s) = old.sensor_at(m);
@@ -373,7 +373,7 @@ impl Poller {
     fn names(&self, n: usize) -> (&str, &str) {
         let (g, s) = self.sensor_at(n);
         let group = &self.config.groups[g];
-        (&group.name, &group.sensors[s].id)
+        (&group.name, group.sensors[s].id())
     }
 
     fn spawn(
