@@ -217,14 +217,14 @@ fn change(old: &Config, a: &Group, new: &Config, b: &Group) -> Option<&'static s
 }
 
 /// What a group's sensors read, by id: what a reading of each means.
-fn readings(g: &Group) -> Vec<(&str, &url::Url, &'static str, &Selector, Unit)> {
+fn readings(g: &Group) -> Vec<(&str, &str, &'static str, &Selector, Unit)> {
     let mut r: Vec<_> = g
         .sensors
         .iter()
         .map(|s| {
             (
-                s.id.as_str(),
-                &s.url,
+                s.id(),
+                s.url.as_str(),
                 s.format.as_str(),
                 &s.selector,
                 s.unit,

@@ -43,6 +43,7 @@ pub mod config;
 pub mod extract;
 mod health;
 pub mod history;
+pub mod memory;
 pub mod plan;
 pub mod poll;
 mod reload;

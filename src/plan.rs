@@ -80,13 +80,13 @@ pub fn describe(config: &Config) -> String {
             let _ = write!(
                 out,
                 "    {} {} {} from {}",
-                s.id,
+                s.id(),
                 s.format.as_str(),
                 match &s.selector {
                     Selector::Text => "body".to_string(),
                     other => other.to_string(),
                 },
-                s.shown_url
+                s.shown_url()
             );
             if s.unit != g.unit {
                 let _ = write!(out, " in {}", s.unit.as_str());
@@ -94,10 +94,10 @@ pub fn describe(config: &Config) -> String {
             if s.timeout != config.timeout {
                 let _ = write!(out, ", timeout {}", d(s.timeout));
             }
-            for (name, value) in &s.headers {
+            for (name, value) in s.headers() {
                 let _ = write!(out, ", header {name}: {value}");
             }
-            if let Some(auth) = &s.basic_auth {
+            if let Some(auth) = s.basic_auth() {
                 let _ = write!(
                     out,
                     ", basic auth {}:{}",
@@ -109,18 +109,18 @@ pub fn describe(config: &Config) -> String {
                     }
                 );
             }
-            if s.tls.insecure {
+            if s.tls().insecure {
                 let _ = write!(out, ", TLS NOT VERIFIED");
             }
-            if let Some(ca) = &s.tls.ca_file {
+            if let Some(ca) = &s.tls().ca_file {
                 let _ = write!(out, ", CA {}", ca.display());
             }
             let _ = writeln!(out);
         }
     }
-    let mut hosts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut hosts: BTreeMap<String, usize> = BTreeMap::new();
     for (_, s) in config.sensors() {
-        *hosts.entry(&s.host).or_default() += 1;
+        *hosts.entry(s.host().to_string()).or_default() += 1;
     }
     let _ = writeln!(out, "hosts ({}):", hosts.len());
     for (host, n) in &hosts {

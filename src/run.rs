@@ -110,6 +110,8 @@ pub async fn run_with(
     );
     let reloads = Reloads::new(path, disk);
     let mut engine = Engine::new(config, poller, store, clock, health, reloads);
+    // What the config's reading freed stays resident otherwise.
+    crate::memory::release_free_memory();
     engine.cycles(&mut control).await?;
     let Engine {
         store,
@@ -306,6 +308,7 @@ impl Engine {
         poller.keep_backoff_of(&self.poller);
         self.config = config;
         self.poller = poller;
+        crate::memory::release_free_memory();
         self.health.reconfigure(
             self.store.sender().stats().clone(),
             self.config.interval,
@@ -369,7 +372,9 @@ async fn sleep_opt(d: Option<std::time::Duration>) {
 /// Which sensors are failing, so each change is logged once: when a sensor
 /// starts failing (with the reason) and when it recovers, never every cycle.
 struct FailureLog {
-    failing: Vec<Option<u64>>,
+    /// Per sensor, failed polls in a row; 0: not failing. (4 bytes a
+    /// sensor: 4 billion polls are 400 years at 3 s.)
+    failing: Vec<u32>,
     /// Sensors not polled at all last cycle (the cycle ran out of time).
     starved: usize,
 }
@@ -377,7 +382,7 @@ struct FailureLog {
 impl FailureLog {
     fn new(n: usize) -> FailureLog {
         FailureLog {
-            failing: vec![None; n],
+            failing: vec![0; n],
             starved: 0,
         }
     }
@@ -398,21 +403,22 @@ impl FailureLog {
             match outcome {
                 Ok(_) => {
                     ok += 1;
-                    if let Some(count) = self.failing[n].take() {
-                        tracing::info!(sensor = %sensor.id, group = %group.name, "sensor recovered after {count} failed poll(s)");
+                    let count = std::mem::take(&mut self.failing[n]);
+                    if count > 0 {
+                        tracing::info!(sensor = %sensor.id(), group = %group.name, "sensor recovered after {count} failed poll(s)");
                     }
                 }
                 // Reported once per cycle below, not once per sensor.
                 Err(Failure::NotStarted) => starved += 1,
                 // Not a poll: the poller logs going into backoff and out.
                 Err(Failure::BackingOff) => {}
-                Err(reason) => match &mut self.failing[n] {
-                    Some(count) => *count += 1,
-                    None => {
-                        self.failing[n] = Some(1);
-                        tracing::warn!(sensor = %sensor.id, group = %group.name, url = %sensor.shown_url, "sensor failing: {reason}");
+                Err(reason) => {
+                    let count = &mut self.failing[n];
+                    *count = count.saturating_add(1);
+                    if *count == 1 {
+                        tracing::warn!(sensor = %sensor.id(), group = %group.name, url = %sensor.shown_url(), "sensor failing: {reason}");
                     }
-                },
+                }
             }
         }
         if starved > 0 && self.starved == 0 {
@@ -432,23 +438,21 @@ impl FailureLog {
     /// state, so one still failing is not logged again and one that
     /// recovers says after how many polls; other sensors start afresh.
     fn carry(self, old: (&Poller, &Config), new: (&Poller, &Config)) -> FailureLog {
-        fn sensor<'a>(
-            (poller, config): (&Poller, &'a Config),
-            n: usize,
-        ) -> (&'a str, &'a url::Url) {
+        fn sensor<'a>((poller, config): (&Poller, &'a Config), n: usize) -> (&'a str, &'a str) {
             let (g, s) = poller.sensor_at(n);
             let sensor = &config.groups[g].sensors[s];
-            (sensor.id.as_str(), &sensor.url)
+            (sensor.id(), sensor.url.as_str())
         }
-        let before: std::collections::HashMap<_, u64> = self
+        let before: std::collections::HashMap<_, u32> = self
             .failing
             .iter()
             .enumerate()
-            .filter_map(|(n, f)| Some((sensor(old, n), (*f)?)))
+            .filter(|(_, f)| **f > 0)
+            .map(|(n, f)| (sensor(old, n), *f))
             .collect();
         FailureLog {
             failing: (0..new.0.len())
-                .map(|n| before.get(&sensor(new, n)).copied())
+                .map(|n| before.get(&sensor(new, n)).copied().unwrap_or(0))
                 .collect(),
             starved: self.starved,
         }

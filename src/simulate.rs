@@ -89,9 +89,9 @@ pub enum SiteError {
 pub fn site_addrs(config: &Config) -> Result<Vec<SocketAddr>, SiteError> {
     let mut addrs: Vec<SocketAddr> = Vec::new();
     for (_, s) in config.sensors() {
-        let host = s.url.host_str().unwrap_or_default();
+        let host = s.url.host_str();
         let not_loopback = |host: String| SiteError::NotLoopback {
-            sensor: s.id.clone(),
+            sensor: s.id().to_string(),
             host,
         };
         let ip: IpAddr = match host {
@@ -106,11 +106,11 @@ pub fn site_addrs(config: &Config) -> Result<Vec<SocketAddr>, SiteError> {
         }
         if s.url.scheme() != "http" {
             return Err(SiteError::NotHttp {
-                sensor: s.id.clone(),
+                sensor: s.id().to_string(),
                 scheme: s.url.scheme().to_string(),
             });
         }
-        let addr = SocketAddr::new(ip, s.url.port_or_known_default().unwrap_or(80));
+        let addr = SocketAddr::new(ip, s.url.port());
         if !addrs.contains(&addr) {
             addrs.push(addr);
         }

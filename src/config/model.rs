@@ -106,40 +106,196 @@ pub struct Group {
 
 /// One HTTP sensor. Its `Debug` shows [`Sensor::shown_url`], never `url`,
 /// which may carry a token from `${VAR}`.
+///
+/// Why so compact: the agent holds one per sensor for its whole life, and at
+/// 10,000 sensors every 100 bytes here are 1 MB of resident memory
+/// (BENCHMARKS.md, "Issue 16: footprint"). So the URL is its text and the
+/// offsets polling needs rather than a `url::Url` (88 bytes), with the id
+/// in the same allocation (a short string of its own costs a 32-byte block
+/// and a pointer), the host and the shown URL are computed from it rather
+/// than stored, and what few sensors set (headers, basic auth, TLS
+/// settings, a URL written with `${VAR}`) sits behind one pointer that is
+/// null for the others.
 #[derive(Clone, PartialEq)]
 pub struct Sensor {
-    pub id: String,
-    /// What is requested; only the HTTP client reads it.
-    pub url: url::Url,
-    /// The URL for people: password and query redacted, `${VAR}` unexpanded.
-    pub shown_url: String,
-    /// `scheme://host:port`, the unit `limit_per_host` counts in.
-    pub host: String,
+    /// What is requested, and the id; only the HTTP clients read the URL's
+    /// text.
+    pub url: SensorUrl,
     pub format: BodyFormat,
-    /// Where the number is in the body.
-    pub selector: Selector,
     /// Unit the sensor reports.
     pub unit: Unit,
-    pub headers: Vec<(String, Secret)>,
-    pub basic_auth: Option<BasicAuth>,
-    pub tls: Tls,
+    /// Where the number is in the body.
+    pub selector: Selector,
     pub timeout: Duration,
+    /// `None` when the sensor sets none of these.
+    pub(super) extra: Option<Box<Extra>>,
+}
+
+/// The settings of a sensor that most sensors leave unset.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(super) struct Extra {
+    pub(super) headers: Box<[(Box<str>, Secret)]>,
+    pub(super) basic_auth: Option<BasicAuth>,
+    pub(super) tls: Tls,
+    /// The URL as written, when it holds a `${VAR}` before any query: what
+    /// [`Sensor::shown_url`] starts from, so no value from the environment
+    /// is shown.
+    pub(super) written_url: Option<Box<str>>,
+}
+
+/// What every sensor without TLS settings has.
+static NO_TLS: Tls = Tls {
+    insecure: false,
+    ca_file: None,
+};
+
+impl Sensor {
+    pub fn id(&self) -> &str {
+        &self.url.text[self.url.url_len as usize..]
+    }
+
+    /// Extra request headers, in the order written.
+    pub fn headers(&self) -> &[(Box<str>, Secret)] {
+        self.extra.as_ref().map_or(&[], |e| &e.headers)
+    }
+
+    pub fn basic_auth(&self) -> Option<&BasicAuth> {
+        self.extra.as_ref()?.basic_auth.as_ref()
+    }
+
+    pub fn tls(&self) -> &Tls {
+        self.extra.as_ref().map_or(&NO_TLS, |e| &e.tls)
+    }
+
+    /// `scheme://host:port`, the unit `limit_per_host` counts in.
+    pub fn host(&self) -> HostKey<'_> {
+        HostKey {
+            scheme: self.url.scheme(),
+            name: self.url.host_str(),
+            port: self.url.port(),
+        }
+    }
+
+    /// The URL for people: password and query redacted, `${VAR}` unexpanded.
+    pub fn shown_url(&self) -> String {
+        let written = self.extra.as_ref().and_then(|e| e.written_url.as_deref());
+        super::secrets::redacted_url(written.unwrap_or(self.url.as_str()))
+    }
 }
 
 impl fmt::Debug for Sensor {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.debug_struct("Sensor")
-            .field("id", &self.id)
-            .field("url", &self.shown_url)
-            .field("host", &self.host)
+            .field("id", &self.id())
+            .field("url", &self.shown_url())
+            .field("host", &self.host().to_string())
             .field("format", &self.format)
             .field("selector", &self.selector)
             .field("unit", &self.unit)
-            .field("headers", &self.headers)
-            .field("basic_auth", &self.basic_auth)
-            .field("tls", &self.tls)
+            .field("headers", &self.headers())
+            .field("basic_auth", &self.basic_auth())
+            .field("tls", self.tls())
             .field("timeout", &self.timeout)
             .finish()
+    }
+}
+
+/// A sensor's host: `scheme://host:port` when shown, the port always
+/// written; sensors with equal ones share `limit_per_host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HostKey<'a> {
+    pub scheme: &'a str,
+    /// As in the URL: an IPv6 address in brackets.
+    pub name: &'a str,
+    pub port: u16,
+}
+
+impl fmt::Display for HostKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.name, self.port)
+    }
+}
+
+/// A sensor's URL (an http or https URL with a host), kept as the text
+/// `url::Url` gives it, so the default port is never written and equal
+/// URLs are equal text, with where the parts polling reads start; the
+/// sensor's id follows it in the same allocation.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SensorUrl {
+    /// The URL, then the id.
+    text: Box<str>,
+    url_len: u32,
+    /// Where the host starts (after any `user:password@`).
+    host_at: u32,
+    /// Where the path starts: the end of the port, if written.
+    path_at: u32,
+    /// The port, the scheme's when none is written.
+    port: u16,
+}
+
+impl SensorUrl {
+    /// `None` when `url` is not http(s) with a host, or it and `id` are
+    /// longer than 4 GiB.
+    pub fn new(url: &url::Url, id: &str) -> Option<SensorUrl> {
+        use url::Position;
+        let at = |p: Position| u32::try_from(url[..p].len()).ok();
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return None;
+        }
+        let text = [url.as_str(), id].concat();
+        u32::try_from(text.len()).ok()?;
+        Some(SensorUrl {
+            text: text.into_boxed_str(),
+            url_len: at(Position::AfterFragment)?,
+            host_at: at(Position::BeforeHost)?,
+            path_at: at(Position::BeforePath)?,
+            port: url.port_or_known_default()?,
+        })
+    }
+
+    /// The whole URL, user and password included: for requests only.
+    pub fn as_str(&self) -> &str {
+        &self.text[..self.url_len as usize]
+    }
+
+    /// The URL parsed again: for what needs a `url::Url` (a new
+    /// connection, a redirect), never per request.
+    pub fn parse(&self) -> url::Url {
+        url::Url::parse(self.as_str()).expect("a URL's own text parses as the same URL")
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &str {
+        self.text.split_once(':').map_or("", |(scheme, _)| scheme)
+    }
+
+    /// The host as written in the URL (an IPv6 address in brackets).
+    pub fn host_str(&self) -> &str {
+        let authority = self.authority();
+        match authority.rfind([':', ']']) {
+            Some(i) if authority.as_bytes()[i] == b':' => &authority[..i],
+            _ => authority,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `host:port` as written (no port when it is the scheme's).
+    pub fn authority(&self) -> &str {
+        &self.text[self.host_at as usize..self.path_at as usize]
+    }
+
+    /// Path and query, what a request line asks for.
+    pub fn path_and_query(&self) -> &str {
+        let rest = &self.as_str()[self.path_at as usize..];
+        rest.split_once('#').map_or(rest, |(before, _)| before)
+    }
+
+    /// Whether the URL holds a user (and maybe a password).
+    pub fn has_userinfo(&self) -> bool {
+        self.host_at as usize > self.scheme().len() + 3
     }
 }
 
@@ -176,4 +332,52 @@ pub struct Problem {
     pub line: Option<usize>,
     pub col: Option<usize>,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent keeps one `Sensor` per sensor for its whole life: at
+    /// 10,000 sensors each byte here is 10 kB resident. Main had 336 bytes;
+    /// grow it only knowingly (and update BENCHMARKS.md, "Issue 16").
+    #[test]
+    fn a_sensor_stays_small() {
+        assert!(
+            size_of::<Sensor>() <= 88,
+            "Sensor is {} bytes",
+            size_of::<Sensor>()
+        );
+        assert!(size_of::<SensorUrl>() <= 32);
+        assert!(size_of::<Selector>() <= 24);
+    }
+
+    #[test]
+    fn a_sensor_url_has_its_parts_where_polling_reads_them() {
+        let parse = |s: &str| SensorUrl::new(&url::Url::parse(s).unwrap(), "id-1").unwrap();
+        let u = parse("http://u:p%40@Example.com:80/a/b?q=1#frag");
+        assert_eq!(u.as_str(), "http://u:p%40@example.com/a/b?q=1#frag");
+        assert_eq!(&u.text[u.url_len as usize..], "id-1");
+        assert_eq!(u.scheme(), "http");
+        assert_eq!(u.host_str(), "example.com");
+        assert_eq!(u.port(), 80);
+        assert_eq!(u.authority(), "example.com");
+        assert_eq!(u.path_and_query(), "/a/b?q=1");
+        assert!(u.has_userinfo());
+        assert_eq!(u.parse().password(), Some("p%40"));
+        let u = parse("https://[::1]:8443");
+        assert_eq!(
+            (u.scheme(), u.host_str(), u.port(), u.authority()),
+            ("https", "[::1]", 8443, "[::1]:8443")
+        );
+        assert_eq!(u.path_and_query(), "/");
+        assert!(!u.has_userinfo());
+        let u = parse("http://127.0.0.1:8080");
+        assert_eq!(
+            (u.host_str(), u.authority(), u.port()),
+            ("127.0.0.1", "127.0.0.1:8080", 8080)
+        );
+        assert_eq!(parse("http://[::1]/").host_str(), "[::1]");
+        assert!(SensorUrl::new(&url::Url::parse("ftp://h/x").unwrap(), "a").is_none());
+    }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use super::model::{Config, Tls};
+use super::model::Config;
 use crate::rlimit::OpenFiles;
 
 /// The agent's own open files, counted generously: stdin, stdout, stderr
@@ -28,9 +28,9 @@ pub(super) const OWN_FILES: u64 = 32;
 
 /// Connections the agent may keep open for `config`'s sensors.
 pub(super) fn connections(config: &Config) -> u64 {
-    let mut per_host: HashMap<(&str, &Tls), u64> = HashMap::new();
+    let mut per_host: HashMap<_, u64> = HashMap::new();
     for (_, sensor) in config.sensors() {
-        *per_host.entry((&sensor.host, &sensor.tls)).or_default() += 1;
+        *per_host.entry((sensor.host(), sensor.tls())).or_default() += 1;
     }
     let cap = config.limit_per_host as u64;
     per_host.values().map(|&n| n.min(cap)).sum()

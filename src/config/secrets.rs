@@ -88,16 +88,21 @@ pub(super) fn url_has_literal_password(written: &str) -> bool {
     url_password(written).is_some_and(|r| !r.is_empty() && !written[r].contains("${"))
 }
 
-/// The URL as logs, errors, `Debug` and `check` show it: no password, the
-/// query (which may carry a token) as `?<redacted>`, and a `${VAR}` in the
-/// rest left as written, so no value from the environment is ever printed.
-pub(super) fn shown_url(raw: &str, url: &url::Url) -> String {
-    let expanded = url.to_string();
-    let written = if raw.split('?').next().unwrap_or("").contains("${") {
-        raw.trim()
-    } else {
-        &expanded
-    };
+/// The URL as written in the config when it holds a `${VAR}` before any
+/// query: what [`redacted_url`] must start from, rather than the expanded
+/// URL, so no value from the environment is ever printed.
+pub(super) fn written_url(raw: &str) -> Option<&str> {
+    raw.split('?')
+        .next()
+        .unwrap_or("")
+        .contains("${")
+        .then(|| raw.trim())
+}
+
+/// The URL as logs, errors, `Debug` and `check` show it, from the URL as
+/// `written` (see [`written_url`]) or else the expanded URL's text: no
+/// password, the query (which may carry a token) as `?<redacted>`.
+pub(super) fn redacted_url(written: &str) -> String {
     let (base, query) = match written.find(['?', '#']) {
         Some(i) => (&written[..i], true),
         None => (written, false),

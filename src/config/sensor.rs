@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::checker::Checker;
-use super::model::{BasicAuth, Sensor, Tls};
+use super::model::{BasicAuth, Extra, Sensor, SensorUrl, Tls};
 use super::probe::read_small;
 use super::raw::Unit;
 use super::raw::{BodyFormat, RawSensor};
@@ -36,7 +36,13 @@ pub(super) fn resolve(
         c.expand(&format!("{key}.url"), &s.url)
             .and_then(|text| match url::Url::parse(&text) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-                    Some(u)
+                    match SensorUrl::new(&u, &s.id) {
+                        Some(u) => Some(u),
+                        None => {
+                            c.fail(format!("{key}.url"), "is too long");
+                            None
+                        }
+                    }
                 }
                 Ok(u) if !matches!(u.scheme(), "http" | "https") => {
                     c.fail(
@@ -72,7 +78,7 @@ pub(super) fn resolve(
                     "value is not a valid HTTP header value (control characters?)",
                 );
             } else {
-                headers.push((name.clone(), Secret::new(v)));
+                headers.push((name.as_str().into(), Secret::new(v)));
             }
         }
     }
@@ -136,33 +142,28 @@ pub(super) fn resolve(
     if secrets::url_has_literal_password(&s.url) {
         c.literal_secrets.push(format!("{key}.url"));
     }
-    let shown_url = secrets::shown_url(&s.url, &url);
-    let host = format!(
-        "{}://{}:{}",
-        url.scheme(),
-        url.host_str().unwrap_or_default(),
-        url.port_or_known_default().unwrap_or_default()
-    );
+    let host = format!("{}://{}:{}", url.scheme(), url.host_str(), url.port());
     if s.tls.insecure {
         c.warnings.push(format!(
             "{key}.tls.insecure is set: certificates of {host} are not verified"
         ));
     }
-    Some(Sensor {
-        id: s.id,
-        url,
-        shown_url,
-        host,
-        format: s.format?,
-        selector: selector?,
-        unit: s.unit.unwrap_or(group_unit),
-        headers,
+    let extra = Extra {
+        headers: headers.into_boxed_slice(),
         basic_auth,
         tls: Tls {
             insecure: s.tls.insecure,
             ca_file: s.tls.ca_file,
         },
+        written_url: secrets::written_url(&s.url).map(Box::from),
+    };
+    Some(Sensor {
+        url,
+        format: s.format?,
+        selector: selector?,
+        unit: s.unit.unwrap_or(group_unit),
         timeout: timeout.unwrap_or(default_timeout),
+        extra: (extra != Extra::default()).then(|| Box::new(extra)),
     })
 }
 
@@ -198,7 +199,7 @@ fn selector(
             }
         },
         (BodyFormat::Prometheus, Some(s)) => match parse_prom_selector(s) {
-            Ok(sel) => Some(Selector::Prometheus(sel)),
+            Ok(sel) => Some(Selector::Prometheus(Box::new(sel))),
             Err(why) => {
                 c.fail(key, format!("not a Prometheus selector: {why}"));
                 None

@@ -107,7 +107,7 @@ fn json(body: &[u8], pointer: &str) -> Result<f64, ExtractError> {
 
 fn prometheus(body: &[u8], sel: &PromSelector) -> Result<f64, ExtractError> {
     let text = std::str::from_utf8(body).map_err(|_| ExtractError::NotUtf8)?;
-    let shown = Selector::Prometheus(sel.clone()).to_string();
+    let shown = Selector::Prometheus(Box::new(sel.clone())).to_string();
     let mut found = None;
     let mut count = 0;
     for line in text.lines() {
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn prometheus_values() {
         let body = b"# HELP temp a\n# TYPE temp gauge\ntemp{sensor=\"a\",room=\"x y\"} 21.5 1700000000\ntemp{sensor=\"b\"} -3e1\nother 5\n";
-        let sel = |s| Selector::Prometheus(parse_prom_selector(s).unwrap());
+        let sel = |s| Selector::Prometheus(Box::new(parse_prom_selector(s).unwrap()));
         assert_eq!(extract(body, &sel(r#"temp{sensor="a"}"#)), Ok(21.5));
         assert_eq!(extract(body, &sel(r#"temp{sensor="b"}"#)), Ok(-30.0));
         assert_eq!(extract(body, &sel("other")), Ok(5.0));

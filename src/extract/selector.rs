@@ -15,7 +15,7 @@ pub enum Selector {
     /// RFC 6901 pointer into a JSON document (`/temperature_f`).
     JsonPointer(String),
     /// A Prometheus series: `name{label="value",...}`.
-    Prometheus(PromSelector),
+    Prometheus(Box<PromSelector>),
     /// The whole body is the number.
     Text,
 }

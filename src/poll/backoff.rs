@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn outcomes_are_classified() {
         use crate::extract::ExtractError;
-        let answered: [Outcome; 2] = [Ok(1.0), Err(Failure::Extract(ExtractError::NotUtf8))];
+        let answered: [Outcome; 2] = [Ok(1.0), Err(ExtractError::NotUtf8.into())];
         for o in &answered {
             assert_eq!(Seen::of(o), Seen::Answered, "{o:?}");
         }

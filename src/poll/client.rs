@@ -111,7 +111,7 @@ impl Clients {
         let mut settings: HashMap<&Tls, (&Sensor, usize)> = HashMap::new();
         for (_, sensor) in config.sensors() {
             if sensor.url.scheme() == "https" {
-                settings.entry(&sensor.tls).or_insert((sensor, 0)).1 += 1;
+                settings.entry(sensor.tls()).or_insert((sensor, 0)).1 += 1;
             }
         }
         let mut system = SystemRoots::default();
@@ -141,7 +141,7 @@ impl Clients {
 
 /// "the https sensor `a` (https://host:port)", "... and 3 more".
 fn https_sensors(first: &Sensor, n: usize) -> String {
-    let mut s = format!("the https sensor `{}` ({})", first.id, first.host);
+    let mut s = format!("the https sensor `{}` ({})", first.id(), first.host());
     if n > 1 {
         s.push_str(&format!(" and {} more", n - 1));
     }

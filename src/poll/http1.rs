@@ -107,8 +107,11 @@ impl Http1 {
         let mut url: Option<Url> = None;
         let mut redirects = 0;
         loop {
-            let at = url.as_ref().unwrap_or(&sensor.url);
-            let same_origin = url.is_none() || same_origin(at, &sensor.url);
+            let at = match &url {
+                None => At::Sensor(sensor),
+                Some(url) => At::Redirect(url),
+            };
+            let same_origin = at.same_origin(sensor);
             let (mut conn, head) =
                 tokio::time::timeout_at(deadline, self.exchange(at, sensor, same_origin))
                     .await
@@ -123,7 +126,7 @@ impl Http1 {
                 return Ok(body);
             }
             let next = match (is_redirect(head.status), &head.location) {
-                (true, Some(location)) => at.join(location).ok(),
+                (true, Some(location)) => at.url().join(location).ok(),
                 _ => None,
             };
             // The body of an answer not used: the connection is kept only
@@ -153,18 +156,18 @@ impl Http1 {
     /// of the answer.
     async fn exchange(
         &self,
-        url: &Url,
+        url: At<'_>,
         sensor: &Sensor,
         same_origin: bool,
     ) -> Result<(Conn<TcpStream>, Head), Failure> {
-        if let Some(mut conn) = self.take(authority(url)) {
+        if let Some(mut conn) = self.take(url.authority()) {
             match conn.request(url, sensor, same_origin).await {
                 Ok(head) => return Ok((conn, head)),
                 Err(Exchange::Stale(_)) => {}
                 Err(Exchange::Failed(f)) => return Err(f),
             }
         }
-        let mut conn = self.connect(url).await?;
+        let mut conn = self.connect(&url.url()).await?;
         match conn.request(url, sensor, same_origin).await {
             Ok(head) => Ok((conn, head)),
             Err(Exchange::Stale(f) | Exchange::Failed(f)) => Err(f),
@@ -185,13 +188,13 @@ impl Http1 {
     }
 
     /// Keep `conn` for the next request to `url`'s host, if there is room.
-    fn put_back(&self, url: &Url, mut conn: Conn<TcpStream>) {
+    fn put_back(&self, url: At<'_>, mut conn: Conn<TcpStream>) {
         if !conn.reset_for_reuse() || self.max_idle_per_host == 0 {
             return;
         }
         let now = Instant::now();
         let mut idle = lock(&self.idle);
-        let key = authority(url);
+        let key = url.authority();
         let conns = match idle.get_mut(key) {
             Some(conns) => conns,
             None => idle.entry(key.into()).or_default(),
@@ -247,14 +250,69 @@ impl Http1 {
     }
 }
 
-/// `host:port` of `url` as written (no port when it is the default): the
-/// pool's key and the `Host` header.
-fn authority(url: &Url) -> &str {
-    &url[Position::BeforeHost..Position::AfterPort]
+/// Where a request goes: the sensor's own URL, read from its text without
+/// parsing it again, or where a redirect led.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Sensor(&'a Sensor),
+    Redirect(&'a Url),
 }
 
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.host() == b.host() && a.port_or_known_default() == b.port_or_known_default()
+impl At<'_> {
+    /// `host:port` as written (no port when it is the default): the pool's
+    /// key and the `Host` header.
+    fn authority(&self) -> &str {
+        match self {
+            At::Sensor(s) => s.url.authority(),
+            At::Redirect(url) => &url[Position::BeforeHost..Position::AfterPort],
+        }
+    }
+
+    /// Path and query: what the request line asks for.
+    fn path_and_query(&self) -> &str {
+        match self {
+            At::Sensor(s) => s.url.path_and_query(),
+            At::Redirect(url) => &url[Position::BeforePath..Position::AfterQuery],
+        }
+    }
+
+    /// The URL, parsed: for a new connection or a redirect, not per request.
+    fn url(&self) -> Url {
+        match self {
+            At::Sensor(s) => s.url.parse(),
+            At::Redirect(url) => (*url).clone(),
+        }
+    }
+
+    /// User and password in the URL, percent-decoded, if it has a user or
+    /// a password.
+    fn userinfo(&self) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+        let decode = |url: &Url| {
+            (!url.username().is_empty() || url.password().is_some()).then(|| {
+                let user = percent_encoding::percent_decode_str(url.username()).collect();
+                let password = url
+                    .password()
+                    .map(|p| percent_encoding::percent_decode_str(p).collect());
+                (user, password)
+            })
+        };
+        match self {
+            At::Sensor(s) if !s.url.has_userinfo() => None,
+            At::Sensor(s) => decode(&s.url.parse()),
+            At::Redirect(url) => decode(url),
+        }
+    }
+
+    /// Same host and port as `sensor`'s URL: where its credentials may go.
+    fn same_origin(&self, sensor: &Sensor) -> bool {
+        match self {
+            At::Sensor(_) => true,
+            At::Redirect(url) => {
+                url.host_str() == Some(sensor.url.host_str())
+                    && url.port_or_known_default() == Some(sensor.url.port())
+            }
+        }
+    }
 }
 
 fn is_redirect(status: u16) -> bool {
@@ -408,7 +466,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// 1xx answers.
     async fn request(
         &mut self,
-        url: &Url,
+        url: At<'_>,
         sensor: &Sensor,
         same_origin: bool,
     ) -> Result<Head, Exchange> {
@@ -482,20 +540,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// sets them, then the sensor's, then basic auth; credentials only to
     /// the sensor's own host and port (as reqwest drops them on a redirect
     /// elsewhere).
-    fn write_request(&mut self, url: &Url, sensor: &Sensor, same_origin: bool) {
+    fn write_request(&mut self, url: At<'_>, sensor: &Sensor, same_origin: bool) {
         let out = &mut self.out;
         out.clear();
         let has = |name: &str| {
             sensor
-                .headers
+                .headers()
                 .iter()
                 .any(|(n, _)| n.eq_ignore_ascii_case(name))
         };
         out.extend_from_slice(b"GET ");
-        out.extend_from_slice(url[Position::BeforePath..Position::AfterQuery].as_bytes());
+        out.extend_from_slice(url.path_and_query().as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         if !has("host") {
-            header(out, "host", authority(url));
+            header(out, "host", url.authority());
         }
         if !has("user-agent") {
             header(out, "user-agent", USER_AGENT);
@@ -503,24 +561,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if !has("accept") {
             header(out, "accept", "*/*");
         }
-        for (name, value) in &sensor.headers {
+        for (name, value) in sensor.headers() {
             if !same_origin && is_sensitive(name) {
                 continue;
             }
             header(out, name, value.expose());
         }
         if same_origin {
-            if let Some(auth) = &sensor.basic_auth {
+            if let Some(auth) = sensor.basic_auth() {
                 let password = auth.password.as_ref().map(|p| p.expose());
                 basic_auth(out, auth.username.as_bytes(), password.map(str::as_bytes));
-            } else if !has("authorization")
-                && (!url.username().is_empty() || url.password().is_some())
-            {
-                let user: Vec<u8> = percent_encoding::percent_decode_str(url.username()).collect();
-                let password: Option<Vec<u8>> = url
-                    .password()
-                    .map(|p| percent_encoding::percent_decode_str(p).collect());
-                basic_auth(out, &user, password.as_deref());
+            } else if !has("authorization") {
+                if let Some((user, password)) = url.userinfo() {
+                    basic_auth(out, &user, password.as_deref());
+                }
             }
         }
         out.extend_from_slice(b"\r\n");
@@ -831,7 +885,7 @@ mod tests {
         let config = config("http://127.0.0.1:1/t", "");
         let mut conn = Conn::new(Canned::new(answer, step));
         let head = match conn
-            .request(&sensor(&config).url, sensor(&config), true)
+            .request(At::Sensor(sensor(&config)), sensor(&config), true)
             .await
         {
             Ok(head) => head,
@@ -953,14 +1007,14 @@ mod tests {
         let mut conn = Conn::new(Canned::new(b"", 1));
         conn.reused = true;
         let got = conn
-            .request(&sensor(&config).url, sensor(&config), true)
+            .request(At::Sensor(sensor(&config)), sensor(&config), true)
             .await;
         assert!(matches!(got, Err(Exchange::Stale(_))));
         // Part of an answer came: not stale, it fails.
         let mut conn = Conn::new(Canned::new(b"HTTP/1.1 2", 1));
         conn.reused = true;
         let got = conn
-            .request(&sensor(&config).url, sensor(&config), true)
+            .request(At::Sensor(sensor(&config)), sensor(&config), true)
             .await;
         assert!(matches!(got, Err(Exchange::Failed(_))));
     }
@@ -972,7 +1026,7 @@ mod tests {
             ", headers: { X-Key: k1 }, basic_auth: { username: me, password: pw }",
         );
         let mut conn = Conn::new(Canned::new(b"", 1));
-        conn.write_request(&sensor(&config).url, sensor(&config), true);
+        conn.write_request(At::Sensor(sensor(&config)), sensor(&config), true);
         let text = String::from_utf8(conn.out.clone()).unwrap();
         assert_eq!(
             text,
@@ -982,10 +1036,10 @@ mod tests {
             )
         );
         // To another host (a redirect), no credentials.
-        conn.write_request(&sensor(&config).url, sensor(&config), false);
+        conn.write_request(At::Sensor(sensor(&config)), sensor(&config), false);
         assert!(!String::from_utf8_lossy(&conn.out).contains("authorization"));
         let config = config_with_userinfo();
-        conn.write_request(&sensor(&config).url, sensor(&config), true);
+        conn.write_request(At::Sensor(sensor(&config)), sensor(&config), true);
         // "a b:p@ss" percent-decoded from the URL.
         assert!(
             String::from_utf8_lossy(&conn.out).contains("authorization: Basic YSBiOnBAc3M=\r\n")
@@ -1141,7 +1195,7 @@ mod tests {
         let (a, b, c) = tokio::join!(http.get(s, 64), http.get(s, 64), http.get(s, 64));
         assert!(a.is_ok() && b.is_ok() && c.is_ok());
         let idle = lock(&http.idle);
-        assert_eq!(idle[authority(&s.url)].len(), config.limit_per_host);
+        assert_eq!(idle[s.url.authority()].len(), config.limit_per_host);
     }
 
     proptest::proptest! {

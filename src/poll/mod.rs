@@ -78,15 +78,16 @@ struct State {
 impl Poller {
     pub fn new(config: Arc<Config>) -> Result<Poller, ClientError> {
         let clients = Arc::new(Clients::build(&config)?);
-        let mut sensors = Vec::new();
-        let mut host_index: HashMap<&str, u32> = HashMap::new();
+        let n: usize = config.groups.iter().map(|g| g.sensors.len()).sum();
+        let mut sensors = Vec::with_capacity(n);
+        let mut host_index = HashMap::new();
         // Host of each sensor, then a counting sort by host.
-        let mut host_of = Vec::new();
+        let mut host_of = Vec::with_capacity(n);
         let mut counts: Vec<u32> = Vec::new();
         for (g, group) in config.groups.iter().enumerate() {
             for (s, sensor) in group.sensors.iter().enumerate() {
                 sensors.push((g as u32, s as u32));
-                let h = *host_index.entry(&sensor.host).or_insert_with(|| {
+                let h = *host_index.entry(sensor.host()).or_insert_with(|| {
                     counts.push(0);
                     counts.len() as u32 - 1
                 });
@@ -164,13 +165,13 @@ impl Poller {
             .config
             .sensors()
             .enumerate()
-            .map(|(n, (_, s))| (s.id.as_str(), n))
+            .map(|(n, (_, s))| (s.id(), n))
             .collect();
         let old_state = lock(&old.state);
         let mut state = lock(&self.state);
         let mut backing_off = 0;
         for (n, (_, sensor)) in self.config.sensors().enumerate() {
-            let Some(&m) = before.get(sensor.id.as_str()) else {
+            let Some(&m) = before.get(sensor.id()) else {
                 continue;
             };
             let (g, s) = old.sensor_at(m);
@@ -338,7 +339,7 @@ impl Poller {
                     }
                 }
                 if others > 0 {
-                    let host = &self.sensor(sensors[0] as usize).host;
+                    let host = self.sensor(sensors[0] as usize).host();
                     tracing::info!(
                         "host {host} answers again: its {others} other backing-off sensor(s) \
                          are polled next cycle"
@@ -350,7 +351,7 @@ impl Poller {
 
     fn log_entered(&self, n: usize, schedule: &Schedule, wait: u16) {
         let (group, sensor) = self.names(n);
-        let url = &self.sensor(n).shown_url;
+        let url = self.sensor(n).shown_url();
         tracing::warn!(
             sensor = %sensor,
             group = %group,
@@ -372,7 +373,7 @@ impl Poller {
     fn names(&self, n: usize) -> (&str, &str) {
         let (g, s) = self.sensor_at(n);
         let group = &self.config.groups[g];
-        (&group.name, &group.sensors[s].id)
+        (&group.name, group.sensors[s].id())
     }
 
     fn spawn(
@@ -395,7 +396,7 @@ impl Poller {
                         Err(failure) => Err(failure),
                     }
                 } else {
-                    let client = clients.get(&sensor.tls);
+                    let client = clients.get(sensor.tls());
                     fetch::fetch(client, sensor, group.unit, config.max_body).await
                 };
                 (n, host, outcome)

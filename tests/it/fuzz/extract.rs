@@ -40,7 +40,9 @@ fn selector() -> impl Strategy<Value = Selector> {
             "[a-z_][a-z_0-9:]{0,6}",
             proptest::collection::vec(("[a-z]{1,3}", "[ -~]{0,4}"), 0..3)
         )
-            .prop_map(|(name, labels)| Selector::Prometheus(PromSelector { name, labels })),
+            .prop_map(
+                |(name, labels)| Selector::Prometheus(Box::new(PromSelector { name, labels }))
+            ),
     ]
 }
 
@@ -216,7 +218,7 @@ proptest! {
             .collect();
         lines.insert(at.index(lines.len() + 1), target);
         let body = lines.join("\n") + "\n";
-        let sel = Selector::Prometheus(PromSelector { name, labels });
+        let sel = Selector::Prometheus(Box::new(PromSelector { name, labels }));
         prop_assert_eq!(extract(body.as_bytes(), &sel), Ok(value), "body:\n{}", body);
     }
 
