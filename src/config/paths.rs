@@ -53,7 +53,10 @@ mod tests {
             anchor(base, Path::new("../lib/x")),
             Path::new("/etc/edge-agent/../lib/x")
         );
-        assert_eq!(anchor(base, Path::new("/var/lib/x")), Path::new("/var/lib/x"));
+        assert_eq!(
+            anchor(base, Path::new("/var/lib/x")),
+            Path::new("/var/lib/x")
+        );
         assert_eq!(anchor(base, Path::new("")), Path::new(""));
     }
 

@@ -85,7 +85,10 @@ async fn relative_paths_in_the_config_are_taken_from_its_directory() {
     let log = agent.log_text();
     assert!(status.success(), "{log}");
     assert!(!log.contains("reload refused"), "{log}");
-    assert!(!elsewhere.join("data").exists(), "rows went to the working directory");
+    assert!(
+        !elsewhere.join("data").exists(),
+        "rows went to the working directory"
+    );
 
     let (code, out, err) = edge_agent_in(&elsewhere, &["tail", "--config", config, "-n", "1"]);
     assert_eq!(code, 0, "{err}");
@@ -142,7 +145,10 @@ fn check_as_the_service_user_before_the_output_dir_exists_says_how_it_comes() {
         "{err}"
     );
     assert!(
-        err.contains(&format!("sudo install -d -o USER -g GROUP -m 0750 {}", missing.display())),
+        err.contains(&format!(
+            "sudo install -d -o USER -g GROUP -m 0750 {}",
+            missing.display()
+        )),
         "{err}"
     );
     assert!(!err.contains("needs write access"), "{err}");
@@ -150,7 +156,10 @@ fn check_as_the_service_user_before_the_output_dir_exists_says_how_it_comes() {
     // The shipped unit's state directory, where it is not there yet.
     let state = Path::new("/var/lib/edge-agent");
     if state.exists() {
-        println!("SKIPPED the state directory case: {} exists here", state.display());
+        println!(
+            "SKIPPED the state directory case: {} exists here",
+            state.display()
+        );
         return;
     }
     let (code, _, err) = check(state);
