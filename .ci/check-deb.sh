@@ -17,6 +17,8 @@ trap 'rm -rf "$ctl"' EXIT
 dpkg-deb -e "$deb" "$ctl"
 grep -qx '/etc/edge-agent/agent.yaml' "$ctl/conffiles" || fail "agent.yaml is not a conffile"
 grep -q '^Depends:.*adduser' "$ctl/control" || fail "adduser is not a dependency"
+grep -Eq '^Depends:(.*[ ,])?procps([ ,]|$)' "$ctl/control" || fail "procps (/bin/kill, the unit's ExecReload) is not a dependency"
+grep -q 'install -d -m 0750 /var/lib/edge-agent' "$ctl/postinst" || fail "postinst does not make the state directory (check before the first start)"
 grep -Eq '^Recommends:(.*[ ,])?ca-certificates([ ,]|$)' "$ctl/control" || fail "ca-certificates is not recommended (https sensors need a CA bundle)"
 grep -q 'adduser --system --group' "$ctl/postinst" || fail "postinst does not create the user"
 grep -q 'chmod 0640 /etc/edge-agent/agent.yaml' "$ctl/postinst" || fail "postinst does not protect the config"

@@ -39,14 +39,16 @@ struct Cli {
 enum Command {
     /// Poll the sensors of the config and write rows until stopped (SIGTERM/SIGINT; SIGHUP reloads).
     Run {
+        /// The config file; relative paths in it are taken from its directory.
         #[arg(long, short, default_value = DEFAULT_CONFIG, value_name = "FILE")]
         config: PathBuf,
         /// Also serve simulated sensors for every loopback address in the config (no hardware needed).
         #[arg(long)]
         simulate: bool,
     },
-    /// Validate the config and print the resolved plan (secrets redacted).
+    /// Validate the config and print the resolved plan (secrets redacted, paths absolute).
     Check {
+        /// The config file; relative paths in it are taken from its directory.
         #[arg(long, short, default_value = DEFAULT_CONFIG, value_name = "FILE")]
         config: PathBuf,
         /// Errors and warnings only, no plan (for systemd's ExecStartPre).

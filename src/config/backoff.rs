@@ -129,6 +129,7 @@ mod tests {
             env: &|_| None,
             literal_secrets: Vec::new(),
             warnings: Vec::new(),
+            base: std::path::PathBuf::from("/"),
         };
         let b = resolve(&mut c, raw, Some(Duration::from_secs(5)));
         if c.problems.is_empty() {

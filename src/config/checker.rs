@@ -1,9 +1,11 @@
 //! The [`Checker`]: where the rules of every part of the config put the
 //! problems and warnings they find, so that all are reported at once.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::model::Problem;
+use super::paths;
 use super::secrets;
 use super::values::{SizeText, parse_duration};
 
@@ -16,6 +18,8 @@ pub(super) struct Checker<'a> {
     pub(super) literal_secrets: Vec<String>,
     /// Things that work but deserve a word at start.
     pub(super) warnings: Vec<String>,
+    /// The config file's directory: relative paths are taken from it.
+    pub(super) base: PathBuf,
 }
 
 impl Checker<'_> {
@@ -34,6 +38,12 @@ impl Checker<'_> {
 
     pub(super) fn size(&mut self, key: &str, size: &SizeText) -> Option<u64> {
         size.parse().map_err(|e| self.fail(key, e)).ok()
+    }
+
+    /// A path the config names, relative ones under the config file's
+    /// directory ([`paths`]).
+    pub(super) fn path(&self, written: &Path) -> PathBuf {
+        paths::anchor(&self.base, written)
     }
 
     /// Replace each `${NAME}` in `text` by the variable's value.

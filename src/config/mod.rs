@@ -21,6 +21,7 @@ mod locate;
 mod model;
 mod nofile;
 mod output;
+mod paths;
 mod probe;
 pub mod raw;
 mod secrets;
@@ -103,8 +104,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Validate config `text`; `path` names it in messages and anchors
-    /// relative paths (`password_file`, `ca_file`) nowhere but as written.
+    /// Validate config `text`; `path` names it in messages, and relative
+    /// paths in it (`output.dir`, `password_file`, `ca_file`) are taken from
+    /// its directory.
     /// Nothing is created anywhere (the output dir's write access is tried
     /// by [`Config::load_to_run`] only).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {

@@ -57,6 +57,8 @@ impl Backoff {
 /// Where and how rows are stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
+    /// Absolute: a relative `output.dir` is taken from the config file's
+    /// directory.
     pub dir: PathBuf,
     /// File name stem: `PREFIX.csv` active, `PREFIX-YYYYMMDDTHHMMSSZ.csv[.gz]` rotated.
     pub prefix: String,

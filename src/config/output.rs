@@ -9,9 +9,11 @@ use super::probe::can_write_in;
 use super::raw::RawOutput;
 use crate::history::row::is_name;
 
-/// Resolve the `output` section; with `try_dir`, `output.dir` is also tried
+/// Resolve the `output` section (a relative `dir` is taken from the config
+/// file's directory); with `try_dir`, `output.dir` is also tried
 /// for write access.
-pub(super) fn resolve(c: &mut Checker, o: RawOutput, try_dir: bool) -> Output {
+pub(super) fn resolve(c: &mut Checker, mut o: RawOutput, try_dir: bool) -> Output {
+    o.dir = c.path(&o.dir);
     if o.dir.as_os_str().is_empty() {
         c.fail("output.dir", "must not be empty");
     } else if o.dir.exists() && !o.dir.is_dir() {

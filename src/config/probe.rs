@@ -45,10 +45,45 @@ pub(super) fn can_write_in(dir: &Path) -> Result<(), String> {
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
-        Err(e) => Err(format!(
+        Err(e) if at == dir => Err(format!(
             "cannot write in {}: {e}; the user the agent runs as needs write access there",
             at.display()
         )),
+        Err(e) => Err(cannot_create(dir, at, &e)),
+    }
+}
+
+/// The directory the shipped unit (`systemd/edge-agent.service`) has systemd
+/// create for the agent with `StateDirectory=edge-agent`.
+const STATE_DIRECTORY: &str = "/var/lib/edge-agent";
+
+/// Why `dir`, missing, cannot be made by this user (`at`, the nearest
+/// directory that exists, refused the probe with `e`), and what to do. Not
+/// "give the user write access to `at`": that is never the fix for
+/// /var/lib. The unit's state directory is made by systemd when the service
+/// starts, owned by the service user, before its `check` runs; a `check`
+/// before the first start finds it missing.
+fn cannot_create(dir: &Path, at: &Path, e: &std::io::Error) -> String {
+    let create = format!("sudo install -d -o USER -g GROUP -m 0750 {}", dir.display());
+    if dir == Path::new(STATE_DIRECTORY) {
+        format!(
+            "{} does not exist yet, and this user cannot create it (cannot write in {}: {e}); \
+             systemd creates it, owned by the service user, when edge-agent.service starts \
+             (StateDirectory=edge-agent), before the unit's own `check`; the edge-agent package \
+             creates it at install. Start the service, or create it to check first: {}",
+            dir.display(),
+            at.display(),
+            create
+                .replace("USER", "edge-agent")
+                .replace("GROUP", "edge-agent")
+        )
+    } else {
+        format!(
+            "{} does not exist, and this user cannot create it (cannot write in {}: {e}); \
+             create it for the user the agent runs as: {create}",
+            dir.display(),
+            at.display(),
+        )
     }
 }
 

@@ -94,7 +94,7 @@ pub(super) fn resolve(
                 let pkey = format!("{bkey}.password");
                 Some(Secret::new(c.secret(&pkey, p.expose())?))
             }
-            (None, Some(file)) => match secrets::read_password_file(&bkey, &file) {
+            (None, Some(file)) => match secrets::read_password_file(&bkey, &c.path(&file)) {
                 Ok((password, warning)) => {
                     c.warnings.extend(warning);
                     Some(password)
@@ -108,7 +108,8 @@ pub(super) fn resolve(
         };
         Some(BasicAuth { username, password })
     });
-    if let Some(ca) = &s.tls.ca_file {
+    let ca_file = s.tls.ca_file.map(|f| c.path(&f));
+    if let Some(ca) = &ca_file {
         match read_small(ca, 1024 * 1024) {
             Ok(pem) => {
                 if reqwest::Certificate::from_pem_bundle(&pem)
@@ -153,7 +154,7 @@ pub(super) fn resolve(
         basic_auth,
         tls: Tls {
             insecure: s.tls.insecure,
-            ca_file: s.tls.ca_file,
+            ca_file,
         },
         written_url: secrets::written_url(&s.url).map(Box::from),
     };

@@ -36,6 +36,7 @@ pub fn resolve(
         env,
         literal_secrets: Vec::new(),
         warnings: Vec::new(),
+        base: super::paths::config_dir(path),
     };
     let interval = c.duration("interval", &raw.interval);
     let timeout = c.duration("timeout", &raw.timeout);

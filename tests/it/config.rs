@@ -136,7 +136,7 @@ fn cases(file_dir: &str) -> Vec<Case<'_>> {
             "dir not writable",
             // Not even root may create files in /sys.
             vec![(6, "  dir: /sys/edge-agent-test-out")],
-            "test.yaml:6:3: output.dir: cannot write in /sys: ",
+            "test.yaml:6:3: output.dir: /sys/edge-agent-test-out does not exist, and this user cannot create it (cannot write in /sys: ",
         ),
         (
             "duplicate group",

@@ -15,6 +15,7 @@ mod disk_full;
 mod engines;
 mod faults;
 mod fuzz;
+mod gateway;
 mod health;
 mod nothing;
 mod output_file;
