@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 
 pub use crate::extract::selector::{PromSelector, Selector};
 pub use model::{Backoff, BasicAuth, Config, Fsync, Group, Output, Problem, Sensor, Tls};
+pub use model::{BodyFormat, Compress, Unit};
 pub use probe::WRITE_PROBE_PREFIX;
-pub use raw::{BodyFormat, Compress, Unit};
 pub use validate::MAX_LIMIT;
 pub use values::{HumanSize, Secret};
 

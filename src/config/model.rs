@@ -8,9 +8,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{BodyFormat, Compress, Unit};
 use super::values::Secret;
 use crate::extract::selector::Selector;
+pub use crate::history::row::Unit;
 
 /// The resolved, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -334,6 +334,22 @@ pub struct Problem {
     pub line: Option<usize>,
     pub col: Option<usize>,
     pub message: String,
+}
+
+/// What to do with rotated files.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Compress {
+    #[default]
+    None,
+    Gzip,
+}
+
+/// How a sensor's response body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    Prometheus,
+    Text,
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::model::Problem;
+pub use super::model::{BodyFormat, Compress};
 use super::values::{Secret, SizeText};
 use super::yaml::{At, Doc, Field};
 
@@ -102,14 +103,6 @@ pub struct RawRotate {
     pub every: Option<String>,
 }
 
-/// What to do with rotated files.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub enum Compress {
-    #[default]
-    None,
-    Gzip,
-}
-
 #[derive(Debug)]
 pub struct RawGroup {
     pub name: String,
@@ -119,14 +112,6 @@ pub struct RawGroup {
 }
 
 pub use crate::history::row::Unit;
-
-/// How a sensor's response body is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFormat {
-    Json,
-    Prometheus,
-    Text,
-}
 
 #[derive(Debug, Default)]
 pub struct RawSensor {
@@ -642,3 +627,106 @@ const TLS: [Field; 2] = [
         "a file path",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(text: &str) -> Vec<String> {
+        read(text)
+            .problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}: {}: {}",
+                    p.line.unwrap_or(0),
+                    p.col.unwrap_or(0),
+                    p.key,
+                    p.message
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn aliases_repeat_what_their_anchor_holds() {
+        let text = "\
+interval: 5s
+timeout: 2s
+output: { dir: /tmp/x }
+groups:
+  - name: g
+    unit: celsius
+    sensors:
+      - id: a
+        url: http://h/a
+        format: text
+        headers: &auth { Authorization: t1, X-Site: s }
+      - id: b
+        url: http://h/b
+        format: &fmt json
+        value: /t
+        headers: *auth
+      - id: c
+        url: http://h/c
+        format: *fmt
+        value: /t
+";
+        let r = read(text);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let sensors = &r.config.groups[0].sensors;
+        assert_eq!(sensors.len(), 3);
+        assert_eq!(sensors[1].headers.len(), 2);
+        assert_eq!(sensors[1].headers["X-Site"].expose(), "s");
+        assert_eq!(sensors[2].format, Some(BodyFormat::Json));
+    }
+
+    #[test]
+    fn every_problem_of_shape_is_reported_with_its_place() {
+        let text = "\
+interval: 5s
+timeout: [2s]
+output:
+  dir: /tmp/x
+  compress: zip
+  keep: -1
+groups:
+  - name: g
+    unit: rankine
+    sensors:
+      - id: a
+        tls: { insecure: maybe }
+";
+        let got = messages(text);
+        let want = [
+            "2:10: timeout: expected a duration such as 5s, 250ms, 1h, found a list",
+            "5:13: output.compress: `zip` is not one of none, gzip",
+            "6:9: output.keep: `-1` is not a whole number",
+            "9:11: groups[0].unit: `rankine` is not one of celsius, fahrenheit, kelvin",
+            "11:9: groups[0].sensors[0]: missing key `url`",
+            "11:9: groups[0].sensors[0]: missing key `format`",
+            "12:26: groups[0].sensors[0].tls.insecure: `maybe` is not true or false",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for w in want {
+            assert!(got.iter().any(|g| g.starts_with(w)), "{w} not in {got:#?}");
+        }
+    }
+
+    #[test]
+    fn a_second_document_and_broken_yaml_are_named() {
+        let got = messages("interval: 5s\n---\ninterval: 6s\n");
+        assert!(
+            got.iter().any(|g| g.contains("a second YAML document")),
+            "{got:?}"
+        );
+        let r = read("interval: 5s\ngroups: [\n");
+        assert!(!r.readable);
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.message.starts_with("not valid YAML"))
+        );
+        assert!(!read("").readable);
+    }
+}
