@@ -78,8 +78,13 @@ pub struct Scalar {
 
 impl Scalar {
     fn is_null(&self) -> bool {
-        self.plain && matches!(self.text.as_str(), "" | "~" | "null" | "Null" | "NULL")
+        self.plain && is_null(&self.text, TScalarStyle::Plain)
     }
+}
+
+/// YAML's null: `~`, `null` or nothing, unquoted.
+fn is_null(text: &str, style: TScalarStyle) -> bool {
+    style == TScalarStyle::Plain && matches!(text, "" | "~" | "null" | "Null" | "NULL")
 }
 
 /// A 1-based position.
@@ -134,11 +139,10 @@ pub struct Doc<'a> {
 }
 
 /// What a node is, for "found a list" in messages.
-fn kind(event: &Event, scalar_null: bool) -> &'static str {
+fn kind(event: &Event) -> &'static str {
     match event {
         Event::MappingStart(..) => "a map",
         Event::SequenceStart(..) => "a list",
-        Event::Scalar(..) if scalar_null => "nothing",
         Event::Scalar(..) => "a single value",
         _ => "the end of the document",
     }
@@ -367,21 +371,66 @@ impl<'a> Doc<'a> {
                 Some((s, pos))
             }
             other => {
-                let found = kind(&other, false);
-                self.peeked = Some((other, mark));
-                self.skip();
-                self.wrong(at, pos, field, found);
+                self.refuse(at, field, other, mark);
                 None
             }
         }
     }
 
-    fn wrong(&mut self, at: &At, pos: Pos, field: &Field, found: &str) {
+    /// A node of the wrong kind for `field`, starting with `event`: a
+    /// problem, and the whole node skipped.
+    fn refuse(&mut self, at: &At, field: &Field, event: Event, mark: Marker) {
+        let found = kind(&event);
+        self.peeked = Some((event, mark));
+        self.skip();
         self.fail(
             at,
-            pos,
+            Pos::from(mark),
             format!("expected {}, found {found} ({})", field.takes, field.means),
         );
+    }
+
+    /// Open a collection: the next node's start event must be the one
+    /// `wanted` (a list or a map). A null is `None`, a problem only when
+    /// `field.required`; anything else is a problem and is skipped.
+    fn open(&mut self, at: &At, field: &Field, wanted: fn(&Event) -> bool) -> Option<Pos> {
+        let (event, mark) = self.pull()?;
+        let pos = Pos::from(mark);
+        if wanted(&event) {
+            return Some(pos);
+        }
+        match event {
+            Event::Scalar(text, style, ..) if is_null(&text, style) => {
+                if field.required {
+                    self.fail(
+                        at,
+                        pos,
+                        format!("is empty; {}: {}", field.means, field.takes),
+                    );
+                }
+            }
+            other => self.refuse(at, field, other, mark),
+        }
+        None
+    }
+
+    /// A map key: its text, or (a list or map as key) a problem and the
+    /// key and its value skipped.
+    fn key(&mut self, at: &At, event: Event, mark: Marker) -> Option<String> {
+        match event {
+            Event::Scalar(text, ..) => Some(text),
+            other => {
+                self.peeked = Some((other, mark));
+                self.skip();
+                self.fail(
+                    at,
+                    Pos::from(mark),
+                    "a key must be a plain word, not a list or a map",
+                );
+                self.skip();
+                None
+            }
+        }
     }
 
     /// Text (any scalar as written).
@@ -441,43 +490,24 @@ impl<'a> Doc<'a> {
     /// A list: `item` reads each element (exactly one node). A null gives
     /// an empty list (a problem if required); a scalar or map is a problem.
     pub fn list(&mut self, at: &At, field: &Field, mut item: impl FnMut(&mut Doc<'a>, &At, usize)) {
-        let Some((event, mark)) = self.pull() else {
+        if self
+            .open(at, field, |e| matches!(e, Event::SequenceStart(..)))
+            .is_none()
+        {
             return;
-        };
-        let pos = Pos::from(mark);
-        match event {
-            Event::SequenceStart(..) => {
-                let mut i = 0;
-                loop {
-                    match self.peek() {
-                        Some((Event::SequenceEnd, _)) => {
-                            self.pull();
-                            return;
-                        }
-                        None => return,
-                        Some(_) => {
-                            item(self, &at.index(i), i);
-                            i += 1;
-                        }
-                    }
+        }
+        let mut i = 0;
+        loop {
+            match self.peek() {
+                Some((Event::SequenceEnd, _)) => {
+                    self.pull();
+                    return;
                 }
-            }
-            Event::Scalar(ref text, style, ..)
-                if style == TScalarStyle::Plain && matches!(text.as_str(), "" | "~" | "null") =>
-            {
-                if field.required {
-                    self.fail(
-                        at,
-                        pos,
-                        format!("is empty; {}: {}", field.means, field.takes),
-                    );
+                None => return,
+                Some(_) => {
+                    item(self, &at.index(i), i);
+                    i += 1;
                 }
-            }
-            other => {
-                let found = kind(&other, false);
-                self.peeked = Some((other, mark));
-                self.skip();
-                self.wrong(at, pos, field, found);
             }
         }
     }
@@ -495,32 +525,9 @@ impl<'a> Doc<'a> {
         fields: &[Field],
         mut value: impl FnMut(&mut Doc<'a>, &At, usize),
     ) -> bool {
-        let Some((event, mark)) = self.pull() else {
+        let Some(start) = self.open(at, whole, |e| matches!(e, Event::MappingStart(..))) else {
             return false;
         };
-        let start = Pos::from(mark);
-        match event {
-            Event::MappingStart(..) => {}
-            Event::Scalar(ref text, style, ..)
-                if style == TScalarStyle::Plain && matches!(text.as_str(), "" | "~" | "null") =>
-            {
-                if whole.required {
-                    self.fail(
-                        at,
-                        start,
-                        format!("is empty; {}: {}", whole.means, whole.takes),
-                    );
-                }
-                return false;
-            }
-            other => {
-                let found = kind(&other, false);
-                self.peeked = Some((other, mark));
-                self.skip();
-                self.wrong(at, start, whole, found);
-                return false;
-            }
-        }
         let mut seen: Vec<Option<Pos>> = vec![None; fields.len()];
         let mut other_keys: Vec<(String, Pos)> = Vec::new();
         // A block map's own mark can lie after its first key: a missing key
@@ -533,16 +540,11 @@ impl<'a> Doc<'a> {
             };
             let pos = Pos::from(mark);
             first_key.get_or_insert(pos);
-            let name = match event {
-                Event::MappingEnd => break,
-                Event::Scalar(text, ..) => text,
-                other => {
-                    self.peeked = Some((other, mark));
-                    self.skip();
-                    self.fail(at, pos, "a key must be a plain word, not a list or a map");
-                    self.skip();
-                    continue;
-                }
+            if event == Event::MappingEnd {
+                break;
+            }
+            let Some(name) = self.key(at, event, mark) else {
+                continue;
             };
             match fields.iter().position(|f| f.name == name) {
                 Some(i) => {
@@ -597,24 +599,11 @@ impl<'a> Doc<'a> {
         whole: &Field,
         mut value: impl FnMut(&mut Doc<'a>, &At, String),
     ) {
-        let Some((event, mark)) = self.pull() else {
+        if self
+            .open(at, whole, |e| matches!(e, Event::MappingStart(..)))
+            .is_none()
+        {
             return;
-        };
-        let start = Pos::from(mark);
-        match event {
-            Event::MappingStart(..) => {}
-            Event::Scalar(ref text, style, ..)
-                if style == TScalarStyle::Plain && matches!(text.as_str(), "" | "~" | "null") =>
-            {
-                return;
-            }
-            other => {
-                let found = kind(&other, false);
-                self.peeked = Some((other, mark));
-                self.skip();
-                self.wrong(at, start, whole, found);
-                return;
-            }
         }
         let mut seen: Vec<(String, usize)> = Vec::new();
         loop {
@@ -622,28 +611,23 @@ impl<'a> Doc<'a> {
                 return;
             };
             let pos = Pos::from(mark);
-            match event {
-                Event::MappingEnd => return,
-                Event::Scalar(name, ..) => {
-                    if let Some((_, line)) = seen.iter().find(|(k, _)| *k == name) {
-                        let line = *line;
-                        self.fail(
-                            &at.key(&name),
-                            pos,
-                            format!("is given twice (first on line {line}); remove one"),
-                        );
-                        self.skip();
-                    } else {
-                        seen.push((name.clone(), pos.line));
-                        value(self, &at.key(&name), name.clone());
-                    }
-                }
-                other => {
-                    self.peeked = Some((other, mark));
-                    self.skip();
-                    self.fail(at, pos, "a key must be a plain word, not a list or a map");
-                    self.skip();
-                }
+            if event == Event::MappingEnd {
+                return;
+            }
+            let Some(name) = self.key(at, event, mark) else {
+                continue;
+            };
+            if let Some((_, line)) = seen.iter().find(|(k, _)| *k == name) {
+                let line = *line;
+                self.fail(
+                    &at.key(&name),
+                    pos,
+                    format!("is given twice (first on line {line}); remove one"),
+                );
+                self.skip();
+            } else {
+                seen.push((name.clone(), pos.line));
+                value(self, &at.key(&name), name.clone());
             }
         }
     }
