@@ -13,6 +13,9 @@
 //!    groups of 100) every 3 s with `limit: 200`, `limit_per_host: 25`.
 //!    Its `--log-level debug` cycle lines (`ok=.. failed=.. ms=..`) give
 //!    the cycle times; /proc gives CPU time and peak RSS (VmHWM).
+//!    Then, the agent stopped, `wrk -t 1 -c 200` (if installed) loads the
+//!    same simulator for 5 s: the time it takes for 10,000 requests is the
+//!    cycle this simulator allows at this concurrency on this machine.
 //! 3. The shipped demo (`agent.yaml --simulate`) runs ~12 s for its peak RSS.
 //! 4. Size of the (stripped) release binary and packages in Cargo.lock.
 //!
@@ -94,6 +97,54 @@ fn clock_ticks_per_second() -> (f64, &'static str) {
 
 fn host_ip(h: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 1 + h as u8)
+}
+
+/// What `wrk` (a load generator in C) gets from the simulator with `LIMIT`
+/// connections on one thread for `seconds`: requests per second, and the
+/// mean answer time (ms). `None` when wrk is not installed (`apt-get
+/// install wrk`). The time wrk needs for `SENSORS` requests is the cycle
+/// this simulator allows at this concurrency on this machine: a baseline
+/// measured in the same run, where the nominal bound assumes answers in
+/// exactly `LATENCY_MS`.
+fn wrk_baseline(addr: SocketAddr, seconds: u64) -> Res<Option<(f64, f64)>> {
+    let out = match Command::new("wrk")
+        .args([
+            "-t",
+            "1",
+            "-c",
+            &LIMIT.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+        ])
+        .arg(format!("http://{addr}/text/wrk"))
+        .stderr(Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => out,
+        Ok(out) => return Err(format!("wrk exited with {}", out.status)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot run wrk: {e}")),
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |label: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next().map(str::to_string))
+            .ok_or_else(|| format!("no `{label}` in wrk's output:\n{text}"))
+    };
+    let rps: f64 = field("Requests/sec:")?
+        .parse()
+        .map_err(|e| format!("wrk's Requests/sec: {e}"))?;
+    let latency = field("Latency")?;
+    let latency_ms = match latency.strip_suffix("ms") {
+        Some(ms) => ms.parse::<f64>().ok(),
+        None => latency
+            .strip_suffix("us")
+            .and_then(|us| us.parse::<f64>().ok())
+            .map(|us| us / 1000.0),
+    }
+    .ok_or_else(|| format!("wrk's latency `{latency}`"))?;
+    Ok(Some((rps, latency_ms)))
 }
 
 /// Time `n` sequential GETs on one keep-alive connection to the simulator:
@@ -213,6 +264,8 @@ struct Measured {
     rounds: usize,
     /// Sequential answer times of the simulator before the run, sorted (ms).
     probe_ms: Vec<f64>,
+    /// wrk after the run at `LIMIT` connections: requests/s, mean answer (ms).
+    wrk: Option<(f64, f64)>,
     warmup: Vec<Cycle>,
     cycles: Vec<Cycle>,
     cpu_total_s: f64,
@@ -237,6 +290,12 @@ impl Measured {
     /// instead of the nominal latency.
     fn ratio_measured(&self) -> f64 {
         self.median_ms() / (self.rounds as f64 * median(&self.probe_ms))
+    }
+    /// The median cycle against the time wrk takes for as many requests at
+    /// the same concurrency.
+    fn ratio_wrk(&self) -> Option<f64> {
+        self.wrk
+            .map(|(rps, _)| self.median_ms() / (SENSORS as f64 / rps * 1000.0))
     }
     fn cpu_per_10k(&self) -> f64 {
         self.cpu_total_s / self.polls_total as f64 * 10_000.0
@@ -351,6 +410,9 @@ fn bench_10k(dir: &Path) -> Res<Measured> {
             Vec::from(recent).join("\n")
         ));
     }
+    // The agent is gone: the same simulator under the same concurrency from
+    // wrk, on one host (the simulator serves all hosts from one runtime).
+    let wrk = wrk_baseline(SocketAddr::V4(SocketAddrV4::new(host_ip(0), port)), 5)?;
     let sim_status = sim.terminate(Duration::from_secs(10))?;
     if !sim_status.success() {
         return Err(format!("simulator exited with {sim_status} after SIGTERM"));
@@ -366,6 +428,7 @@ fn bench_10k(dir: &Path) -> Res<Measured> {
         bound_ms: (rounds() as u64 * LATENCY_MS) as f64,
         rounds: rounds(),
         probe_ms,
+        wrk,
         warmup: warmup.to_vec(),
         cycles: cycles.to_vec(),
         cpu_total_s: cpu_end as f64 / ticks_per_s,
@@ -547,6 +610,19 @@ fn run_all() -> Res<()> {
             none.clone(),
         ],
         [
+            format!("median cycle / wrk's time for {SENSORS} requests at {LIMIT} connections"),
+            m.ratio_wrk().map_or("no wrk".into(), |r| format!("{r:.3}")),
+            none.clone(),
+            none.clone(),
+        ],
+        [
+            format!("simulator answer time under wrk, {LIMIT} connections (mean)"),
+            m.wrk
+                .map_or("no wrk".into(), |(_, ms)| format!("{ms:.2} ms")),
+            format!("{LATENCY_MS} ms nominal"),
+            none.clone(),
+        ],
+        [
             "simulator answer time (one chain, median)".into(),
             format!("{:.2} ms", median(&m.probe_ms)),
             format!("{LATENCY_MS} ms nominal"),
@@ -614,10 +690,11 @@ fn run_all() -> Res<()> {
     print_table(&["figure", "value", "goal", "result"], &table);
     println!();
     println!(
-        "RESULT ratio={ratio:.4} ratio_measured={:.4} probe_ms={:.2} median_ms={:.1} failed={failed} \
+        "RESULT ratio={ratio:.4} ratio_measured={:.4} ratio_wrk={} probe_ms={:.2} median_ms={:.1} failed={failed} \
          cpu_per_10k={:.4} cpu_per_10k_steady={:.4} rss_mib={rss:.2} {demo_line} \
          binary_bytes={size} lock_packages={packages} elapsed_s={:.0}",
         m.ratio_measured(),
+        m.ratio_wrk().map_or("none".into(), |r| format!("{r:.4}")),
         median(&m.probe_ms),
         m.median_ms(),
         m.cpu_per_10k(),
