@@ -169,8 +169,8 @@ pub fn read(text: &str) -> Read {
                 "limit" => set(&mut config.limit, doc.count(at, &CONFIG[i])),
                 "limit_per_host" => set(&mut config.limit_per_host, doc.count(at, &CONFIG[i])),
                 "max_body" => config.max_body = size(doc, at, &CONFIG[i]),
-                "backoff" => config.backoff = backoff(doc, at),
-                "output" => config.output = output(doc, at),
+                "backoff" => config.backoff = backoff(doc, at, &CONFIG[i]),
+                "output" => config.output = output(doc, at, &CONFIG[i]),
                 "groups" => {
                     doc.list(at, &CONFIG[i], |doc, at, _| {
                         config.groups.push(group(doc, at));
@@ -214,8 +214,7 @@ fn size(doc: &mut Doc, at: &At, field: &Field) -> Option<SizeText> {
     })
 }
 
-fn backoff(doc: &mut Doc, at: &At) -> RawBackoff {
-    let field = &CONFIG[5];
+fn backoff(doc: &mut Doc, at: &At, field: &Field) -> RawBackoff {
     if doc.peek_is_map() {
         let mut map = RawBackoffMap::default();
         doc.map(at, field, &BACKOFF, |doc, at, i| match BACKOFF[i].name {
@@ -233,16 +232,17 @@ fn backoff(doc: &mut Doc, at: &At) -> RawBackoff {
         return RawBackoff::Map(map);
     }
     match doc.scalar(at, field) {
-        Some((s, _)) if s.plain && s.text == "true" => RawBackoff::Flag(true),
-        Some((s, _)) if s.plain && s.text == "false" => RawBackoff::Flag(false),
-        Some((s, _)) => RawBackoff::Text(s.text),
+        Some((s, _)) => match s.as_bool() {
+            Some(flag) => RawBackoff::Flag(flag),
+            None => RawBackoff::Text(s.text),
+        },
         None => RawBackoff::Default,
     }
 }
 
-fn output(doc: &mut Doc, at: &At) -> RawOutput {
+fn output(doc: &mut Doc, at: &At, field: &Field) -> RawOutput {
     let mut o = RawOutput::default();
-    doc.map(at, &CONFIG[6], &OUTPUT, |doc, at, i| {
+    doc.map(at, field, &OUTPUT, |doc, at, i| {
         let f = &OUTPUT[i];
         match f.name {
             "dir" => set(&mut o.dir, doc.string(at, f).map(PathBuf::from)),

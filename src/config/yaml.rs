@@ -80,6 +80,15 @@ impl Scalar {
     fn is_null(&self) -> bool {
         self.plain && is_null(&self.text, TScalarStyle::Plain)
     }
+
+    /// YAML's booleans, unquoted.
+    pub fn as_bool(&self) -> Option<bool> {
+        match (self.plain, self.text.as_str()) {
+            (true, "true" | "True" | "TRUE") => Some(true),
+            (true, "false" | "False" | "FALSE") => Some(false),
+            _ => None,
+        }
+    }
 }
 
 /// YAML's null: `~`, `null` or nothing, unquoted.
@@ -359,13 +368,7 @@ impl<'a> Doc<'a> {
                     plain: style == TScalarStyle::Plain,
                 };
                 if s.is_null() {
-                    if field.required {
-                        self.fail(
-                            at,
-                            pos,
-                            format!("is empty; {}: {}", field.means, field.takes),
-                        );
-                    }
+                    self.empty(at, pos, field);
                     return None;
                 }
                 Some((s, pos))
@@ -375,6 +378,26 @@ impl<'a> Doc<'a> {
                 None
             }
         }
+    }
+
+    /// A null where `field` was expected: a problem when it is required.
+    fn empty(&mut self, at: &At, pos: Pos, field: &Field) {
+        if field.required {
+            self.fail(
+                at,
+                pos,
+                format!("is empty; {}: {}", field.means, field.takes),
+            );
+        }
+    }
+
+    /// A scalar that is not one of the values `field` takes.
+    fn not_taken(&mut self, at: &At, pos: Pos, s: &Scalar, field: &Field) {
+        self.fail(
+            at,
+            pos,
+            format!("`{}` is not {} ({})", s.text, field.takes, field.means),
+        );
     }
 
     /// A node of the wrong kind for `field`, starting with `event`: a
@@ -400,15 +423,7 @@ impl<'a> Doc<'a> {
             return Some(pos);
         }
         match event {
-            Event::Scalar(text, style, ..) if is_null(&text, style) => {
-                if field.required {
-                    self.fail(
-                        at,
-                        pos,
-                        format!("is empty; {}: {}", field.means, field.takes),
-                    );
-                }
-            }
+            Event::Scalar(text, style, ..) if is_null(&text, style) => self.empty(at, pos, field),
             other => self.refuse(at, field, other, mark),
         }
         None
@@ -444,11 +459,7 @@ impl<'a> Doc<'a> {
         match s.text.parse::<usize>() {
             Ok(n) if s.plain => Some(n),
             _ => {
-                self.fail(
-                    at,
-                    pos,
-                    format!("`{}` is not {} ({})", s.text, field.takes, field.means),
-                );
+                self.not_taken(at, pos, &s, field);
                 None
             }
         }
@@ -457,18 +468,11 @@ impl<'a> Doc<'a> {
     /// `true` or `false`.
     pub fn flag(&mut self, at: &At, field: &Field) -> Option<bool> {
         let (s, pos) = self.scalar(at, field)?;
-        match (s.plain, s.text.as_str()) {
-            (true, "true" | "True" | "TRUE") => Some(true),
-            (true, "false" | "False" | "FALSE") => Some(false),
-            _ => {
-                self.fail(
-                    at,
-                    pos,
-                    format!("`{}` is not true or false ({})", s.text, field.means),
-                );
-                None
-            }
+        let flag = s.as_bool();
+        if flag.is_none() {
+            self.not_taken(at, pos, &s, field);
         }
+        flag
     }
 
     /// One of a set of words: `choices` pairs each with its value.
@@ -477,11 +481,7 @@ impl<'a> Doc<'a> {
         match choices.iter().find(|(word, _)| *word == s.text) {
             Some((_, v)) => Some(*v),
             None => {
-                self.fail(
-                    at,
-                    pos,
-                    format!("`{}` is not {} ({})", s.text, field.takes, field.means),
-                );
+                self.not_taken(at, pos, &s, field);
                 None
             }
         }
@@ -528,58 +528,25 @@ impl<'a> Doc<'a> {
         let Some(start) = self.open(at, whole, |e| matches!(e, Event::MappingStart(..))) else {
             return false;
         };
-        let mut seen: Vec<Option<Pos>> = vec![None; fields.len()];
-        let mut other_keys: Vec<(String, Pos)> = Vec::new();
+        let mut seen = vec![false; fields.len()];
         // A block map's own mark can lie after its first key: a missing key
         // is reported at the first key's position.
         let mut first_key = None;
-        loop {
-            let (event, mark) = match self.pull() {
-                Some(e) => e,
-                None => return true,
-            };
-            let pos = Pos::from(mark);
+        self.keys(at, |doc, name, pos| {
             first_key.get_or_insert(pos);
-            if event == Event::MappingEnd {
-                break;
-            }
-            let Some(name) = self.key(at, event, mark) else {
-                continue;
-            };
             match fields.iter().position(|f| f.name == name) {
                 Some(i) => {
-                    if let Some(first) = seen[i] {
-                        let key = at.key(&name);
-                        self.fail(
-                            &key,
-                            pos,
-                            format!("is given twice (first on line {}); remove one", first.line),
-                        );
-                        self.skip();
-                    } else {
-                        seen[i] = Some(pos);
-                        value(self, &at.key(fields[i].name), i);
-                    }
+                    seen[i] = true;
+                    value(doc, &at.key(fields[i].name), i);
                 }
                 None => {
-                    if let Some((_, first)) = other_keys.iter().find(|(k, _)| *k == name) {
-                        let first = first.line;
-                        self.fail(
-                            &at.key(&name),
-                            pos,
-                            format!("is given twice (first on line {first}); remove one"),
-                        );
-                    } else {
-                        let message = unknown_key(&name, fields);
-                        self.fail(&at.key(&name), pos, message);
-                        other_keys.push((name, pos));
-                    }
-                    self.skip();
+                    doc.fail(&at.key(&name), pos, unknown_key(&name, fields));
+                    doc.skip();
                 }
             }
-        }
+        });
         for (f, seen) in fields.iter().zip(&seen) {
-            if f.required && seen.is_none() {
+            if f.required && !seen {
                 self.fail(
                     at,
                     first_key.unwrap_or(start),
@@ -605,29 +572,34 @@ impl<'a> Doc<'a> {
         {
             return;
         }
+        self.keys(at, |doc, name, _| value(doc, &at.key(&name), name.clone()));
+    }
+
+    /// The keys of a map whose start was read, up to its end: `each` gets
+    /// every key's first appearance and its position, and reads (or skips)
+    /// its value. A repeated key is a problem naming the first's line, and
+    /// its value is skipped.
+    fn keys(&mut self, at: &At, mut each: impl FnMut(&mut Doc<'a>, String, Pos)) {
         let mut seen: Vec<(String, usize)> = Vec::new();
-        loop {
-            let Some((event, mark)) = self.pull() else {
-                return;
-            };
-            let pos = Pos::from(mark);
+        while let Some((event, mark)) = self.pull() {
             if event == Event::MappingEnd {
                 return;
             }
+            let pos = Pos::from(mark);
             let Some(name) = self.key(at, event, mark) else {
                 continue;
             };
-            if let Some((_, line)) = seen.iter().find(|(k, _)| *k == name) {
-                let line = *line;
+            if let Some((_, first)) = seen.iter().find(|(k, _)| *k == name) {
+                let first = *first;
                 self.fail(
                     &at.key(&name),
                     pos,
-                    format!("is given twice (first on line {line}); remove one"),
+                    format!("is given twice (first on line {first}); remove one"),
                 );
                 self.skip();
             } else {
                 seen.push((name.clone(), pos.line));
-                value(self, &at.key(&name), name.clone());
+                each(self, name, pos);
             }
         }
     }
