@@ -171,11 +171,7 @@ impl Sensor {
 
     /// `scheme://host:port`, the unit `limit_per_host` counts in.
     pub fn host(&self) -> HostKey<'_> {
-        HostKey {
-            scheme: self.url.scheme(),
-            name: self.url.host_str(),
-            port: self.url.port(),
-        }
+        self.url.host()
     }
 
     /// The URL for people: password and query redacted, `${VAR}` unexpanded.
@@ -282,6 +278,15 @@ impl SensorUrl {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The host the URL names, with its port.
+    pub fn host(&self) -> HostKey<'_> {
+        HostKey {
+            scheme: self.scheme(),
+            name: self.host_str(),
+            port: self.port,
+        }
     }
 
     /// `host:port` as written (no port when it is the scheme's).

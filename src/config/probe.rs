@@ -64,7 +64,12 @@ const STATE_DIRECTORY: &str = "/var/lib/edge-agent";
 /// starts, owned by the service user, before its `check` runs; a `check`
 /// before the first start finds it missing.
 fn cannot_create(dir: &Path, at: &Path, e: &std::io::Error) -> String {
-    let create = format!("sudo install -d -o USER -g GROUP -m 0750 {}", dir.display());
+    let create = |user: &str, group: &str| {
+        format!(
+            "sudo install -d -o {user} -g {group} -m 0750 {}",
+            dir.display()
+        )
+    };
     if dir == Path::new(STATE_DIRECTORY) {
         format!(
             "{} does not exist yet, and this user cannot create it (cannot write in {}: {e}); \
@@ -73,16 +78,15 @@ fn cannot_create(dir: &Path, at: &Path, e: &std::io::Error) -> String {
              creates it at install. Start the service, or create it to check first: {}",
             dir.display(),
             at.display(),
-            create
-                .replace("USER", "edge-agent")
-                .replace("GROUP", "edge-agent")
+            create("edge-agent", "edge-agent")
         )
     } else {
         format!(
             "{} does not exist, and this user cannot create it (cannot write in {}: {e}); \
-             create it for the user the agent runs as: {create}",
+             create it for the user the agent runs as: {}",
             dir.display(),
             at.display(),
+            create("USER", "GROUP")
         )
     }
 }

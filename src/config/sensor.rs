@@ -143,7 +143,7 @@ pub(super) fn resolve(
     if secrets::url_has_literal_password(&s.url) {
         c.literal_secrets.push(format!("{key}.url"));
     }
-    let host = format!("{}://{}:{}", url.scheme(), url.host_str(), url.port());
+    let host = url.host();
     if s.tls.insecure {
         c.warnings.push(format!(
             "{key}.tls.insecure is set: certificates of {host} are not verified"
