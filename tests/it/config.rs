@@ -343,25 +343,33 @@ fn broken_configs_are_refused_by_check_and_run_with_file_line_and_key() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A server for BASE's sensors, its URL, and an agent running BASE in
+/// `dir` (its config `dir/test.yaml`) that has written a row.
+async fn running_base(dir: &Path) -> (support::TestServer, String, support::Agent) {
+    let server = support::TestServer::start(&["127.0.0.1"]).await;
+    server.route("/j", support::Reply::ok(r#"{"t": 20.5}"#));
+    server.route("/p", support::Reply::ok("temp{sensor=\"a\"} 21.5\n"));
+    let site = server.url(0, "").trim_end_matches('/').to_string();
+    let config = write_config(dir, &[], &site);
+    let agent = support::Agent::start(&["run", "--config", config.to_str().unwrap()], dir);
+    let csv = dir.join("out/readings.csv");
+    support::wait_rows(&csv, 1, Duration::from_secs(20), |_| true).await;
+    (server, site, agent)
+}
+
 /// One agent runs the valid BASE; each broken config in turn is written over
 /// it and announced with SIGHUP. Each is refused with its reason, and the
 /// agent goes on writing the original group's rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_broken_config_keeps_the_running_one() {
-    let server = support::TestServer::start(&["127.0.0.1"]).await;
-    server.route("/j", support::Reply::ok(r#"{"t": 20.5}"#));
-    server.route("/p", support::Reply::ok("temp{sensor=\"a\"} 21.5\n"));
-    let site = server.url(0, "");
-    let site = site.trim_end_matches('/');
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("notadir");
     std::fs::write(&file, "x").unwrap();
     let file_dir = format!("  dir: {}", file.display());
-    let config = write_config(dir.path(), &[], site);
-    let agent = support::Agent::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let (_server, site, agent) = running_base(dir.path()).await;
+    let site = site.as_str();
     let csv = dir.path().join("out/readings.csv");
     let limit = Duration::from_secs(20);
-    support::wait_rows(&csv, 1, limit, |_| true).await;
 
     let mut failures = Vec::new();
     for (name, replace, want) in cases(&file_dir).iter() {
@@ -539,20 +547,8 @@ groups:
 
     // The same file announced to a running agent: refused, each problem on
     // a line of its own.
-    let server = support::TestServer::start(&["127.0.0.1"]).await;
-    server.route("/j", support::Reply::ok(r#"{"t": 20.5}"#));
-    server.route("/p", support::Reply::ok("temp{sensor=\"a\"} 21.5\n"));
-    let site = server.url(0, "");
-    let config = write_config(dir.path(), &[], site.trim_end_matches('/'));
-    let agent = support::Agent::start(&["run", "--config", config.to_str().unwrap()], dir.path());
-    support::wait_rows(
-        &dir.path().join("out/readings.csv"),
-        1,
-        Duration::from_secs(20),
-        |_| true,
-    )
-    .await;
-    std::fs::write(&config, text).unwrap();
+    let (_server, _, agent) = running_base(dir.path()).await;
+    std::fs::write(&path, text).unwrap();
     agent.signal(libc::SIGHUP);
     let refused = |log: &str| {
         want.iter().all(|w| {
