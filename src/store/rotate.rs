@@ -22,6 +22,8 @@ use crate::history::index;
 use crate::history::names::{self, Rotated, parse_rotated};
 use crate::history::order::{self, Order};
 
+use super::holds::{Holds, Needs};
+
 /// Rotated files of `prefix` in `dir`, oldest first: (name info, path).
 pub fn list(dir: &Path, prefix: &str) -> std::io::Result<Vec<(Rotated, PathBuf)>> {
     let mut found = Vec::new();
@@ -111,7 +113,13 @@ pub fn list_in_order(dir: &Path, prefix: &str) -> std::io::Result<Vec<(Rotated, 
 /// counts once whether it is plain, compressed, or (mid-compression) both.
 /// When the journal has grown well past the files it lists, it is rewritten
 /// without the lines of removed files.
-pub fn retain(dir: &Path, prefix: &str, keep: usize) -> std::io::Result<usize> {
+///
+/// A file a forward target has not passed ([`Holds`]) is kept while the
+/// rotated files stay within the largest `keep_unforwarded` budget of the
+/// targets that need it; otherwise it is removed and the rows each target
+/// had not sent are counted and logged. While a target is still locating
+/// its cursor, nothing is removed (the next rotation retains again).
+pub fn retain(dir: &Path, prefix: &str, keep: usize, holds: &Holds) -> std::io::Result<usize> {
     let mut files = list(dir, prefix)?;
     let order = Order::load(dir, prefix)?;
     order.sort(prefix, &mut files);
@@ -122,23 +130,72 @@ pub fn retain(dir: &Path, prefix: &str, keep: usize) -> std::io::Result<usize> {
         .filter(|s| seen.insert(s.clone()))
         .collect();
     let excess = stems.len().saturating_sub(keep);
-    let doomed: HashSet<&String> = stems[..excess].iter().collect();
-    for (r, path) in &files {
-        if doomed.contains(&r.stem(prefix)) {
+    if excess == 0 {
+        return Ok(0);
+    }
+    let needs = Needs::new(holds, &stems);
+    if needs.unknown {
+        tracing::debug!("retention waits: a forward target is still locating its cursor");
+        return Ok(0);
+    }
+    let size_of = |stem: &str| -> u64 {
+        files
+            .iter()
+            .filter(|(r, _)| r.stem(prefix) == stem)
+            .filter_map(|(_, p)| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+    };
+    let mut total: u64 = stems.iter().map(|s| size_of(s)).sum();
+    let mut removed = 0;
+    let mut kept_back = 0;
+    let mut gone = HashSet::new();
+    for (at, stem) in stems[..excess].iter().enumerate() {
+        if needs.budget(at).is_some_and(|budget| total <= budget) {
+            kept_back += 1;
+            continue;
+        }
+        let copies: Vec<&PathBuf> = files
+            .iter()
+            .filter(|(r, _)| r.stem(prefix) == *stem)
+            .map(|(_, p)| p)
+            .collect();
+        // Counted before the file goes: afterwards there is nothing to count.
+        let counted = copies.last().map(|p| p.to_path_buf());
+        let rows = |offset: u64| {
+            counted
+                .as_deref()
+                .map_or(0, |p| index::rows_from(p, offset).unwrap_or(0))
+        };
+        let size = size_of(stem);
+        for path in &copies {
             match std::fs::remove_file(path) {
                 Ok(()) => tracing::info!("retention: removed {}", path.display()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-            index::remove(path)?;
         }
+        needs.removed(at, stem, &rows);
+        if let Some(p) = copies.first() {
+            index::remove(p)?;
+        }
+        total = total.saturating_sub(size);
+        gone.insert(stem.clone());
+        removed += 1;
     }
-    let kept = &stems[excess..];
+    if kept_back > 0 {
+        tracing::info!(
+            "retention keeps {kept_back} file(s) beyond output.keep: a forward target has not \
+             sent them yet (keep_unforwarded)"
+        );
+    }
+    let kept: Vec<&String> = stems.iter().filter(|s| !gone.contains(*s)).collect();
     if order.lines() > 2 * kept.len() + JOURNAL_SLACK {
         let names: Vec<String> = kept.iter().map(|s| format!("{s}.csv")).collect();
         order::rewrite(dir, prefix, &names)?;
     }
-    Ok(excess)
+    Ok(removed)
 }
 
 /// Lines of removed files the journal may hold beyond twice the kept files
@@ -314,9 +371,9 @@ mod tests {
         for n in [&ahead, &today_1] {
             std::fs::write(d.join(format!("{n}.gz")), "x").unwrap();
         }
-        assert_eq!(retain(d, "r", 3).unwrap(), 1);
+        assert_eq!(retain(d, "r", 3, &Holds::default()).unwrap(), 1);
         assert!(!d.join(&old).exists(), "unlisted counts as written first");
-        assert_eq!(retain(d, "r", 2).unwrap(), 1);
+        assert_eq!(retain(d, "r", 2, &Holds::default()).unwrap(), 1);
         assert!(!d.join(format!("{ahead}.gz")).exists());
         assert!(d.join(&today).exists() && d.join(format!("{today_1}.gz")).exists());
     }
@@ -329,7 +386,7 @@ mod tests {
             let n = name(i * 60, 0);
             order::record(d, "r", &n).unwrap();
             std::fs::write(d.join(&n), "x").unwrap();
-            retain(d, "r", 1).unwrap();
+            retain(d, "r", 1, &Holds::default()).unwrap();
         }
         let order = Order::load(d, "r").unwrap();
         assert!(

@@ -1,0 +1,187 @@
+//! What forwarding still needs of the rotated files: retention asks here
+//! before it removes one.
+//!
+//! Why in the store: retention is the store's, and it must never remove a
+//! file a forward target has not passed without counting the rows it had
+//! not sent (or, with `keep_unforwarded`, without waiting while the disk
+//! budget allows). The forward targets (a layer above) keep their
+//! positions here; the store only reads them.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::sync::lock;
+
+/// Where a target's cursor is, as retention needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    /// Not located yet (the target is starting): retention waits a round.
+    Unknown,
+    /// In the rotated file with this stem (`PREFIX-TIME`), at this byte of
+    /// its uncompressed rows: that file and every later one are needed.
+    Rotated { stem: String, offset: u64 },
+    /// In the active file: no rotated file is needed.
+    Active,
+}
+
+/// One target's hold on the files.
+#[derive(Debug)]
+pub struct Hold {
+    pub name: String,
+    position: Mutex<Position>,
+    /// `keep_unforwarded`: rotated files (all of them, in bytes) may grow to
+    /// this before a file this target needs is removed.
+    pub keep_bytes: Option<u64>,
+    /// Rows retention removed before this target sent them.
+    pub lost_rows: AtomicU64,
+    /// Files retention removed before this target was through them.
+    pub lost_files: AtomicU64,
+    /// When rows were last lost, for `/healthz`.
+    last_loss: Mutex<Option<SystemTime>>,
+    /// Set by retention when it removed the file the cursor is in, so the
+    /// target moves on to the next file instead of reading the removed
+    /// one through its open descriptor (those rows are counted lost).
+    removed: Mutex<Option<String>>,
+}
+
+impl Hold {
+    pub fn new(name: &str, keep_bytes: Option<u64>) -> Arc<Hold> {
+        Arc::new(Hold {
+            name: name.to_string(),
+            position: Mutex::new(Position::Unknown),
+            keep_bytes,
+            lost_rows: AtomicU64::new(0),
+            lost_files: AtomicU64::new(0),
+            last_loss: Mutex::new(None),
+            removed: Mutex::new(None),
+        })
+    }
+
+    pub fn set(&self, position: Position) {
+        *lock(&self.position) = position;
+    }
+
+    pub fn position(&self) -> Position {
+        lock(&self.position).clone()
+    }
+
+    /// Rows lost to retention (or otherwise gone before they were sent).
+    pub fn lost(&self, rows: u64, files: u64) {
+        self.lost_rows.fetch_add(rows, Relaxed);
+        self.lost_files.fetch_add(files, Relaxed);
+        *lock(&self.last_loss) = Some(SystemTime::now());
+    }
+
+    pub fn last_loss(&self) -> Option<SystemTime> {
+        *lock(&self.last_loss)
+    }
+
+    /// The stem retention removed under the cursor, once.
+    pub fn take_removed(&self) -> Option<String> {
+        lock(&self.removed).take()
+    }
+
+    fn removed(&self, stem: &str) {
+        *lock(&self.removed) = Some(stem.to_string());
+    }
+}
+
+/// The holds of every forward target of one output directory.
+#[derive(Debug, Default)]
+pub struct Holds {
+    targets: Mutex<Vec<Arc<Hold>>>,
+}
+
+impl Holds {
+    pub fn new() -> Arc<Holds> {
+        Arc::new(Holds::default())
+    }
+
+    /// Replace the targets (at start and when a reload changes them).
+    pub fn replace(&self, targets: Vec<Arc<Hold>>) {
+        *lock(&self.targets) = targets;
+    }
+
+    pub fn targets(&self) -> Vec<Arc<Hold>> {
+        lock(&self.targets).clone()
+    }
+}
+
+/// Retention's question for one file about to be removed: which targets
+/// still need it. `order` is the stems of the rotated files in the order
+/// they were written, `at` the index of the file in it.
+pub(super) struct Needs {
+    /// Per target: the index in `order` from which it needs files (its
+    /// cursor's file), `None` if it needs none.
+    from: Vec<(Arc<Hold>, Option<usize>, u64)>,
+    /// A target is not located yet.
+    pub unknown: bool,
+}
+
+impl Needs {
+    pub fn new(holds: &Holds, order: &[String]) -> Needs {
+        let mut unknown = false;
+        let from = holds
+            .targets()
+            .into_iter()
+            .map(|h| {
+                let (from, offset) = match h.position() {
+                    Position::Unknown => {
+                        unknown = true;
+                        (None, 0)
+                    }
+                    Position::Active => (None, 0),
+                    // A cursor in a file no longer listed: the target moves to
+                    // the oldest file there is, so it needs them all.
+                    Position::Rotated { stem, offset } => (
+                        Some(order.iter().position(|s| *s == stem).unwrap_or(0)),
+                        offset,
+                    ),
+                };
+                (h, from, offset)
+            })
+            .collect();
+        Needs { from, unknown }
+    }
+
+    /// The targets that have not passed file `at`, with the offset their
+    /// rows begin at in it (0 but for the cursor's own file).
+    pub fn of(&self, at: usize) -> Vec<(&Arc<Hold>, u64)> {
+        self.from
+            .iter()
+            .filter_map(|(h, from, offset)| match from {
+                Some(f) if *f == at => Some((h, *offset)),
+                Some(f) if *f < at => Some((h, 0)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The largest disk budget of the targets that need file `at`.
+    pub fn budget(&self, at: usize) -> Option<u64> {
+        self.of(at).iter().filter_map(|(h, _)| h.keep_bytes).max()
+    }
+
+    /// After file `at` (stem `stem`) was removed: count what each target
+    /// that needed it lost (`rows(offset)` counts the file's rows from an
+    /// offset) and tell the target whose cursor was in it.
+    pub fn removed(&self, at: usize, stem: &str, rows: &dyn Fn(u64) -> u64) {
+        for (hold, offset) in self.of(at) {
+            let n = rows(offset);
+            hold.lost(n, 1);
+            tracing::warn!(
+                "retention removed {stem} before forward target `{}` sent it: {n} row(s) lost \
+                 to that target (raise output.keep, or set keep_unforwarded)",
+                hold.name
+            );
+            if self
+                .from
+                .iter()
+                .any(|(h, from, _)| Arc::ptr_eq(h, hold) && *from == Some(at))
+            {
+                hold.removed(stem);
+            }
+        }
+    }
+}
