@@ -62,6 +62,9 @@ pub struct Health {
     forward: Mutex<Vec<Arc<ForwardStats>>>,
 }
 
+/// A forward metric: name, kind, help, and how it is read from a target.
+type ForwardMetric<'a> = (&'a str, &'a str, &'a str, &'a dyn Fn(&ForwardStats) -> f64);
+
 /// How long `/healthz` fails after a forward target lost rows to retention.
 pub const LOSS_SHOWN: Duration = Duration::from_secs(3600);
 
@@ -210,7 +213,10 @@ impl Health {
     }
 
     fn forward(&self) -> Vec<Arc<ForwardStats>> {
-        self.forward.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.forward
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn reload_skipped(&self, ticks: u64) {
@@ -364,40 +370,73 @@ impl Health {
                 .map(|t| (format!("{{target=\"{}\"}}", t.name), f(t)))
                 .collect()
         };
-        let forward: [(&str, &str, &str, &dyn Fn(&ForwardStats) -> f64); 11] = [
-            ("forward_rows_total", "counter", "Rows the target's engine acknowledged.", &|t| {
-                t.rows_forwarded.load(Relaxed) as f64
-            }),
-            ("forward_batches_total", "counter", "Batches the target's engine acknowledged.", &|t| {
-                t.batches.load(Relaxed) as f64
-            }),
-            ("forward_resends_total", "counter", "Sends of a batch after its first.", &|t| {
-                t.resends.load(Relaxed) as f64
-            }),
-            ("forward_rows_refused_total", "counter", "Rows the engine refused (4xx) and that were passed over.", &|t| {
-                t.rows_refused.load(Relaxed) as f64
-            }),
-            ("forward_bad_lines_total", "counter", "Damaged lines in the files, passed over.", &|t| {
-                t.bad_lines.load(Relaxed) as f64
-            }),
-            ("forward_lag_rows", "gauge", "Rows in the files after the target's cursor.", &|t| {
-                t.lag_rows.load(Relaxed) as f64
-            }),
-            ("forward_lag_seconds", "gauge", "The newest row in the files minus the last row acknowledged.", &|t| {
-                t.lag_ms.load(Relaxed) as f64 / 1000.0
-            }),
-            ("forward_last_ack_timestamp_seconds", "gauge", "When the engine last acknowledged a batch (0: never).", &|t| {
-                t.last_ack_ms.load(Relaxed) as f64 / 1000.0
-            }),
-            ("forward_paused", "gauge", "1 while the target waits on a batch the engine refuses.", &|t| {
-                t.paused.load(Relaxed) as f64
-            }),
-            ("forward_rows_lost_total", "counter", "Rows retention removed before the target sent them.", &|t| {
-                t.hold.lost_rows.load(Relaxed) as f64
-            }),
-            ("forward_files_lost_total", "counter", "Files retention removed before the target was through them.", &|t| {
-                t.hold.lost_files.load(Relaxed) as f64
-            }),
+        let forward: [ForwardMetric; 11] = [
+            (
+                "forward_rows_total",
+                "counter",
+                "Rows the target's engine acknowledged.",
+                &|t| t.rows_forwarded.load(Relaxed) as f64,
+            ),
+            (
+                "forward_batches_total",
+                "counter",
+                "Batches the target's engine acknowledged.",
+                &|t| t.batches.load(Relaxed) as f64,
+            ),
+            (
+                "forward_resends_total",
+                "counter",
+                "Sends of a batch after its first.",
+                &|t| t.resends.load(Relaxed) as f64,
+            ),
+            (
+                "forward_rows_refused_total",
+                "counter",
+                "Rows the engine refused (4xx) and that were passed over.",
+                &|t| t.rows_refused.load(Relaxed) as f64,
+            ),
+            (
+                "forward_bad_lines_total",
+                "counter",
+                "Damaged lines in the files, passed over.",
+                &|t| t.bad_lines.load(Relaxed) as f64,
+            ),
+            (
+                "forward_lag_rows",
+                "gauge",
+                "Rows in the files after the target's cursor.",
+                &|t| t.lag_rows.load(Relaxed) as f64,
+            ),
+            (
+                "forward_lag_seconds",
+                "gauge",
+                "The newest row in the files minus the last row acknowledged.",
+                &|t| t.lag_ms.load(Relaxed) as f64 / 1000.0,
+            ),
+            (
+                "forward_last_ack_timestamp_seconds",
+                "gauge",
+                "When the engine last acknowledged a batch (0: never).",
+                &|t| t.last_ack_ms.load(Relaxed) as f64 / 1000.0,
+            ),
+            (
+                "forward_paused",
+                "gauge",
+                "1 while the target waits on a batch the engine refuses.",
+                &|t| t.paused.load(Relaxed) as f64,
+            ),
+            (
+                "forward_rows_lost_total",
+                "counter",
+                "Rows retention removed before the target sent them.",
+                &|t| t.hold.lost_rows.load(Relaxed) as f64,
+            ),
+            (
+                "forward_files_lost_total",
+                "counter",
+                "Files retention removed before the target was through them.",
+                &|t| t.hold.lost_files.load(Relaxed) as f64,
+            ),
         ];
         for (name, kind, help, get) in forward {
             metric(name, kind, help, &per_target(get));

@@ -37,7 +37,10 @@ pub(super) fn resolve(c: &mut Checker, targets: Vec<RawForward>) -> Vec<Forward>
         if !t.name.is_empty() && !names.insert(t.name.clone()) {
             c.fail(
                 format!("{key}.name"),
-                format!("target `{}` is defined twice; each names its own cursor", t.name),
+                format!(
+                    "target `{}` is defined twice; each names its own cursor",
+                    t.name
+                ),
             );
         }
         if let Some(f) = target(c, &key, t) {
@@ -58,28 +61,28 @@ fn target(c: &mut Checker, key: &str, t: RawForward) -> Option<Forward> {
             ),
         );
     }
-    let url = c
-        .expand(&format!("{key}.url"), &t.url)
-        .and_then(|text| match url::Url::parse(&text) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-                Some(text)
-            }
-            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                c.fail(
-                    format!("{key}.url"),
-                    format!("scheme `{}` is not http or https", u.scheme()),
-                );
-                None
-            }
-            Ok(_) => {
-                c.fail(format!("{key}.url"), "has no host");
-                None
-            }
-            Err(e) => {
-                c.fail(format!("{key}.url"), format!("not a URL ({e})"));
-                None
-            }
-        });
+    let url =
+        c.expand(&format!("{key}.url"), &t.url)
+            .and_then(|text| match url::Url::parse(&text) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                    Some(text)
+                }
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                    c.fail(
+                        format!("{key}.url"),
+                        format!("scheme `{}` is not http or https", u.scheme()),
+                    );
+                    None
+                }
+                Ok(_) => {
+                    c.fail(format!("{key}.url"), "has no host");
+                    None
+                }
+                Err(e) => {
+                    c.fail(format!("{key}.url"), format!("not a URL ({e})"));
+                    None
+                }
+            });
     if secrets::url_has_literal_password(&t.url) {
         c.literal_secrets.push(format!("{key}.url"));
     }
@@ -95,7 +98,9 @@ fn target(c: &mut Checker, key: &str, t: RawForward) -> Option<Forward> {
         c.fail(format!("{key}.batch.rows"), "must be 1 to 1000000");
     }
     let batch_bytes = match &t.batch.max_size {
-        Some(size) => c.size(&format!("{key}.batch.max_size"), size).unwrap_or(DEFAULT_BYTES),
+        Some(size) => c
+            .size(&format!("{key}.batch.max_size"), size)
+            .unwrap_or(DEFAULT_BYTES),
         None => DEFAULT_BYTES,
     };
     if !(1024..=256 << 20).contains(&batch_bytes) {
@@ -115,14 +120,17 @@ fn target(c: &mut Checker, key: &str, t: RawForward) -> Option<Forward> {
     }
     let max_rate = t.max_rate.unwrap_or(DEFAULT_RATE);
     if max_rate == 0 {
-        c.fail(format!("{key}.max_rate"), "must be at least 1 (rows per second)");
+        c.fail(
+            format!("{key}.max_rate"),
+            "must be at least 1 (rows per second)",
+        );
     }
     let timeout = duration(c, &format!("{key}.timeout"), &t.timeout).unwrap_or(DEFAULT_TIMEOUT);
     if timeout < Duration::from_millis(100) {
         c.fail(format!("{key}.timeout"), "must be at least 100ms");
     }
-    let retry_first = duration(c, &format!("{key}.retry.first"), &t.retry.first)
-        .unwrap_or(DEFAULT_RETRY_FIRST);
+    let retry_first =
+        duration(c, &format!("{key}.retry.first"), &t.retry.first).unwrap_or(DEFAULT_RETRY_FIRST);
     let retry_max =
         duration(c, &format!("{key}.retry.max"), &t.retry.max).unwrap_or(DEFAULT_RETRY_MAX);
     if retry_first < Duration::from_millis(10) {

@@ -546,12 +546,7 @@ const CONFIG: [Field; 10] = [
     ),
 ];
 
-const FORWARD_ITEM: Field = field(
-    "",
-    true,
-    "a forward target",
-    "a map with name and url",
-);
+const FORWARD_ITEM: Field = field("", true, "a forward target", "a map with name and url");
 
 const FORWARD: [Field; 13] = [
     field(

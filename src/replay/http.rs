@@ -380,7 +380,6 @@ impl Pusher {
         self.batch.clear();
         Ok(())
     }
-
 }
 
 /// One send of `body` to `url`: `Ok` with the points the engine dropped

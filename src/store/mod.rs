@@ -71,8 +71,17 @@ use active::Seen;
 use disk::{Disk, RealDisk, blocking};
 pub use error::StoreError;
 pub use file::ActiveFile;
-use lock::DirLock;
 use holds::Holds;
+use lock::DirLock;
+
+/// Rotated files of `prefix` in `dir` in the order they were written,
+/// oldest first (the journal's order; see `history::order`).
+pub fn rotated_in_order(
+    dir: &Path,
+    prefix: &str,
+) -> std::io::Result<Vec<(crate::history::names::Rotated, PathBuf)>> {
+    rotate::list_in_order(dir, prefix)
+}
 pub use lock::LOCK_FILE;
 
 /// While the queue stays full, how often the count of dropped rows is
