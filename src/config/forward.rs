@@ -24,7 +24,7 @@ pub const DEFAULT_RATE: usize = 20_000;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RETRY_FIRST: Duration = Duration::from_secs(1);
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
-pub const DEFAULT_MEASUREMENT: &str = "edge_agent";
+pub const DEFAULT_MEASUREMENT: &str = "temperature";
 /// The size `keep_unforwarded: true` stands for.
 pub const DEFAULT_KEEP: u64 = 1 << 30;
 

@@ -582,7 +582,7 @@ const FORWARD: [Field; 13] = [
     field(
         "measurement",
         false,
-        "the line-protocol measurement name, default edge_agent",
+        "the line-protocol measurement name, default temperature",
         "a word",
     ),
     field(

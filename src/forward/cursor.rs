@@ -37,10 +37,10 @@ pub struct Cursor {
     pub rows: u64,
 }
 
-/// `.PREFIX.forward.NAME` in the output directory (hidden, beside the index
-/// files; replay and tail never read it).
+/// `.PREFIX.forward.NAME` in the output directory (see
+/// [`crate::history::names::forward_cursor`]).
 pub fn path(dir: &Path, prefix: &str, target: &str) -> PathBuf {
-    dir.join(format!(".{prefix}.forward.{target}"))
+    crate::history::names::forward_cursor(dir, prefix, target)
 }
 
 impl Cursor {
@@ -86,7 +86,10 @@ impl Cursor {
 
     /// Save atomically at `path` (see the module docs). Blocking.
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        let tmp = path.with_extension("tmp");
+        // Beside the cursor, named after it: targets never share one.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         {
             let mut f = OpenOptions::new()
                 .write(true)

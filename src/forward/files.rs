@@ -187,6 +187,9 @@ pub struct Reader {
     record: Record,
     /// Damaged lines passed over, and the first few of their places.
     pub bad_lines: u64,
+    /// The writer no longer appends to it (it was the active file and was
+    /// rotated or moved away): its end is its end.
+    pub closed: bool,
 }
 
 impl Reader {
@@ -207,6 +210,7 @@ impl Reader {
             first,
             record: Record::default(),
             bad_lines: 0,
+            closed: false,
         })
     }
 
@@ -265,14 +269,5 @@ impl Reader {
             offset: self.offset,
             time: self.record.row.time,
         });
-    }
-
-    /// Whether the writer's active path still names the file read.
-    pub fn still_active(&self, dir: &Path, prefix: &str) -> bool {
-        crate::tail::active::writer_active(dir, prefix)
-            .ok()
-            .flatten()
-            .and_then(|p| crate::tail::active::id_of(&p))
-            == Some(self.id)
     }
 }

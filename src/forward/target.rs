@@ -136,36 +136,41 @@ impl Target {
             // writer's (read to its end just now, after it changed).
             let complete = match filled {
                 Filled::Full => false,
-                Filled::End if !active => true,
+                Filled::End if !active || reader.closed => true,
                 Filled::End => {
-                    let id_reader = reader.id;
-                    let still = blocking(move || {
-                        crate::tail::active::writer_active(&dir, &prefix)
-                            .ok()
-                            .flatten()
-                            .and_then(|p| crate::tail::active::id_of(&p))
-                            == Some(id_reader)
+                    let (id_reader, offset) = (reader.id, reader.offset);
+                    let (still, cut) = blocking(move || {
+                        let active = crate::tail::active::writer_active(&dir, &prefix).ok().flatten();
+                        let still = active.as_deref().and_then(crate::tail::active::id_of) == Some(id_reader);
+                        let len = active.and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
+                        (still, still && len < offset)
                     })
                     .await;
-                    if !still {
-                        // Rotated (or moved) after the read above ended: read
-                        // what was written before that, then it is complete.
-                        let cap = usize::MAX;
-                        let filled2;
-                        (reader, batch, encoder, filled2) = blocking(move || {
-                            let mut reader = reader;
-                            let mut batch = batch;
-                            let mut encoder = encoder;
-                            let f = reader.fill(&mut batch, &mut encoder, cap, usize::MAX);
-                            (reader, batch, encoder, f)
-                        })
-                        .await;
-                        if let Err(e) = filled2 {
-                            tracing::error!(
-                                "forward `{name}`: cannot read {} to its end: {e}",
-                                reader.file.path.display()
-                            );
+                    if cut {
+                        // Cut back under the cursor (truncated in place): the
+                        // writer starts it again with a header; so do we.
+                        tracing::warn!(
+                            "forward `{name}`: {} is shorter than the {} byte(s) read; reading it again from its start",
+                            reader.file.path.display(),
+                            reader.offset
+                        );
+                        let file = reader.file.clone();
+                        match blocking(move || Reader::open(file, 0)).await {
+                            Ok(r) => {
+                                reader = r;
+                                batch.clear();
+                                batch_since = None;
+                            }
+                            Err(e) => self.read_failed(&e.to_string(), &mut stop).await,
                         }
+                        continue;
+                    }
+                    if !still {
+                        // Rotated (or moved) after the read above ended: what
+                        // was written before that is read in the next rounds,
+                        // in batches as usual; then the file is complete.
+                        reader.closed = true;
+                        continue;
                     }
                     !still
                 }
@@ -218,11 +223,17 @@ impl Target {
                     Ok(Some(r)) => {
                         reader = r;
                         self.hold.set(position(&reader));
-                        continue;
                     }
-                    Ok(None) => {}
+                    // No file after it yet (the writer opens the next one
+                    // with its next rows).
+                    Ok(None) => {
+                        if wait(POLL, &mut stop).await {
+                            return;
+                        }
+                    }
                     Err(e) => self.read_failed(&e, &mut stop).await,
                 }
+                continue;
             }
             if last_lag.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
                 last_lag = Some(Instant::now());
