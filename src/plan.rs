@@ -171,7 +171,9 @@ pub fn describe(config: &Config) -> String {
                 "retention keeps unsent files while rotated files stay within {}",
                 HumanSize(b)
             )),
-            None => more.push("retention does not wait (unsent rows it removes are counted)".into()),
+            None => {
+                more.push("retention does not wait (unsent rows it removes are counted)".into())
+            }
         }
         if f.start == crate::config::Start::Now {
             more.push("without a cursor, starts at the active file's end".into());

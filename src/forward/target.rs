@@ -140,9 +140,14 @@ impl Target {
                 Filled::End => {
                     let (id_reader, offset) = (reader.id, reader.offset);
                     let (still, cut) = blocking(move || {
-                        let active = crate::tail::active::writer_active(&dir, &prefix).ok().flatten();
-                        let still = active.as_deref().and_then(crate::tail::active::id_of) == Some(id_reader);
-                        let len = active.and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
+                        let active = crate::tail::active::writer_active(&dir, &prefix)
+                            .ok()
+                            .flatten();
+                        let still = active.as_deref().and_then(crate::tail::active::id_of)
+                            == Some(id_reader);
+                        let len = active
+                            .and_then(|p| std::fs::metadata(p).ok())
+                            .map_or(0, |m| m.len());
                         (still, still && len < offset)
                     })
                     .await;

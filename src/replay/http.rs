@@ -414,6 +414,8 @@ pub async fn send(
         .send()
         .await
         .map_err(|e| {
+            // The URL may carry a token (`p=`): never part of a reason.
+            let e = e.without_url();
             if e.is_connect() {
                 // Nothing reached the server.
                 Failure::Retry("connect", innermost(&e))

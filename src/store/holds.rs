@@ -163,12 +163,20 @@ impl Needs {
         self.of(at).iter().filter_map(|(h, _)| h.keep_bytes).max()
     }
 
-    /// After file `at` (stem `stem`) was removed: count what each target
-    /// that needed it lost (`rows(offset)` counts the file's rows from an
-    /// offset) and tell the target whose cursor was in it.
-    pub fn removed(&self, at: usize, stem: &str, rows: &dyn Fn(u64) -> u64) {
-        for (hold, offset) in self.of(at) {
-            let n = rows(offset);
+    /// Before file `at` is removed: the rows each target that needs it had
+    /// not sent (`rows(offset)` counts the file's rows from an offset).
+    pub fn unsent(&self, at: usize, rows: &dyn Fn(u64) -> u64) -> Vec<(Arc<Hold>, u64)> {
+        self.of(at)
+            .into_iter()
+            .map(|(h, offset)| (h.clone(), rows(offset)))
+            .collect()
+    }
+
+    /// After file `at` (stem `stem`) was removed: count and log what each
+    /// target lost ([`Needs::unsent`]), and tell the target whose cursor
+    /// was in it.
+    pub fn removed(&self, at: usize, stem: &str, unsent: Vec<(Arc<Hold>, u64)>) {
+        for (hold, n) in unsent {
             hold.lost(n, 1);
             tracing::warn!(
                 "retention removed {stem} before forward target `{}` sent it: {n} row(s) lost \
@@ -178,7 +186,7 @@ impl Needs {
             if self
                 .from
                 .iter()
-                .any(|(h, from, _)| Arc::ptr_eq(h, hold) && *from == Some(at))
+                .any(|(h, from, _)| Arc::ptr_eq(h, &hold) && *from == Some(at))
             {
                 hold.removed(stem);
             }

@@ -169,6 +169,7 @@ pub fn retain(dir: &Path, prefix: &str, keep: usize, holds: &Holds) -> std::io::
                 .map_or(0, |p| index::rows_from(p, offset).unwrap_or(0))
         };
         let size = size_of(stem);
+        let unsent = needs.unsent(at, &rows);
         for path in &copies {
             match std::fs::remove_file(path) {
                 Ok(()) => tracing::info!("retention: removed {}", path.display()),
@@ -176,7 +177,7 @@ pub fn retain(dir: &Path, prefix: &str, keep: usize, holds: &Holds) -> std::io::
                 Err(e) => return Err(e),
             }
         }
-        needs.removed(at, stem, &rows);
+        needs.removed(at, stem, unsent);
         if let Some(p) = copies.first() {
             index::remove(p)?;
         }
@@ -376,6 +377,93 @@ mod tests {
         assert_eq!(retain(d, "r", 2, &Holds::default()).unwrap(), 1);
         assert!(!d.join(format!("{ahead}.gz")).exists());
         assert!(d.join(&today).exists() && d.join(format!("{today_1}.gz")).exists());
+    }
+
+    /// Four rotated files of 3 rows each (no index: counted line by line).
+    fn four_files(d: &Path) -> Vec<String> {
+        let names: Vec<String> = (0..4).map(|i| name(600 * i, 0)).collect();
+        for (i, n) in names.iter().enumerate() {
+            order::record(d, "r", n).unwrap();
+            let mut text = crate::history::row::HEADER.to_string();
+            for r in 0..3 {
+                text.push_str(&format!(
+                    "2026-11-24T10:{i:02}:0{r}.000Z,g,1.000,1.000,1.000,celsius,1,0\n"
+                ));
+            }
+            std::fs::write(d.join(n), text).unwrap();
+        }
+        names
+    }
+
+    #[test]
+    fn retention_counts_the_rows_a_forward_target_had_not_sent() {
+        use crate::store::holds::{Hold, Position};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let names = four_files(d);
+        let holds = Holds::default();
+        let hold = Hold::new("central", None);
+        holds.replace(vec![hold.clone()]);
+        // Still locating its cursor: nothing is removed.
+        assert_eq!(retain(d, "r", 1, &holds).unwrap(), 0);
+        assert!(d.join(&names[0]).exists());
+        // In the second file, after its first row (header 39 bytes + one row).
+        let row = "2026-11-24T10:01:00.000Z,g,1.000,1.000,1.000,celsius,1,0\n".len() as u64;
+        let offset = crate::history::row::HEADER.len() as u64 + row;
+        let stem = names[1].trim_end_matches(".csv").to_string();
+        hold.set(Position::Rotated {
+            stem: stem.clone(),
+            offset,
+        });
+        assert_eq!(retain(d, "r", 1, &holds).unwrap(), 3);
+        // File 0 was sent; file 1 had 2 rows unsent, file 2 all 3.
+        assert_eq!(hold.lost_rows.load(std::sync::atomic::Ordering::Relaxed), 5);
+        assert_eq!(
+            hold.lost_files.load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+        assert!(hold.last_loss().is_some());
+        assert_eq!(
+            hold.take_removed(),
+            Some(stem),
+            "the target is told its file went"
+        );
+        assert!(d.join(&names[3]).exists());
+    }
+
+    #[test]
+    fn keep_unforwarded_keeps_unsent_files_within_its_budget() {
+        use crate::store::holds::{Hold, Position};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let names = four_files(d);
+        let size = std::fs::metadata(d.join(&names[0])).unwrap().len();
+        let holds = Holds::default();
+        // Needs every file; the budget holds all four.
+        let hold = Hold::new("central", Some(4 * size));
+        holds.replace(vec![hold.clone()]);
+        let stem = names[0].trim_end_matches(".csv").to_string();
+        hold.set(Position::Rotated { stem, offset: 0 });
+        assert_eq!(retain(d, "r", 1, &holds).unwrap(), 0);
+        assert!(names.iter().all(|n| d.join(n).exists()));
+        // A budget of three files: the oldest goes, counted.
+        let holds = Holds::default();
+        let tight = Hold::new("central", Some(3 * size));
+        holds.replace(vec![tight.clone()]);
+        tight.set(hold.position());
+        assert_eq!(retain(d, "r", 1, &holds).unwrap(), 1);
+        assert_eq!(
+            tight.lost_rows.load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+        assert!(!d.join(&names[0]).exists() && d.join(&names[1]).exists());
+        // A target in the active file needs none of them.
+        tight.set(Position::Active);
+        assert_eq!(retain(d, "r", 1, &holds).unwrap(), 2);
+        assert_eq!(
+            tight.lost_rows.load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
     }
 
     #[test]
