@@ -1,0 +1,144 @@
+//! `forward:` and SIGHUP: a reload that adds a target starts it (from the
+//! oldest row: nothing written before the reload is missed), one that
+//! removes it stops it, and one that changes nothing in it leaves it
+//! running without starting over.
+
+use crate::support;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+
+/// A fake engine on loopback: every line-protocol line it is sent.
+async fn engine() -> (String, Arc<Mutex<Vec<String>>>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let seen = lines.clone();
+    let addr = support::serve_status(move |req: hyper::Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let text = String::from_utf8_lossy(&body).into_owned();
+            seen.lock()
+                .unwrap()
+                .extend(text.lines().map(str::to_string));
+            204
+        }
+    })
+    .await;
+    (format!("http://{addr}/write"), lines)
+}
+
+fn write_config(dir: &Path, site: &str, forward: &str) -> std::path::PathBuf {
+    let text = format!(
+        "interval: 200ms\ntimeout: 100ms\noutput:\n  dir: {}/out\ngroups:\n{}{forward}",
+        dir.display(),
+        support::group(
+            "greenhouse",
+            "celsius",
+            &[format!(
+                "{{ id: a, url: \"{site}/j\", format: json, value: /t }}"
+            )]
+        )
+    );
+    let path = dir.join("agent.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_starts_and_stops_a_forward_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::TestServer::start(&["127.0.0.1"]).await;
+    server.route("/j", support::Reply::ok(r#"{"t": 20.5}"#));
+    let site = server.url(0, "").trim_end_matches('/').to_string();
+    let (url, lines) = engine().await;
+    let config = write_config(dir.path(), &site, "");
+    let agent = support::Agent::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let csv = dir.path().join("out/readings.csv");
+    let limit = Duration::from_secs(20);
+    support::wait_rows(&csv, 3, limit, |_| true).await;
+    assert!(lines.lock().unwrap().is_empty());
+
+    // Added: every row so far arrives, those written before the reload too.
+    let forward =
+        format!("forward:\n  - name: central\n    url: {url}\n    batch: {{ max_delay: 100ms }}\n");
+    write_config(dir.path(), &site, &forward);
+    agent.signal(libc::SIGHUP);
+    agent
+        .wait_log(limit, |l| l.contains("new configuration applied"))
+        .await;
+    let before = support::rows(&csv);
+    let first_time = support::fields(&before[0])[0].clone();
+    let want = before.len();
+    assert!(
+        support::eventually(limit, || lines.lock().unwrap().len() >= want).await,
+        "only {} of {want} rows forwarded:\n{}",
+        lines.lock().unwrap().len(),
+        agent.log_text()
+    );
+    let first_ns = edge_agent::history::parse::time(first_time.as_bytes())
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        .to_string();
+    assert!(
+        lines.lock().unwrap()[0].ends_with(&first_ns),
+        "the first row written is the first sent: {:?}",
+        lines.lock().unwrap()[0]
+    );
+    let cursor = dir.path().join("out/.readings.forward.central");
+    assert!(cursor.exists());
+
+    // The same forward section, another change: the target keeps going
+    // (no second "no cursor yet" / "resuming" line).
+    let logged = agent.log_text();
+    let resumed =
+        logged.matches("resuming at byte").count() + logged.matches("no cursor yet").count();
+    assert_eq!(resumed, 1, "{logged}");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("interval: 200ms", "interval: 250ms");
+    std::fs::write(&config, text).unwrap();
+    let applied = agent
+        .log_text()
+        .matches("new configuration applied")
+        .count();
+    agent.signal(libc::SIGHUP);
+    agent
+        .wait_log(limit, |l| {
+            l.matches("new configuration applied").count() > applied
+        })
+        .await;
+    let logged = agent.log_text();
+    assert_eq!(
+        logged.matches("resuming at byte").count() + logged.matches("no cursor yet").count(),
+        1,
+        "an unchanged target was restarted: {logged}"
+    );
+
+    // Removed: nothing more is sent, rows go on being written.
+    write_config(dir.path(), &site, "");
+    let applied = agent
+        .log_text()
+        .matches("new configuration applied")
+        .count();
+    agent.signal(libc::SIGHUP);
+    agent
+        .wait_log(limit, |l| {
+            l.matches("new configuration applied").count() > applied
+        })
+        .await;
+    let sent = lines.lock().unwrap().len();
+    let rows = support::rows(&csv).len();
+    support::wait_rows(&csv, rows + 5, limit, |_| true).await;
+    assert!(
+        lines.lock().unwrap().len() <= sent,
+        "rows were sent after the target was removed"
+    );
+    // The cursor stays, so the name resumes where it was if it comes back.
+    assert!(cursor.exists());
+    assert!(!agent.log_text().contains("panicked"));
+}
