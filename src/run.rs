@@ -54,6 +54,10 @@ pub enum RunError {
     Forward(#[from] ForwardError),
 }
 
+/// How long forward targets may go on sending after the store closed at
+/// shutdown (systemd waits 90 s by default before it kills).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a run did, for the last log line and for tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -140,13 +144,15 @@ pub async fn run_with(
         forwarder,
         ..
     } = engine;
-    // Targets stop at once: a batch in flight is sent again at the next start.
-    if let Some(f) = forwarder {
-        f.stop().await;
-    }
     // The writer ends once every sender is gone.
     drop(sender);
-    add_store_stats(&mut summary, store.close().await?);
+    let closed = store.close().await;
+    // Then the targets send what the last rows added, for a few seconds at
+    // most; what is left goes at the next start.
+    if let Some(f) = forwarder {
+        f.drain(SHUTDOWN_GRACE).await;
+    }
+    add_store_stats(&mut summary, closed?);
     tracing::info!(
         "stopped after {} cycle(s): {} row(s) written, {} dropped, {} tick(s) skipped, \
          {} of them lost to {} reload(s)",

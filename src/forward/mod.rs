@@ -30,6 +30,8 @@ mod target;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -42,6 +44,9 @@ use crate::store::holds::{Hold, Holds};
 /// The running targets of one config.
 pub struct Forwarder {
     stop: watch::Sender<bool>,
+    /// Set at shutdown: send what is written now without waiting for
+    /// `max_delay`, then end.
+    draining: Arc<AtomicBool>,
     tasks: JoinSet<()>,
     /// The config they run (a reload that changes it restarts them).
     pub targets: Vec<Forward>,
@@ -80,6 +85,7 @@ impl Forwarder {
         stats: &[Arc<ForwardStats>],
     ) -> Result<Forwarder, ForwardError> {
         let (stop, stopped) = watch::channel(false);
+        let draining = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         for (config, stats) in targets.iter().zip(stats) {
             let fail = |why: String| ForwardError {
@@ -102,6 +108,7 @@ impl Forwarder {
                 prefix: output.prefix.clone(),
                 stats: stats.clone(),
                 hold: stats.hold.clone(),
+                draining: draining.clone(),
             };
             let stop = stopped.clone();
             let (name, shown, timeout) = (
@@ -116,6 +123,7 @@ impl Forwarder {
         }
         Ok(Forwarder {
             stop,
+            draining,
             tasks,
             targets: targets.to_vec(),
             output: output.clone(),
@@ -127,6 +135,22 @@ impl Forwarder {
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// At shutdown, once the store has written its last rows: each target
+    /// sends what is in the files now (not waiting for `max_delay`) and
+    /// ends, for at most `grace`; then [`Forwarder::stop`]. What is left is
+    /// sent at the next start.
+    pub async fn drain(mut self, grace: Duration) {
+        self.draining.store(true, Ordering::Relaxed);
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::info!(
+                "forwarding stops with rows unsent after {}: they are sent at the next start",
+                humantime::format_duration(grace)
+            );
+        }
+        self.stop().await;
     }
 }
 

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,6 +42,8 @@ pub(super) struct Target {
     pub prefix: String,
     pub stats: Arc<ForwardStats>,
     pub hold: Arc<Hold>,
+    /// Shutdown: send what is written without waiting, then end.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// Run a blocking job on the blocking pool.
@@ -180,7 +183,8 @@ impl Target {
                     !still
                 }
             };
-            let due = batch_since.is_some_and(|t| t.elapsed() >= self.config.max_delay);
+            let draining = self.draining.load(Relaxed);
+            let due = draining || batch_since.is_some_and(|t| t.elapsed() >= self.config.max_delay);
             if !batch.is_empty() && (filled == Filled::Full || complete || due) {
                 // Pace: at most max_rate rows a second, batch by batch.
                 let now = Instant::now();
@@ -244,6 +248,10 @@ impl Target {
                 last_lag = Some(Instant::now());
                 self.lag(&reader, batch.rows.len(), &cursor, &mut counts)
                     .await;
+            }
+            if filled == Filled::End && !complete && batch.is_empty() && draining {
+                // Everything written is acknowledged.
+                return;
             }
             if filled == Filled::End && !complete {
                 // Caught up with the writer: wait for more rows (or for the
@@ -323,7 +331,12 @@ impl Target {
         let (dir, prefix) = (self.dir.clone(), self.prefix.clone());
         let (file, offset) = (reader.file.clone(), reader.offset);
         let mut known = std::mem::take(counts);
-        let acked_time = crate::history::parse::time(cursor.time.as_bytes());
+        // Nothing acknowledged yet: behind since the first row waiting.
+        let waiting = reader
+            .first
+            .as_deref()
+            .and_then(|row| crate::history::parse::time(row.split(',').next()?.as_bytes()));
+        let acked_time = crate::history::parse::time(cursor.time.as_bytes()).or(waiting);
         let (rows, newest, known) = blocking(move || {
             let files = files::in_order(&dir, &prefix).unwrap_or_default();
             let mut rows = index::rows_from(&file.path, offset).unwrap_or(0);
@@ -351,8 +364,6 @@ impl Target {
         let lag = match (rows, newest, acked_time) {
             (0, _, _) => 0,
             (_, Some(n), Some(a)) => n.duration_since(a).map_or(0, |d| d.as_millis() as u64),
-            // Nothing acknowledged yet: behind by the whole history shown
-            // as the newest row's age is not meaningful; the rows say it.
             _ => 0,
         };
         self.stats.lag_ms.store(lag, Relaxed);
