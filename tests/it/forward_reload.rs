@@ -142,3 +142,35 @@ async fn sighup_starts_and_stops_a_forward_target() {
     assert!(cursor.exists());
     assert!(!agent.log_text().contains("panicked"));
 }
+
+/// SIGTERM: the rows of the last cycle and of the windows still open are
+/// written, then sent before the agent exits (not left to the next start),
+/// even with a max_delay far longer than the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_sends_the_last_rows_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::TestServer::start(&["127.0.0.1"]).await;
+    server.route("/j", support::Reply::ok(r#"{"t": 20.5}"#));
+    let site = server.url(0, "").trim_end_matches('/').to_string();
+    let (url, lines) = engine().await;
+    let forward =
+        format!("forward:\n  - name: central\n    url: {url}\n    batch: {{ max_delay: 1h }}\n");
+    let config = write_config(dir.path(), &site, &forward);
+    let mut agent =
+        support::Agent::start(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let csv = dir.path().join("out/readings.csv");
+    support::wait_rows(&csv, 3, Duration::from_secs(20), |_| true).await;
+    assert!(
+        lines.lock().unwrap().is_empty(),
+        "max_delay 1h: nothing sent yet"
+    );
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait(Duration::from_secs(20)).success());
+    let written = support::rows(&csv).len();
+    assert_eq!(
+        lines.lock().unwrap().len(),
+        written,
+        "every row written was sent before the exit:\n{}",
+        agent.log_text()
+    );
+}
