@@ -189,3 +189,78 @@ fn target(c: &mut Checker, key: &str, t: RawForward) -> Option<Forward> {
 fn duration(c: &mut Checker, key: &str, text: &Option<String>) -> Option<Duration> {
     c.duration(key, text.as_deref()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::values::Secret;
+
+    fn checker(env: secrets::Env) -> Checker {
+        Checker {
+            problems: Vec::new(),
+            env,
+            literal_secrets: Vec::new(),
+            warnings: Vec::new(),
+            base: std::path::PathBuf::from("/etc/edge-agent"),
+        }
+    }
+
+    #[test]
+    fn a_targets_secrets_are_sent_as_given_and_never_shown() {
+        let env = |name: &str| match name {
+            "TOKEN" => Some("tok-SECRET-1".to_string()),
+            "PW" => Some("pw-SECRET-2".to_string()),
+            _ => None,
+        };
+        let mut c = checker(&env);
+        let mut raw = RawForward {
+            name: "central".into(),
+            url: "http://user:${PW}@127.0.0.1:8086/write?db=x&p=${PW}".into(),
+            ..RawForward::default()
+        };
+        raw.headers
+            .insert("Authorization".into(), Secret::new("Token ${TOKEN}".into()));
+        let targets = resolve(&mut c, vec![raw]);
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        let t = &targets[0];
+        // What is sent...
+        assert!(t.url.expose().contains("p=pw-SECRET-2"));
+        assert_eq!(t.headers[0].1.expose(), "Token tok-SECRET-1");
+        // ...is never what is shown.
+        let shown = format!("{t:?} {}", t.shown_url);
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert_eq!(
+            t.shown_url,
+            "http://user:<redacted>@127.0.0.1:8086/write?<redacted>"
+        );
+        assert_eq!(t.measurement, "temperature");
+        assert_eq!((t.batch_rows, t.max_rate), (DEFAULT_ROWS, DEFAULT_RATE));
+    }
+
+    #[test]
+    fn every_bad_setting_of_a_target_is_reported() {
+        let mut c = checker(&|_| None);
+        let raw = RawForward {
+            name: "bad name".into(),
+            url: "vm.example:8428/write".into(),
+            max_rate: Some(0),
+            retry: super::super::raw::RawRetry {
+                first: Some("1ms".into()),
+                max: None,
+            },
+            keep_unforwarded: Some(RawKeep::Size(super::super::values::SizeText::Bytes(0))),
+            ..RawForward::default()
+        };
+        resolve(&mut c, vec![raw]);
+        let keys: Vec<&str> = c.problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "forward[0].name",
+            "forward[0].url",
+            "forward[0].max_rate",
+            "forward[0].retry.first",
+            "forward[0].keep_unforwarded",
+        ] {
+            assert!(keys.contains(&key), "{key} not in {keys:?}");
+        }
+    }
+}

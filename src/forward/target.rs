@@ -176,8 +176,24 @@ impl Target {
                     if !still {
                         // Rotated (or moved) after the read above ended: what
                         // was written before that is read in the next rounds,
-                        // in batches as usual; then the file is complete.
+                        // in batches as usual; then the file is complete. Its
+                        // rotated name is found now, so retention knows it is
+                        // still needed and the next file follows from it.
                         reader.closed = true;
+                        let (dir, prefix, id) = (self.dir.clone(), self.prefix.clone(), reader.id);
+                        let rotated = blocking(move || {
+                            files::in_order(&dir, &prefix).ok().and_then(|files| {
+                                files.into_iter().find(|f| {
+                                    f.stem.is_some()
+                                        && crate::tail::active::id_of(&f.path) == Some(id)
+                                })
+                            })
+                        })
+                        .await;
+                        if let Some(f) = rotated {
+                            reader.file = f;
+                            self.hold.set(position(&reader));
+                        }
                         continue;
                     }
                     !still
