@@ -141,8 +141,7 @@ async fn wait_metrics(r: &Running, what: &str, mut cond: impl FnMut(&str) -> boo
 fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut c = std::process::Command::new(support::binary());
     c.args(args);
-    let out = support::finish(c.envs(env.iter().copied()));
-    out
+    support::finish(c.envs(env.iter().copied()))
 }
 
 /// `edge-agent forward --config agent.yaml --status` in `dir`.
@@ -162,14 +161,11 @@ fn block<'a>(status: &'a str, name: &str) -> &'a str {
         .find(&format!("{name} -> "))
         .unwrap_or_else(|| panic!("no target {name} in:\n{status}"));
     let rest = &status[at..];
-    let end = rest[1..]
-        .find(|c: char| c != ' ' && c != '\n')
-        .map(|_| {
-            rest.match_indices('\n')
-                .find(|(i, _)| rest[i + 1..].chars().next().is_some_and(|c| c != ' '))
-                .map_or(rest.len(), |(i, _)| i + 1)
-        })
-        .unwrap_or(rest.len());
+    // Its line and the indented lines after it.
+    let end = rest
+        .match_indices('\n')
+        .find(|(i, _)| !rest[i + 1..].starts_with(' '))
+        .map_or(rest.len(), |(i, _)| i + 1);
     &rest[..end]
 }
 
@@ -377,39 +373,6 @@ impl Drop for FakeEngine {
     }
 }
 
-/// InfluxDB 1.x's points of `measurement` in `db`.
-async fn influx_points(url: &str, db: &str, measurement: &str) -> Points {
-    let query = url::Url::parse_with_params(
-        &format!("{url}/query"),
-        [
-            ("db", db),
-            ("epoch", "ms"),
-            ("q", &format!("SELECT * FROM \"{measurement}\"")),
-        ],
-    )
-    .unwrap();
-    let body = engines::get_json(query).await;
-    let series = &body["results"][0]["series"][0];
-    let columns: Vec<&str> = series["columns"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no series in {body}"))
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
-    let col = |name: &str| columns.iter().position(|c| *c == name).unwrap();
-    let mut got = Points::new();
-    for row in series["values"].as_array().unwrap() {
-        let ms = row[col("time")].as_u64().unwrap();
-        let group = row[col("group")].as_str().unwrap().to_string();
-        for name in ["mean", "min", "max", "ok", "failed"] {
-            if let Some(v) = row[col(name)].as_f64() {
-                got.insert((group.clone(), name.to_string(), ms), v);
-            }
-        }
-    }
-    got
-}
-
 /// VictoriaMetrics' points once it shows `n` of them (or [`LIMIT`] has
 /// passed): a write it acknowledged can take a moment to be searchable,
 /// even after the force_flush [`engines::victoria_export`] does.
@@ -495,7 +458,7 @@ async fn steady_state_every_row_reaches_victoriametrics_and_influxdb() {
     );
     same(
         "InfluxDB",
-        &influx_points(&influx.url, "edge", "temperature").await,
+        &engines::influx_points(&influx.url, "edge", "temperature").await,
         &want,
     );
 }
@@ -1051,10 +1014,18 @@ async fn on_refused_pause_fails_healthz_until_the_engine_takes_the_batch() {
         1,
         "logged once while paused: {log}"
     );
-    // The batch waited on is the one sent once the engine took it.
+    // The batch waited on is the one sent once the engine took it, and no
+    // row before the last one taken was passed over.
     let seen = engine.seen();
     let taken = seen.iter().find(|s| s.status == 204).unwrap();
     assert_eq!(taken.lines[..first_refused.len()], first_refused[..]);
+    let accepted: BTreeSet<Key> = engine.accepted().into_iter().collect();
+    let newest = accepted.iter().map(|k| k.1).max().unwrap();
+    let before: BTreeSet<Key> = csv_keys(dir)
+        .into_iter()
+        .filter(|k| k.1 <= newest)
+        .collect();
+    assert_eq!(accepted, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
