@@ -706,7 +706,9 @@ async fn an_outage_is_caught_up_with_each_row_once() {
     assert!(of(&text, "resends_total", "vm") >= 6.0, "{text}");
     let log = stop(r);
     // The backoff is logged at the first failure and while its bound
-    // doubles (50ms, 100ms, 200ms, 400ms), then no more at the cap.
+    // doubles (50ms, 100ms, 200ms, 400ms), then no more at the cap (so
+    // which failures are logged depends on how many refusals came first;
+    // the kinds are in errors_total).
     let retry: Vec<&str> = log
         .lines()
         .filter(|l| {
@@ -717,10 +719,6 @@ async fn an_outage_is_caught_up_with_each_row_once() {
         .collect();
     assert!(retry.len() >= 4, "{log}");
     assert!(retry[0].contains("Connection refused"), "{log}");
-    assert!(
-        retry.iter().any(|l| l.contains("no answer within 1s")),
-        "{log}"
-    );
     assert!(
         retry[3].ends_with("(backoff with full jitter up to 400ms)"),
         "{log}"
