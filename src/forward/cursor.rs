@@ -135,4 +135,25 @@ mod tests {
         assert!(Cursor::load(&p).unwrap_err().contains("not a cursor"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn each_target_saves_through_a_temp_file_of_its_own() {
+        let dir = std::env::temp_dir().join(format!("cursor-tmp-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Where a temp file shared by all targets would be: in the way.
+        std::fs::create_dir_all(dir.join(".readings.forward.tmp")).unwrap();
+        let c = Cursor {
+            file: "readings.csv".into(),
+            first: "2026-12-05T08:00:00.000Z,g1,1.000,1.000,1.000,celsius,1,0".into(),
+            offset: 64,
+            time: "2026-12-05T08:00:00.000Z".into(),
+            rows: 1,
+        };
+        for target in ["vm", "influx"] {
+            let p = path(&dir, "readings", target);
+            c.save(&p).unwrap();
+            assert_eq!(Cursor::load(&p).unwrap(), Some(c.clone()));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

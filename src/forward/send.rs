@@ -29,8 +29,9 @@ use super::files::Batch;
 /// How a batch ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Sent {
-    /// Every row acknowledged (or refused and passed over, counted).
-    Done,
+    /// Every row acknowledged, or refused and passed over: how many were
+    /// refused (counted in rows_refused, not acknowledged).
+    Done { refused: u64 },
     /// The target was told to stop first: nothing after the last
     /// acknowledgement counts.
     Stopped,
@@ -96,6 +97,7 @@ impl Sender {
     ) -> Sent {
         // Row ranges still to send, last first.
         let mut todo = vec![(0, batch.rows.len())];
+        let mut refused = 0;
         while let Some((a, b)) = todo.pop() {
             let from = if a == 0 {
                 0
@@ -121,11 +123,15 @@ impl Sender {
                 }
                 Range::TooLarge => {
                     self.refused(1, 413, "one row is too large for the engine", file);
+                    refused += 1;
                 }
-                Range::Refused(n, status, text) => self.refused(n, status, &text, file),
+                Range::Refused(n, status, text) => {
+                    self.refused(n, status, &text, file);
+                    refused += n as u64;
+                }
             }
         }
-        Sent::Done
+        Sent::Done { refused }
     }
 
     fn refused(&self, rows: usize, status: u16, text: &str, file: &str) {

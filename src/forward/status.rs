@@ -47,6 +47,8 @@ fn standing(dir: &Path, prefix: &str, name: &str, url: &str) -> Standing {
     };
     let files = match files::in_order(dir, prefix) {
         Ok(f) => f,
+        // No run has made the output dir yet: no files, no cursor.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
             s.problem = Some(format!("cannot list {}: {e}", dir.display()));
             return s;

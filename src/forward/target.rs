@@ -208,10 +208,10 @@ impl Target {
                     return;
                 }
                 let file_name = reader.file.name();
-                match sender.send(&batch, &file_name, &mut stop).await {
+                let refused = match sender.send(&batch, &file_name, &mut stop).await {
                     Sent::Stopped => return,
-                    Sent::Done => {}
-                }
+                    Sent::Done { refused } => refused,
+                };
                 let rows = batch.rows.len() as u64;
                 next_send = Instant::now()
                     + Duration::from_secs_f64(rows as f64 / self.config.max_rate as f64);
@@ -234,8 +234,13 @@ impl Target {
                     );
                     self.stats.error("read");
                 }
-                self.stats.rows_forwarded.fetch_add(rows, Relaxed);
-                self.stats.batches.fetch_add(1, Relaxed);
+                // What the engine acknowledged; refused rows are counted
+                // in rows_refused.
+                let acked = rows - refused;
+                self.stats.rows_forwarded.fetch_add(acked, Relaxed);
+                if acked > 0 {
+                    self.stats.batches.fetch_add(1, Relaxed);
+                }
                 self.stats
                     .last_ack_ms
                     .store(unix_ms(SystemTime::now()), Relaxed);
