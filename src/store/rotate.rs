@@ -14,7 +14,7 @@
 //! journal does not list (an older version's, or a lost journal) count as
 //! written before all listed ones, oldest name first.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -163,11 +163,17 @@ pub fn retain(dir: &Path, prefix: &str, keep: usize, holds: &Holds) -> std::io::
             .collect();
         // Counted before the file goes: afterwards there is nothing to count.
         let counted = copies.last().map(|p| p.to_path_buf());
-        let rows = |offset: u64| {
+        let count = |offset: u64| {
             counted
                 .as_deref()
                 .map_or(0, |p| index::rows_from(p, offset).unwrap_or(0))
         };
+        let unsent: HashMap<u64, u64> = needs
+            .of(at)
+            .iter()
+            .map(|(_, offset)| (*offset, count(*offset)))
+            .collect();
+        let rows = |offset: u64| unsent.get(&offset).copied().unwrap_or(0);
         let size = size_of(stem);
         for path in &copies {
             match std::fs::remove_file(path) {
