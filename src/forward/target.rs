@@ -350,7 +350,10 @@ impl Position {
                 stem: stem.clone(),
                 offset,
             },
-            None => Position::Active,
+            None => Position::Active {
+                id: reader.id,
+                offset,
+            },
         }
     }
 }
