@@ -25,6 +25,11 @@ pub enum Position {
     /// keeps), at this byte: no rotated file is needed until the store
     /// rotates that file ([`Holds::rotated`] makes this `Rotated` then).
     Active { id: (u64, u64), offset: u64 },
+    /// Retention removed the file the target was in (its rows counted
+    /// lost): it goes on with the oldest file left, so it needs them all,
+    /// from their start. Not the removed file's stem: the store may give
+    /// that name to a file rotated later.
+    Removed,
 }
 
 /// A hold's position and the store's last rotation (the renamed file's
@@ -123,6 +128,7 @@ impl Hold {
 
     fn removed(&self, stem: &str) {
         *lock(&self.removed) = Some(stem.to_string());
+        lock(&self.place).position = Position::Removed;
     }
 }
 
@@ -180,6 +186,7 @@ impl Needs {
                         (None, 0)
                     }
                     Position::Active { .. } => (None, 0),
+                    Position::Removed => (Some(0), 0),
                     // A cursor in a file no longer listed: the target moves to
                     // the oldest file there is, so it needs them all, from
                     // their start (its offset was in the file gone).
@@ -285,5 +292,22 @@ mod tests {
         let needs = Needs::new(&holds, &order);
         let of = needs.of(0);
         assert_eq!((of.len(), of[0].1), (1, 0));
+    }
+
+    #[test]
+    fn a_file_given_the_name_of_the_removed_one_is_not_the_cursors() {
+        let (holds, hold) = one("vm");
+        hold.set(Position::Rotated {
+            stem: STEM.into(),
+            offset: 0,
+        });
+        let order = vec![STEM.to_string(), "readings-20261205T080001Z".into()];
+        Needs::new(&holds, &order).removed(0, STEM, &|_| 15);
+        assert_eq!(hold.lost_rows.load(Relaxed), 15);
+        // The store rotates a file under the freed name: the target, still
+        // on its way to the oldest file left, needs every file.
+        let order = vec!["readings-20261205T080001Z".into(), STEM.to_string()];
+        let needs = Needs::new(&holds, &order);
+        assert_eq!(needs.of(0).len(), 1);
     }
 }
