@@ -14,6 +14,7 @@ mod disk_faults;
 mod disk_full;
 mod engines;
 mod faults;
+mod forward_crash;
 mod fuzz;
 mod gateway;
 mod health;
