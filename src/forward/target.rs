@@ -398,7 +398,10 @@ impl Position {
                 stem: stem.clone(),
                 offset,
             },
-            None => Position::Active,
+            None => Position::Active {
+                id: reader.id,
+                offset,
+            },
         }
     }
 }

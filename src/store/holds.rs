@@ -21,15 +21,31 @@ pub enum Position {
     /// In the rotated file with this stem (`PREFIX-TIME`), at this byte of
     /// its uncompressed rows: that file and every later one are needed.
     Rotated { stem: String, offset: u64 },
-    /// In the active file: no rotated file is needed.
-    Active,
+    /// In the active file (`id`: its device and inode, which a rename
+    /// keeps), at this byte: no rotated file is needed until the store
+    /// rotates that file ([`Holds::rotated`] makes this `Rotated` then).
+    Active { id: (u64, u64), offset: u64 },
+    /// Retention removed the file the target was in (its rows counted
+    /// lost): it goes on with the oldest file left, so it needs them all,
+    /// from their start. Not the removed file's stem: the store may give
+    /// that name to a file rotated later.
+    Removed,
+}
+
+/// A hold's position and the store's last rotation (the renamed file's
+/// identity and new stem), under one lock: a target that reports the
+/// active file just rotated is moved to its rotated stem either way.
+#[derive(Debug)]
+struct Place {
+    position: Position,
+    rotated: Option<((u64, u64), String)>,
 }
 
 /// One target's hold on the files.
 #[derive(Debug)]
 pub struct Hold {
     pub name: String,
-    position: Mutex<Position>,
+    place: Mutex<Place>,
     /// `keep_unforwarded`: rotated files (all of them, in bytes) may grow to
     /// this before a file this target needs is removed.
     pub keep_bytes: Option<u64>,
@@ -49,7 +65,10 @@ impl Hold {
     pub fn new(name: &str, keep_bytes: Option<u64>) -> Arc<Hold> {
         Arc::new(Hold {
             name: name.to_string(),
-            position: Mutex::new(Position::Unknown),
+            place: Mutex::new(Place {
+                position: Position::Unknown,
+                rotated: None,
+            }),
             keep_bytes,
             lost_rows: AtomicU64::new(0),
             lost_files: AtomicU64::new(0),
@@ -58,12 +77,37 @@ impl Hold {
         })
     }
 
+    /// Where the target is. A target reading the file the store has just
+    /// rotated (it opened it as the active file) is in the rotated file.
     pub fn set(&self, position: Position) {
-        *lock(&self.position) = position;
+        let mut place = lock(&self.place);
+        place.position = match (position, &place.rotated) {
+            (Position::Active { id, offset }, Some((rotated, stem))) if id == *rotated => {
+                Position::Rotated {
+                    stem: stem.clone(),
+                    offset,
+                }
+            }
+            (position, _) => position,
+        };
     }
 
     pub fn position(&self) -> Position {
-        lock(&self.position).clone()
+        lock(&self.place).position.clone()
+    }
+
+    /// The store renamed the active file `id` to `stem`.
+    fn rotated(&self, id: (u64, u64), stem: &str) {
+        let mut place = lock(&self.place);
+        place.rotated = Some((id, stem.to_string()));
+        if let Position::Active { id: at, offset } = place.position {
+            if at == id {
+                place.position = Position::Rotated {
+                    stem: stem.to_string(),
+                    offset,
+                };
+            }
+        }
     }
 
     /// Rows lost to retention (or otherwise gone before they were sent).
@@ -84,6 +128,7 @@ impl Hold {
 
     fn removed(&self, stem: &str) {
         *lock(&self.removed) = Some(stem.to_string());
+        lock(&self.place).position = Position::Removed;
     }
 }
 
@@ -105,6 +150,15 @@ impl Holds {
 
     pub fn targets(&self) -> Vec<Arc<Hold>> {
         lock(&self.targets).clone()
+    }
+
+    /// The store renamed the active file `id` (device, inode) to the
+    /// rotated `stem`: a target reading it (even one stuck sending a batch
+    /// of it through an outage) now needs that rotated file.
+    pub fn rotated(&self, id: (u64, u64), stem: &str) {
+        for hold in self.targets() {
+            hold.rotated(id, stem);
+        }
     }
 }
 
@@ -131,13 +185,17 @@ impl Needs {
                         unknown = true;
                         (None, 0)
                     }
-                    Position::Active => (None, 0),
+                    Position::Active { .. } => (None, 0),
+                    Position::Removed => (Some(0), 0),
                     // A cursor in a file no longer listed: the target moves to
-                    // the oldest file there is, so it needs them all.
-                    Position::Rotated { stem, offset } => (
-                        Some(order.iter().position(|s| *s == stem).unwrap_or(0)),
-                        offset,
-                    ),
+                    // the oldest file there is, so it needs them all, from
+                    // their start (its offset was in the file gone).
+                    Position::Rotated { stem, offset } => {
+                        match order.iter().position(|s| *s == stem) {
+                            Some(at) => (Some(at), offset),
+                            None => (Some(0), 0),
+                        }
+                    }
                 };
                 (h, from, offset)
             })
@@ -191,5 +249,75 @@ impl Needs {
                 hold.removed(stem);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STEM: &str = "readings-20261205T080000Z";
+
+    fn one(name: &str) -> (Arc<Holds>, Arc<Hold>) {
+        let holds = Holds::new();
+        let hold = Hold::new(name, None);
+        holds.replace(vec![hold.clone()]);
+        (holds, hold)
+    }
+
+    #[test]
+    fn a_target_in_the_active_file_needs_it_once_it_is_rotated() {
+        let (holds, hold) = one("vm");
+        let active = |offset| Position::Active { id: (1, 7), offset };
+        let rotated = |offset| Position::Rotated {
+            stem: STEM.into(),
+            offset,
+        };
+        hold.set(active(120));
+        holds.rotated((1, 7), STEM);
+        assert_eq!(hold.position(), rotated(120));
+        let order = vec![STEM.to_string()];
+        assert_eq!(Needs::new(&holds, &order).of(0).len(), 1);
+        // A batch read before the rotation, acknowledged after it.
+        hold.set(active(180));
+        assert_eq!(hold.position(), rotated(180));
+        // The next active file needs no rotated file.
+        hold.set(Position::Active {
+            id: (1, 8),
+            offset: 0,
+        });
+        assert!(Needs::new(&holds, &order).of(0).is_empty());
+    }
+
+    #[test]
+    fn a_cursor_in_a_removed_file_needs_the_others_from_their_start() {
+        let (holds, hold) = one("vm");
+        hold.set(Position::Rotated {
+            stem: "readings-20261205T070000Z".into(),
+            offset: 500,
+        });
+        let order = vec![STEM.to_string()];
+        let needs = Needs::new(&holds, &order);
+        let of = needs.of(0);
+        assert_eq!((of.len(), of[0].1), (1, 0));
+    }
+
+    #[test]
+    fn a_file_given_the_name_of_the_removed_one_is_not_the_cursors() {
+        let (holds, hold) = one("vm");
+        hold.set(Position::Rotated {
+            stem: STEM.into(),
+            offset: 0,
+        });
+        let order = vec![STEM.to_string(), "readings-20261205T080001Z".into()];
+        let needs = Needs::new(&holds, &order);
+        let unsent = needs.unsent(0, &|_| 15);
+        needs.removed(0, STEM, unsent);
+        assert_eq!(hold.lost_rows.load(Relaxed), 15);
+        // The store rotates a file under the freed name: the target, still
+        // on its way to the oldest file left, needs every file.
+        let order = vec!["readings-20261205T080001Z".into(), STEM.to_string()];
+        let needs = Needs::new(&holds, &order);
+        assert_eq!(needs.of(0).len(), 1);
     }
 }

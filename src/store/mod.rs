@@ -834,6 +834,15 @@ impl Writer {
                 .await
                 .map_err(|e| io(&target, "rename to", e))?;
             self.active.set_path(target.clone());
+            // A forward target reading the file now needs it as rotated.
+            if let (Ok(meta), Some(stem)) = (
+                std::fs::metadata(&target),
+                crate::history::names::parse_rotated(prefix, &target_name(&target))
+                    .map(|r| r.stem(prefix)),
+            ) {
+                use std::os::unix::fs::MetadataExt;
+                self.holds.rotated((meta.dev(), meta.ino()), &stem);
+            }
             // The index follows its file; a failure leaves the rotated file
             // without one (replay reads it row by row).
             if let Err(e) = index::rename(&active_path, &target) {

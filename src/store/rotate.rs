@@ -163,13 +163,13 @@ pub fn retain(dir: &Path, prefix: &str, keep: usize, holds: &Holds) -> std::io::
             .collect();
         // Counted before the file goes: afterwards there is nothing to count.
         let counted = copies.last().map(|p| p.to_path_buf());
-        let rows = |offset: u64| {
+        let count = |offset: u64| {
             counted
                 .as_deref()
                 .map_or(0, |p| index::rows_from(p, offset).unwrap_or(0))
         };
         let size = size_of(stem);
-        let unsent = needs.unsent(at, &rows);
+        let unsent = needs.unsent(at, &count);
         for path in &copies {
             match std::fs::remove_file(path) {
                 Ok(()) => tracing::info!("retention: removed {}", path.display()),
@@ -458,7 +458,10 @@ mod tests {
         );
         assert!(!d.join(&names[0]).exists() && d.join(&names[1]).exists());
         // A target in the active file needs none of them.
-        tight.set(Position::Active);
+        tight.set(Position::Active {
+            id: (0, 0),
+            offset: 0,
+        });
         assert_eq!(retain(d, "r", 1, &holds).unwrap(), 2);
         assert_eq!(
             tight.lost_rows.load(std::sync::atomic::Ordering::Relaxed),

@@ -15,6 +15,7 @@ mod disk_full;
 mod engines;
 mod faults;
 mod forward;
+mod forward_crash;
 mod forward_reload;
 mod fuzz;
 mod gateway;
