@@ -207,14 +207,17 @@ impl Target {
                 if next_send > now && wait(next_send - now, &mut stop).await {
                     return;
                 }
+                // The next batch may start rows/max_rate after this one
+                // started: the time the send takes counts toward the pause.
+                let started = Instant::now();
                 let file_name = reader.file.name();
                 let refused = match sender.send(&batch, &file_name, &mut stop).await {
                     Sent::Stopped => return,
                     Sent::Done { refused } => refused,
                 };
                 let rows = batch.rows.len() as u64;
-                next_send = Instant::now()
-                    + Duration::from_secs_f64(rows as f64 / self.config.max_rate as f64);
+                next_send =
+                    started + Duration::from_secs_f64(rows as f64 / self.config.max_rate as f64);
                 let Some(last) = batch.rows.last() else {
                     continue;
                 };
