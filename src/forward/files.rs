@@ -180,6 +180,10 @@ pub struct Reader {
     inner: BufReader<Box<dyn Read + Send + Sync>>,
     /// Uncompressed bytes through the last complete line read.
     pub offset: u64,
+    /// Where the rows not yet acknowledged begin in this file (the offset
+    /// it was opened at, then each acknowledgement's): what retention must
+    /// count if it removes the file.
+    pub acked: u64,
     /// An incomplete last line, read so far.
     partial: Vec<u8>,
     /// The file's first row (its identity), once known.
@@ -206,6 +210,7 @@ impl Reader {
             id,
             inner: BufReader::with_capacity(64 * 1024, bytes),
             offset,
+            acked: offset,
             partial: Vec::new(),
             first,
             record: Record::default(),

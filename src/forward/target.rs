@@ -247,7 +247,8 @@ impl Target {
                 self.stats
                     .last_ack_ms
                     .store(unix_ms(SystemTime::now()), Relaxed);
-                self.hold.set(Position::from_cursor(&reader, last.offset));
+                reader.acked = last.offset;
+                self.hold.set(position(&reader));
                 batch.clear();
                 batch_since = None;
             }
@@ -409,8 +410,9 @@ impl Position {
     }
 }
 
+/// Where `reader`'s unacknowledged rows begin, for retention.
 fn position(reader: &Reader) -> Position {
-    Position::from_cursor(reader, reader.offset)
+    Position::from_cursor(reader, reader.acked)
 }
 
 fn unix_ms(t: SystemTime) -> u64 {

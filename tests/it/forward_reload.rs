@@ -89,8 +89,9 @@ async fn sighup_starts_and_stops_a_forward_target() {
         "the first row written is the first sent: {:?}",
         lines.lock().unwrap()[0]
     );
+    // Saved once the acknowledgement is in, just after the engine had the rows.
     let cursor = dir.path().join("out/.readings.forward.central");
-    assert!(cursor.exists());
+    assert!(support::eventually(limit, || cursor.exists()).await);
 
     // The same forward section, another change: the target keeps going
     // (no second "no cursor yet" / "resuming" line).
