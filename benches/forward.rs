@@ -277,7 +277,7 @@ fn catch_up(work: &Path, backlog: &Backlog, run: &str, max_rate: Option<u64>) ->
          metrics: {{ listen: 127.0.0.1:{metrics_port} }}\n\
          groups:\n  - name: live\n    unit: celsius\n    sensors:\n\
          \x20     - {{ id: live-1, url: \"http://127.0.0.1:{sensor_port}/text/live-1\", format: text }}\n\
-         forward:\n  - name: {run}\n    url: {url}\n    batch: {{ rows: {BATCH_ROWS}, max_delay: {MAX_DELAY_MS}ms }}{rate}\n",
+         forward:\n  - name: {run}\n    url: {url}\n    measurement: edge_agent\n    batch: {{ rows: {BATCH_ROWS}, max_delay: {MAX_DELAY_MS}ms }}{rate}\n",
         dir = backlog.dir.display(),
         url = vm.write_url(),
     );

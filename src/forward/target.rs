@@ -89,7 +89,12 @@ impl Target {
             // Retention removed the file under the cursor: its rows are
             // counted lost; go on with what is left.
             if let Some(stem) = self.hold.take_removed() {
-                if reader.file.stem.as_deref() == Some(stem.as_str()) {
+                let ours = reader
+                    .file
+                    .stem
+                    .clone()
+                    .or_else(|| self.hold.rotated_stem(reader.id));
+                if ours.as_deref() == Some(stem.as_str()) {
                     batch.clear();
                     batch_since = None;
                     match self.next_file(&reader, true).await {
@@ -314,8 +319,13 @@ impl Target {
     /// gone (retention): the oldest file left is next.
     async fn next_file(&self, reader: &Reader, removed: bool) -> Result<Option<Reader>, String> {
         let (dir, prefix) = (self.dir.clone(), self.prefix.clone());
-        let (file, first) = (reader.file.clone(), reader.first.clone());
+        let (mut file, first) = (reader.file.clone(), reader.first.clone());
         let id = reader.id;
+        // An active file the store rotated: known by its rotated name even
+        // once retention removed it (then the oldest file left follows it).
+        if file.stem.is_none() {
+            file.stem = self.hold.rotated_stem(id);
+        }
         blocking(move || {
             let files = files::in_order(&dir, &prefix)
                 .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
@@ -427,11 +437,7 @@ fn find(
     first: Option<&str>,
     id: Option<(u64, u64)>,
 ) -> Option<usize> {
-    if let Some(stem) = &file.stem {
-        if let Some(i) = files.iter().position(|f| f.stem.as_ref() == Some(stem)) {
-            return Some(i);
-        }
-    }
+    // The same inode: the very file (a rename keeps it, compression not).
     if let Some(i) = id.and_then(|id| {
         files
             .iter()
@@ -439,11 +445,21 @@ fn find(
     }) {
         return Some(i);
     }
+    let first_of = |i: usize| files::first_row(&files[i].path).ok().flatten();
+    // By name, unless the name was given again to a later file (the store
+    // reuses a name retention freed): then its first row differs.
+    if let Some(stem) = &file.stem {
+        if let Some(i) = files.iter().position(|f| f.stem.as_ref() == Some(stem)) {
+            if first.is_none() || first_of(i).as_deref() == first {
+                return Some(i);
+            }
+        }
+    }
     let first = first?;
     // Newest first: a file just rotated is the one looked for, usually.
     (0..files.len())
         .rev()
-        .find(|&i| files::first_row(&files[i].path).ok().flatten().as_deref() == Some(first))
+        .find(|&i| first_of(i).as_deref() == Some(first))
 }
 
 /// See [`Target::locate`]. Blocking.

@@ -32,14 +32,19 @@ pub enum Position {
     Removed,
 }
 
-/// A hold's position and the store's last rotation (the renamed file's
+/// A hold's position and the store's last rotations (the renamed file's
 /// identity and new stem), under one lock: a target that reports the
 /// active file just rotated is moved to its rotated stem either way.
 #[derive(Debug)]
 struct Place {
     position: Position,
-    rotated: Option<((u64, u64), String)>,
+    /// The newest last: a target still reading an active file rotated a few
+    /// times since (an outage, fast rotation) finds its name here.
+    rotated: std::collections::VecDeque<((u64, u64), String)>,
 }
+
+/// Rotations a hold remembers.
+const ROTATIONS_KEPT: usize = 16;
 
 /// One target's hold on the files.
 #[derive(Debug)]
@@ -67,7 +72,7 @@ impl Hold {
             name: name.to_string(),
             place: Mutex::new(Place {
                 position: Position::Unknown,
-                rotated: None,
+                rotated: std::collections::VecDeque::new(),
             }),
             keep_bytes,
             lost_rows: AtomicU64::new(0),
@@ -81,15 +86,32 @@ impl Hold {
     /// rotated (it opened it as the active file) is in the rotated file.
     pub fn set(&self, position: Position) {
         let mut place = lock(&self.place);
-        place.position = match (position, &place.rotated) {
-            (Position::Active { id, offset }, Some((rotated, stem))) if id == *rotated => {
-                Position::Rotated {
-                    stem: stem.clone(),
-                    offset,
-                }
-            }
-            (position, _) => position,
+        let renamed = |id| {
+            place
+                .rotated
+                .iter()
+                .rev()
+                .find(|(rotated, _)| *rotated == id)
+                .map(|(_, stem)| stem.clone())
         };
+        place.position = match position {
+            Position::Active { id, offset } => match renamed(id) {
+                Some(stem) => Position::Rotated { stem, offset },
+                None => Position::Active { id, offset },
+            },
+            position => position,
+        };
+    }
+
+    /// The rotated stem the store gave the active file `id`, if it rotated
+    /// it lately.
+    pub fn rotated_stem(&self, id: (u64, u64)) -> Option<String> {
+        lock(&self.place)
+            .rotated
+            .iter()
+            .rev()
+            .find(|(rotated, _)| *rotated == id)
+            .map(|(_, stem)| stem.clone())
     }
 
     pub fn position(&self) -> Position {
@@ -99,7 +121,10 @@ impl Hold {
     /// The store renamed the active file `id` to `stem`.
     fn rotated(&self, id: (u64, u64), stem: &str) {
         let mut place = lock(&self.place);
-        place.rotated = Some((id, stem.to_string()));
+        if place.rotated.len() == ROTATIONS_KEPT {
+            place.rotated.pop_front();
+        }
+        place.rotated.push_back((id, stem.to_string()));
         if let Position::Active { id: at, offset } = place.position {
             if at == id {
                 place.position = Position::Rotated {
