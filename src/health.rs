@@ -93,6 +93,10 @@ pub struct ForwardStats {
     pub last_ack_ms: AtomicU64,
     /// 1 while the target is paused on a refused batch (`on_refused: pause`).
     pub paused: AtomicU64,
+    /// Unix ms since which the batch in hand has not been taken (0: none
+    /// failing). The files' lag is worked out between batches; while one
+    /// is retried it grows with the clock, as the writer goes on writing.
+    pub failing_since_ms: AtomicU64,
     /// Retention's count of what this target lost.
     pub hold: Arc<Hold>,
 }
@@ -121,6 +125,7 @@ impl ForwardStats {
             lag_ms: AtomicU64::new(0),
             last_ack_ms: AtomicU64::new(0),
             paused: AtomicU64::new(0),
+            failing_since_ms: AtomicU64::new(0),
             hold,
         })
     }
@@ -131,9 +136,31 @@ impl ForwardStats {
         }
     }
 
+    /// A batch has failed since now (the first failure of it counts).
+    pub fn failing(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        let _ = self
+            .failing_since_ms
+            .compare_exchange(0, now, Relaxed, Relaxed);
+    }
+
+    /// How far behind the files the target is: the lag worked out from
+    /// them at the last batch, plus how long the batch in hand has failed.
+    pub fn lag(&self) -> Duration {
+        let mut lag = Duration::from_millis(self.lag_ms.load(Relaxed));
+        let since = self.failing_since_ms.load(Relaxed);
+        if since > 0 {
+            let since = std::time::UNIX_EPOCH + Duration::from_millis(since);
+            lag += since.elapsed().unwrap_or_default();
+        }
+        lag
+    }
+
     /// Why this target makes `/healthz` fail, if it does.
     pub fn problem(&self) -> Option<String> {
-        let lag = Duration::from_millis(self.lag_ms.load(Relaxed));
+        let lag = self.lag();
         if let Some(max) = self.max_lag.filter(|max| lag > *max) {
             return Some(format!(
                 "forward target `{}` is {} behind the files (max_lag {})",

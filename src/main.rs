@@ -401,6 +401,9 @@ fn check(path: &Path, quiet: bool) -> Result<(), CliError> {
     // What `run` would fail on at start: a CA bundle missing for https
     // sensors, an unreadable `ca_file`.
     poll::Clients::build(&config).map_err(CliError::failed)?;
+    for target in &config.forward {
+        edge_agent::forward::client(target).map_err(CliError::failed)?;
+    }
     if !quiet {
         print!("{}", plan::describe(&config));
     }

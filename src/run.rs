@@ -358,9 +358,14 @@ impl Engine {
             if !config.forward.is_empty() {
                 match Forwarder::start(&config.forward, &config.output, &stats) {
                     Ok(f) => self.forwarder = Some(f),
-                    Err(e) => tracing::error!(
-                        "{e}; forwarding is off until a reload or restart with a config that works"
-                    ),
+                    Err(e) => {
+                        // No target runs: none may hold retention back.
+                        self.holds.replace(Vec::new());
+                        self.health.set_forward(Vec::new());
+                        tracing::error!(
+                            "{e}; forwarding is off until a reload or restart with a config that works"
+                        )
+                    }
                 }
             }
         }

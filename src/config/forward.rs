@@ -51,7 +51,8 @@ pub(super) fn resolve(c: &mut Checker, targets: Vec<RawForward>) -> Vec<Forward>
 }
 
 fn target(c: &mut Checker, key: &str, t: RawForward) -> Option<Forward> {
-    let name_ok = is_name(&t.name) && !t.name.starts_with('.');
+    // `.tmp`: the name of another target's cursor while it is saved.
+    let name_ok = is_name(&t.name) && !t.name.starts_with('.') && !t.name.ends_with(".tmp");
     if !name_ok {
         c.fail(
             format!("{key}.name"),

@@ -62,7 +62,26 @@ pub fn in_order(dir: &Path, prefix: &str) -> io::Result<Vec<DataFile>> {
 }
 
 fn open_bytes(path: &Path, offset: u64) -> io::Result<(Box<dyn Read + Send + Sync>, (u64, u64))> {
-    let file = File::open(path)?;
+    // A rotated plain file may have been compressed since it was listed:
+    // its rows are in `NAME.gz` then.
+    let gz_twin = || {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".gz");
+        PathBuf::from(name)
+    };
+    let is_gz = path.extension().is_some_and(|e| e == "gz");
+    let (file, path) = match File::open(path) {
+        Ok(f) => (f, path.to_path_buf()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !is_gz => {
+            let twin = gz_twin();
+            match File::open(&twin) {
+                Ok(f) => (f, twin),
+                Err(_) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    let path = path.as_path();
     let meta = file.metadata()?;
     let id = (meta.dev(), meta.ino());
     if path.extension().is_some_and(|e| e == "gz") {
@@ -107,6 +126,34 @@ pub fn first_row(path: &Path) -> io::Result<Option<String>> {
     Ok(Some(
         String::from_utf8_lossy(&line[..line.len() - 1]).into_owned(),
     ))
+}
+
+/// The time field of the row that ends at byte `offset` of `path` (a
+/// plain file; `None` for a compressed one, for offset 0, or when no line
+/// ends there). Blocking.
+pub fn time_before(path: &Path, offset: u64) -> io::Result<Option<String>> {
+    if offset == 0 || path.extension().is_some_and(|e| e == "gz") {
+        return Ok(None);
+    }
+    let mut file = File::open(path)?;
+    if file.metadata()?.len() < offset {
+        return Ok(None);
+    }
+    let from = offset.saturating_sub(4096);
+    file.seek(SeekFrom::Start(from))?;
+    let mut buf = vec![0; (offset - from) as usize];
+    file.read_exact(&mut buf)?;
+    let Some(body) = buf.strip_suffix(b"\n") else {
+        return Ok(Some(String::new()));
+    };
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if start == 0 && from > 0 {
+        return Ok(None);
+    }
+    Ok(body[start..]
+        .split(|&b| b == b',')
+        .next()
+        .map(|t| String::from_utf8_lossy(t).into_owned()))
 }
 
 /// The time field of the last complete row of `path` (a plain file: the
@@ -255,6 +302,10 @@ impl Reader {
         for field in text.split(|&b| b == b',') {
             self.record.raw.push_field(field);
         }
+        if self.first.is_none() {
+            // As written, valid or not: what `first_row` reads back.
+            self.first = Some(String::from_utf8_lossy(text).into_owned());
+        }
         if let Err(why) = parse::parse(&mut self.record) {
             self.bad_lines += 1;
             if self.bad_lines <= 10 {
@@ -264,9 +315,6 @@ impl Reader {
                 );
             }
             return;
-        }
-        if self.first.is_none() {
-            self.first = Some(String::from_utf8_lossy(text).into_owned());
         }
         encoder.encode(&self.record.view(), &mut batch.body);
         batch.rows.push(RowEnd {

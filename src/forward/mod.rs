@@ -88,19 +88,7 @@ impl Forwarder {
         let draining = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         for (config, stats) in targets.iter().zip(stats) {
-            let fail = |why: String| ForwardError {
-                name: config.name.clone(),
-                why,
-            };
-            let url = reqwest::Url::parse(config.url.expose()).map_err(|e| fail(e.to_string()))?;
-            let builder = reqwest::Client::builder()
-                .user_agent(concat!("edge-agent/", env!("CARGO_PKG_VERSION")))
-                .no_proxy()
-                .connect_timeout(config.timeout.min(std::time::Duration::from_secs(10)));
-            let client = crate::poll::forward_client(builder, &url, &config.tls)
-                .map_err(|e| fail(e.to_string()))?
-                .build()
-                .map_err(|e| fail(crate::replay::http::innermost(&e)))?;
+            let (client, url) = client(config)?;
             let sender = send::Sender::new(client.clone(), url.clone(), config, stats.clone());
             let target = target::Target {
                 config: config.clone(),
@@ -152,6 +140,25 @@ impl Forwarder {
         }
         self.stop().await;
     }
+}
+
+/// The HTTP client for `target` and its URL (what `check` sets up too: a
+/// CA bundle missing for an https target is said before `run`).
+pub fn client(target: &Forward) -> Result<(reqwest::Client, reqwest::Url), ForwardError> {
+    let fail = |why: String| ForwardError {
+        name: target.name.clone(),
+        why,
+    };
+    let url = reqwest::Url::parse(target.url.expose()).map_err(|e| fail(e.to_string()))?;
+    let builder = reqwest::Client::builder()
+        .user_agent(concat!("edge-agent/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .connect_timeout(target.timeout.min(Duration::from_secs(10)));
+    let client = crate::poll::forward_client(builder, &url, &target.tls)
+        .map_err(|e| fail(e.to_string()))?
+        .build()
+        .map_err(|e| fail(crate::replay::http::innermost(&e.without_url())))?;
+    Ok((client, url))
 }
 
 /// Say so once when the engine would store a resent batch twice.

@@ -121,9 +121,18 @@ impl Sender {
                     todo.push((mid, b));
                     todo.push((a, mid));
                 }
-                Range::TooLarge => {
-                    self.refused(1, 413, "one row is too large for the engine", file);
-                    refused += 1;
+                // Only reached for ranges of more rows: one row is paused on.
+                Range::TooLarge => {}
+                // A batch with a bad row in it: halves, so the good rows
+                // around it are taken and only the bad ones passed over.
+                Range::Refused(n, status, _) if n > 1 => {
+                    let mid = a + (b - a) / 2;
+                    tracing::debug!(
+                        "forward `{}`: HTTP {status} for {n} rows of {file}: sending halves to find the rows refused",
+                        self.target.name
+                    );
+                    todo.push((mid, b));
+                    todo.push((a, mid));
                 }
                 Range::Refused(n, status, text) => {
                     self.refused(n, status, &text, file);
@@ -131,6 +140,10 @@ impl Sender {
                 }
             }
         }
+        // Batches fit again after a 413 from a proxy since reconfigured:
+        // the cap grows back, one doubling per batch taken.
+        self.row_cap = (self.row_cap * 2).min(self.target.batch_rows);
+        self.stats.failing_since_ms.store(0, Relaxed);
         Sent::Done { refused }
     }
 
@@ -194,7 +207,17 @@ impl Sender {
                         );
                     }
                     self.stats.paused.store(0, Relaxed);
+                    self.stats.failing_since_ms.store(0, Relaxed);
                     return Range::Acked;
+                }
+                Err(Failure::TooLarge(text)) if rows == 1 => {
+                    // One row too large: a limit set far too low somewhere
+                    // (a proxy), not the rows. Waited on.
+                    self.stats.error("too_large");
+                    if self.pause(413, &text, rows, file, stop).await {
+                        return Range::Stopped;
+                    }
+                    continue;
                 }
                 Err(Failure::TooLarge(_)) => {
                     self.stats.error("too_large");
@@ -202,19 +225,16 @@ impl Sender {
                 }
                 Err(Failure::Permanent(status, text)) => {
                     self.stats.error("refused");
-                    if self.target.on_refused == OnRefused::Skip {
+                    // 400 and 422 are about the rows sent: on_refused says
+                    // what happens to them. Any other 4xx (401, 403, 404,
+                    // 405, 411, ...) says the engine or a setting is wrong,
+                    // whatever the rows: passing rows over would throw every
+                    // row away until it is fixed, so the target waits.
+                    let about_rows = matches!(status, 400 | 422);
+                    if about_rows && self.target.on_refused == OnRefused::Skip {
                         return Range::Refused(rows, status, text);
                     }
-                    if self.stats.paused.swap(1, Relaxed) == 0 {
-                        tracing::error!(
-                            "forward `{}`: {} refused {rows} row(s) of {file} with HTTP {status}: {text}; \
-                             paused, trying again every {} (on_refused: pause)",
-                            self.target.name,
-                            self.target.shown_url,
-                            humantime::format_duration(self.target.retry_max)
-                        );
-                    }
-                    if wait(self.target.retry_max, stop).await {
+                    if self.pause(status, &text, rows, file, stop).await {
                         return Range::Stopped;
                     }
                     continue;
@@ -225,6 +245,7 @@ impl Sender {
                 }
             };
             self.stats.error(kind);
+            self.stats.failing();
             failures += 1;
             first_failure.get_or_insert_with(tokio::time::Instant::now);
             let pause = self.jitter(bound);
@@ -245,6 +266,37 @@ impl Sender {
                 return Range::Stopped;
             }
         }
+    }
+}
+
+impl Sender {
+    /// Wait `retry.max` on a batch the engine refuses (paused: `/healthz`
+    /// fails); `true` when told to stop meanwhile.
+    async fn pause(
+        &mut self,
+        status: u16,
+        text: &str,
+        rows: usize,
+        file: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        self.stats.failing();
+        if self.stats.paused.swap(1, Relaxed) == 0 {
+            let why = if matches!(status, 400 | 422) {
+                "on_refused: pause"
+            } else {
+                "the engine or a setting refuses it, not the rows"
+            };
+            tracing::error!(
+                "forward `{}`: {} refused {rows} row(s) of {file} with HTTP {status}: {text}; \
+                 paused ({why}), trying again every {}",
+                self.target.name,
+                self.target.shown_url,
+                humantime::format_duration(self.target.retry_max)
+            );
+        }
+        let pause = self.jitter(self.target.retry_max);
+        wait(self.target.retry_max / 2 + pause / 2, stop).await
     }
 }
 

@@ -33,6 +33,8 @@ use super::send::{Sender, Sent, wait};
 
 /// How often the active file is looked at for new rows.
 const POLL: Duration = Duration::from_millis(500);
+/// Reads of a file that fails tried again before its rest is given up.
+const READ_TRIES: u32 = 3;
 /// How often lag is worked out from the files while rows flow.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
@@ -55,6 +57,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl Target {
+    /// `reader` is the target's file now: its place for retention. An
+    /// active file just opened is not a file the store rotated before under
+    /// the same inode number.
+    fn adopt(&self, reader: &Reader) {
+        if reader.file.stem.is_none() && !reader.closed {
+            self.hold.opened_active(reader.id);
+        }
+        self.hold.set(position(reader));
+    }
+
     fn cursor_path(&self) -> PathBuf {
         cursor::path(&self.dir, &self.prefix, &self.config.name)
     }
@@ -68,6 +80,7 @@ impl Target {
                 Ok(found) => break found,
                 Err(e) => {
                     self.stats.error("read");
+                    self.stats.failing();
                     tracing::error!("forward `{name}`: {e}; trying again in 10s");
                     if wait(Duration::from_secs(10), &mut stop).await {
                         return;
@@ -75,13 +88,15 @@ impl Target {
                 }
             }
         };
-        self.hold.set(position(&reader));
+        self.stats.failing_since_ms.store(0, Relaxed);
+        self.adopt(&reader);
         let mut encoder = Encoder::new(Format::Influx, &self.config.measurement);
         let mut batch = Batch::default();
         let mut batch_since: Option<Instant> = None;
         let mut next_send = Instant::now();
         let mut last_lag = None::<Instant>;
         let mut counts: HashMap<String, u64> = HashMap::new();
+        let mut read_errors: u32 = 0;
         loop {
             if *stop.borrow() {
                 return;
@@ -100,7 +115,7 @@ impl Target {
                     match self.next_file(&reader, true).await {
                         Ok(Some(r)) => {
                             reader = r;
-                            self.hold.set(position(&reader));
+                            self.adopt(&reader);
                         }
                         Ok(None) => {}
                         Err(e) => self.read_failed(&e, &mut stop).await,
@@ -122,16 +137,49 @@ impl Target {
             let bad = std::mem::take(&mut reader.bad_lines);
             self.stats.bad_lines.fetch_add(bad, Relaxed);
             let filled = match filled {
-                Ok(f) => f,
+                Ok(f) => {
+                    read_errors = 0;
+                    f
+                }
                 Err(e) => {
-                    // A file that cannot be read now (gone, damaged gzip):
-                    // what was read of it goes, then the next file.
-                    tracing::error!(
-                        "forward `{name}`: cannot read {} at byte {}: {e}",
-                        reader.file.path.display(),
-                        reader.offset
-                    );
                     self.stats.error("read");
+                    read_errors += 1;
+                    let path = reader.file.path.clone();
+                    if read_errors <= READ_TRIES {
+                        // Opened again where the last whole row ended: a
+                        // passing error (EIO) costs nothing.
+                        tracing::error!(
+                            "forward `{name}`: cannot read {} at byte {}: {e}; trying again in 1s",
+                            path.display(),
+                            reader.offset
+                        );
+                        if wait(Duration::from_secs(1), &mut stop).await {
+                            return;
+                        }
+                        let (file, offset) = (reader.file.clone(), reader.offset);
+                        if let Ok(mut r) = blocking(move || Reader::open(file, offset)).await {
+                            r.acked = reader.acked;
+                            r.first = reader.first.take().or(r.first);
+                            r.closed = reader.closed;
+                            reader = r;
+                        }
+                        continue;
+                    }
+                    read_errors = 0;
+                    if reader.file.stem.is_none() && !reader.closed {
+                        // The writer's own file: it goes on; so do the tries.
+                        continue;
+                    }
+                    // A rotated file damaged for good (a broken gzip): its
+                    // rest is counted lost to this target, then the next file.
+                    let offset = reader.offset;
+                    let rest = blocking(move || index::rows_from(&path, offset).unwrap_or(0)).await;
+                    self.hold.lost(rest, 1);
+                    tracing::error!(
+                        "forward `{name}`: cannot read {} at byte {offset}: {e}; its rest ({rest} \
+                         row(s) by its index) is lost to this target",
+                        reader.file.path.display()
+                    );
                     Filled::End
                 }
             };
@@ -147,12 +195,21 @@ impl Target {
                 Filled::End if !active || reader.closed => true,
                 Filled::End => {
                     let (id_reader, offset) = (reader.id, reader.offset);
+                    let first = reader.first.clone();
                     let (still, cut) = blocking(move || {
                         let active = crate::tail::active::writer_active(&dir, &prefix)
                             .ok()
                             .flatten();
+                        // The same inode and, once it has a row, the same
+                        // first row: an inode number is reused once a file
+                        // is compressed and removed.
                         let still = active.as_deref().and_then(crate::tail::active::id_of)
-                            == Some(id_reader);
+                            == Some(id_reader)
+                            && (first.is_none()
+                                || active
+                                    .as_deref()
+                                    .and_then(|p| files::first_row(p).ok().flatten())
+                                    == first);
                         let len = active
                             .and_then(|p| std::fs::metadata(p).ok())
                             .map_or(0, |m| m.len());
@@ -197,7 +254,7 @@ impl Target {
                         .await;
                         if let Some(f) = rotated {
                             reader.file = f;
-                            self.hold.set(position(&reader));
+                            self.adopt(&reader);
                         }
                         continue;
                     }
@@ -248,10 +305,10 @@ impl Target {
                 self.stats.rows_forwarded.fetch_add(acked, Relaxed);
                 if acked > 0 {
                     self.stats.batches.fetch_add(1, Relaxed);
+                    self.stats
+                        .last_ack_ms
+                        .store(unix_ms(SystemTime::now()), Relaxed);
                 }
-                self.stats
-                    .last_ack_ms
-                    .store(unix_ms(SystemTime::now()), Relaxed);
                 reader.acked = last.offset;
                 self.hold.set(position(&reader));
                 batch.clear();
@@ -261,7 +318,7 @@ impl Target {
                 match self.next_file(&reader, false).await {
                     Ok(Some(r)) => {
                         reader = r;
-                        self.hold.set(position(&reader));
+                        self.adopt(&reader);
                     }
                     // No file after it yet (the writer opens the next one
                     // with its next rows).
@@ -327,27 +384,48 @@ impl Target {
             file.stem = self.hold.rotated_stem(id);
         }
         blocking(move || {
-            let files = files::in_order(&dir, &prefix)
-                .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-            let at = if removed {
-                None
-            } else {
-                find(&files, &file, first.as_deref(), Some(id))
-            };
-            let next = match at {
-                Some(i) => files.get(i + 1).cloned(),
-                // Not there any more (retention, or moved away): the oldest
-                // file written after it is the first one left unless it was
-                // the active file, whose successor is the active file now.
-                None if file.stem.is_none() => files.last().cloned(),
-                None => files.first().cloned(),
-            };
-            match next {
-                Some(f) => Reader::open(f.clone(), 0)
-                    .map(Some)
-                    .map_err(|e| format!("cannot open {}: {e}", f.path.display())),
-                None => Ok(None),
+            // Listed, then opened by path: a rotation in between would open
+            // the writer's new file and pass over the one just rotated, so
+            // an active file opened is checked to be the one listed.
+            for _ in 0..5 {
+                let files = files::in_order(&dir, &prefix)
+                    .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+                let at = if removed {
+                    None
+                } else {
+                    find(&files, &file, first.as_deref(), Some(id))
+                };
+                let next = match at {
+                    Some(i) => files.get(i + 1).cloned(),
+                    // Not there any more (retention, or moved away): the
+                    // oldest file written after it is the first one left,
+                    // unless it was an active file moved away (not rotated):
+                    // then the writer's new file follows it.
+                    None if file.stem.is_none() => files.last().cloned(),
+                    None => files.first().cloned(),
+                };
+                let Some(f) = next else {
+                    return Ok(None);
+                };
+                let r = Reader::open(f.clone(), 0)
+                    .map_err(|e| format!("cannot open {}: {e}", f.path.display()))?;
+                if f.stem.is_some() || at.is_none() {
+                    return Ok(Some(r));
+                }
+                // Listed again: still right after ours, and the file opened?
+                let again = files::in_order(&dir, &prefix)
+                    .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+                let follows = find(&again, &file, first.as_deref(), Some(id))
+                    .and_then(|i| again.get(i + 1))
+                    .is_some_and(|g| crate::tail::active::id_of(&g.path) == Some(r.id));
+                if follows {
+                    return Ok(Some(r));
+                }
             }
+            Err(format!(
+                "the files in {} keep changing under the reader",
+                dir.display()
+            ))
         })
         .await
     }
@@ -437,15 +515,19 @@ fn find(
     first: Option<&str>,
     id: Option<(u64, u64)>,
 ) -> Option<usize> {
-    // The same inode: the very file (a rename keeps it, compression not).
+    let first_of = |i: usize| files::first_row(&files[i].path).ok().flatten();
+    // The same inode: the very file (a rename keeps it, compression not),
+    // unless the number was given to a new file since (checked by its
+    // first row).
     if let Some(i) = id.and_then(|id| {
         files
             .iter()
             .position(|f| crate::tail::active::id_of(&f.path) == Some(id))
     }) {
-        return Some(i);
+        if first.is_none() || first_of(i).as_deref() == first {
+            return Some(i);
+        }
     }
-    let first_of = |i: usize| files::first_row(&files[i].path).ok().flatten();
     // By name, unless the name was given again to a later file (the store
     // reuses a name retention freed): then its first row differs.
     if let Some(stem) = &file.stem {
@@ -477,9 +559,12 @@ fn locate(
         Reader::open(f.clone(), offset)
             .map_err(|e| format!("cannot open {}: {e}", f.path.display()))
     };
+    let mut start = start;
     let cursor = match Cursor::load(path) {
         Ok(c) => c,
         Err(e) => {
+            // Whatever `start` says: `now` would pass over every row since.
+            start = Start::Oldest;
             // Never guess forward: from the oldest file, the engine
             // overwrites what it has.
             tracing::error!(
@@ -518,7 +603,27 @@ fn locate(
     match at {
         Some(i) => {
             let f = &files[i];
-            let reader = match open(f, cursor.offset) {
+            // The row before the cursor must be the last row sent: after a
+            // power cut the file may have lost its unsynced end and grown
+            // again with other rows; then the file is read from its start
+            // (what was sent is sent again, which overwrites).
+            let offset = match files::time_before(&f.path, cursor.offset) {
+                Ok(Some(t))
+                    if crate::history::parse::time(t.as_bytes())
+                        != crate::history::parse::time(cursor.time.as_bytes()) =>
+                {
+                    tracing::warn!(
+                        "forward `{name}`: the row before byte {} of {} is from {t}, not {} as the \
+                         cursor says (the file lost its end, in a power cut?): reading it from its start",
+                        cursor.offset,
+                        f.path.display(),
+                        cursor.time
+                    );
+                    0
+                }
+                _ => cursor.offset,
+            };
+            let reader = match open(f, offset) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(

@@ -460,7 +460,8 @@ pub async fn send(
             .query_pairs()
             .find(|(k, _)| k == "db")
             .map_or_else(|| "NAME".to_string(), |(_, v)| v.into_owned());
-        let query = engine::at(url, "/query");
+        // Shown: the URL's password stays out of the message.
+        let query = engine::shown(&engine::at(url, "/query"));
         Err(Failure::Permanent(
             code,
             format!(

@@ -41,6 +41,10 @@ struct Place {
     /// The newest last: a target still reading an active file rotated a few
     /// times since (an outage, fast rotation) finds its name here.
     rotated: std::collections::VecDeque<((u64, u64), String)>,
+    /// The rotation of the file the target was in when it was rotated:
+    /// kept however many rotations follow (an outage of days), so the
+    /// target's reports of that file (by inode) stay the rotated file.
+    pinned: Option<((u64, u64), String)>,
 }
 
 /// Rotations a hold remembers.
@@ -73,6 +77,7 @@ impl Hold {
             place: Mutex::new(Place {
                 position: Position::Unknown,
                 rotated: std::collections::VecDeque::new(),
+                pinned: None,
             }),
             keep_bytes,
             lost_rows: AtomicU64::new(0),
@@ -88,9 +93,9 @@ impl Hold {
         let mut place = lock(&self.place);
         let renamed = |id| {
             place
-                .rotated
+                .pinned
                 .iter()
-                .rev()
+                .chain(place.rotated.iter().rev())
                 .find(|(rotated, _)| *rotated == id)
                 .map(|(_, stem)| stem.clone())
         };
@@ -103,13 +108,29 @@ impl Hold {
         };
     }
 
+    /// The target opened the active file `id`: whatever file had that inode
+    /// before (rotated, compressed and removed since: inodes are reused) is
+    /// not this one.
+    pub fn opened_active(&self, id: (u64, u64)) {
+        let mut place = lock(&self.place);
+        place.rotated.retain(|(rotated, _)| *rotated != id);
+        if place
+            .pinned
+            .as_ref()
+            .is_some_and(|(pinned, _)| *pinned == id)
+        {
+            place.pinned = None;
+        }
+    }
+
     /// The rotated stem the store gave the active file `id`, if it rotated
     /// it lately.
     pub fn rotated_stem(&self, id: (u64, u64)) -> Option<String> {
-        lock(&self.place)
-            .rotated
+        let place = lock(&self.place);
+        place
+            .pinned
             .iter()
-            .rev()
+            .chain(place.rotated.iter().rev())
             .find(|(rotated, _)| *rotated == id)
             .map(|(_, stem)| stem.clone())
     }
@@ -127,6 +148,7 @@ impl Hold {
         place.rotated.push_back((id, stem.to_string()));
         if let Position::Active { id: at, offset } = place.position {
             if at == id {
+                place.pinned = Some((id, stem.to_string()));
                 place.position = Position::Rotated {
                     stem: stem.to_string(),
                     offset,

@@ -853,13 +853,18 @@ async fn secrets_in_forward_never_reach_logs_or_check() {
 async fn a_refused_batch_is_skipped_and_413_halves_the_batch() {
     const MOST: usize = 4;
     const REASON: &str = "partial write: unable to parse 'bad line': invalid field format";
-    // Over MOST lines: 413. The first body it takes: 400 with a reason.
-    let refused_once = Arc::new(AtomicBool::new(false));
-    let flag = refused_once.clone();
+    // Over MOST lines: 413. The last line of the first body it takes is a
+    // "bad line": any body holding it is refused (400 with a reason), as an
+    // engine refuses a batch for one row it cannot take.
+    let bad: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let marked = bad.clone();
     let engine = FakeEngine::start(Arc::new(move |lines, _| {
+        let mut bad = marked.lock().unwrap();
         if lines.len() > MOST {
             (413, "request entity too large\n".into())
-        } else if !flag.swap(true, Ordering::SeqCst) {
+        } else if bad.get_or_insert_with(|| lines[lines.len() - 1].clone()) == lines.last().unwrap()
+            || lines.iter().any(|l| Some(l) == bad.as_ref())
+        {
             (400, format!("{{\"error\":\"{REASON}\"}}"))
         } else {
             (204, String::new())
@@ -902,9 +907,15 @@ async fn a_refused_batch_is_skipped_and_413_halves_the_batch() {
 
     let seen = engine.seen();
     let refused: Vec<&Seen> = seen.iter().filter(|s| s.status == 400).collect();
-    assert_eq!(refused.len(), 1);
-    let refused_keys: BTreeSet<Key> = refused[0].lines.iter().map(|l| line_key(l)).collect();
-    assert!(!refused_keys.is_empty());
+    // The refused batch was halved until the bad row stood alone: it is
+    // the only row passed over; the good rows around it were taken.
+    let bad_line = bad.lock().unwrap().clone().unwrap();
+    assert!(refused.iter().all(|s| s.lines.contains(&bad_line)));
+    assert!(
+        refused.iter().any(|s| s.lines.len() == 1),
+        "the bad row was sent alone at last: {refused:?}"
+    );
+    let refused_keys: BTreeSet<Key> = [line_key(&bad_line)].into_iter().collect();
     assert!(
         seen.iter()
             .any(|s| s.status == 413 && s.lines.len() >= 2 * MOST),
@@ -929,7 +940,11 @@ async fn a_refused_batch_is_skipped_and_413_halves_the_batch() {
         refused_keys.len() as f64,
         "{text}"
     );
-    assert_eq!(errors(&text, "fake", "refused"), 1.0, "{text}");
+    assert_eq!(
+        errors(&text, "fake", "refused"),
+        refused.len() as f64,
+        "{text}"
+    );
     assert!(errors(&text, "fake", "too_large") >= 1.0, "{text}");
     // Every row of the files was taken once, or refused once: none lost,
     // none twice.
@@ -944,11 +959,28 @@ async fn a_refused_batch_is_skipped_and_413_halves_the_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_refused_pause_fails_healthz_until_the_engine_takes_the_batch() {
+    paused_until_taken(400, "    on_refused: pause\n", "(on_refused: pause)").await;
+}
+
+/// 401 (a token revoked), 404, 411...: not the rows but the engine or a
+/// setting; skipping would throw every row away until it is fixed, so the
+/// target waits even with the default on_refused: skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_of_every_request_pauses_even_under_skip() {
+    paused_until_taken(
+        401,
+        "",
+        "(the engine or a setting refuses it, not the rows)",
+    )
+    .await;
+}
+
+async fn paused_until_taken(status: u16, setting: &str, marker: &str) {
     let refusing = Arc::new(AtomicBool::new(true));
     let flag = refusing.clone();
     let engine = FakeEngine::start(Arc::new(move |_, _| {
         if flag.load(Ordering::SeqCst) {
-            (400, "{\"error\":\"field type conflict\"}".into())
+            (status, "{\"error\":\"field type conflict\"}".into())
         } else {
             (204, String::new())
         }
@@ -962,7 +994,9 @@ async fn on_refused_pause_fails_healthz_until_the_engine_takes_the_batch() {
         target(
             "p",
             &engine.url("/write"),
-            "    on_refused: pause\n    batch: { rows: 20, max_delay: 200ms }\n    retry: { first: 50ms, max: 200ms }\n"
+            &format!(
+                "{setting}    batch: {{ rows: 20, max_delay: 200ms }}\n    retry: {{ first: 50ms, max: 200ms }}\n"
+            )
         )
     );
     let r = start(dir, &config(dir, "200ms", &sensors, &forward), &[]).await;
@@ -1007,7 +1041,7 @@ async fn on_refused_pause_fails_healthz_until_the_engine_takes_the_batch() {
     assert_eq!(of(&text, "rows_refused_total", "p"), 0.0, "{text}");
     let log = stop(r);
     assert_eq!(
-        log.matches("(on_refused: pause)").count(),
+        log.matches(marker).count(),
         1,
         "logged once while paused: {log}"
     );
