@@ -175,3 +175,56 @@ async fn a_clean_stop_sends_the_last_rows_first() {
         agent.log_text()
     );
 }
+
+/// After a power cut the active file may have lost its unsynced end under
+/// the cursor and grown again with other rows: the row before the cursor's
+/// offset is then not the last row sent. The target reads the file from its
+/// start (what was sent is sent again, which overwrites) instead of going on
+/// from a byte in the middle of rows it never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_past_what_the_file_kept_reads_it_again_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::TestServer::start(&["127.0.0.1"]).await;
+    server.route("/j", support::Reply::ok(r#"{"t": 20.5}"#));
+    let site = server.url(0, "").trim_end_matches('/').to_string();
+    let (url, lines) = engine().await;
+    let forward =
+        format!("forward:\n  - name: central\n    url: {url}\n    batch: {{ max_delay: 100ms }}\n");
+    let config = write_config(dir.path(), &site, &forward);
+    let args = ["run", "--config", config.to_str().unwrap()];
+    let mut agent = support::Agent::start(&args, dir.path());
+    let csv = dir.path().join("out/readings.csv");
+    support::wait_rows(&csv, 3, Duration::from_secs(20), |_| true).await;
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait(Duration::from_secs(20)).success());
+    let sent = lines.lock().unwrap().len();
+    assert_eq!(sent, support::rows(&csv).len());
+    // The cursor's last row is not the row before its offset any more, as
+    // when the file was cut back and written again past it.
+    let cursor = dir.path().join("out/.readings.forward.central");
+    let text = std::fs::read_to_string(&cursor).unwrap();
+    let time = text
+        .lines()
+        .find_map(|l| l.strip_prefix("time "))
+        .unwrap()
+        .to_string();
+    std::fs::write(&cursor, text.replace(&time, "2001-01-01T00:00:00.000Z")).unwrap();
+    let first_row_line = lines.lock().unwrap()[0].clone();
+
+    let mut agent = support::Agent::start(&args, dir.path());
+    agent
+        .wait_log(Duration::from_secs(20), |l| {
+            l.contains("as the cursor says") && l.contains("reading it from its start")
+        })
+        .await;
+    assert!(
+        support::eventually(Duration::from_secs(20), || {
+            lines.lock().unwrap()[sent..].contains(&first_row_line)
+        })
+        .await,
+        "the file's first row was not sent again:\n{}",
+        agent.log_text()
+    );
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait(Duration::from_secs(20)).success());
+}
