@@ -62,28 +62,9 @@ fn target(c: &mut Checker, key: &str, t: RawForward) -> Option<Forward> {
             ),
         );
     }
-    let url =
-        c.expand(&format!("{key}.url"), &t.url)
-            .and_then(|text| match url::Url::parse(&text) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-                    Some(text)
-                }
-                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                    c.fail(
-                        format!("{key}.url"),
-                        format!("scheme `{}` is not http or https", u.scheme()),
-                    );
-                    None
-                }
-                Ok(_) => {
-                    c.fail(format!("{key}.url"), "has no host");
-                    None
-                }
-                Err(e) => {
-                    c.fail(format!("{key}.url"), format!("not a URL ({e})"));
-                    None
-                }
-            });
+    // Kept as expanded (the URL crate would normalise it): that is what is sent.
+    let url = sensor::http_url(c, &format!("{key}.url"), &t.url)
+        .and_then(|_| c.expand(&format!("{key}.url"), &t.url));
     if secrets::url_has_literal_password(&t.url) {
         c.literal_secrets.push(format!("{key}.url"));
     }

@@ -34,34 +34,13 @@ pub(super) fn resolve(
             ),
         );
     }
-    let url =
-        c.expand(&format!("{key}.url"), &s.url)
-            .and_then(|text| match url::Url::parse(&text) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-                    match SensorUrl::new(&u, &s.id) {
-                        Some(u) => Some(u),
-                        None => {
-                            c.fail(format!("{key}.url"), "is too long");
-                            None
-                        }
-                    }
-                }
-                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                    c.fail(
-                        format!("{key}.url"),
-                        format!("scheme `{}` is not http or https", u.scheme()),
-                    );
-                    None
-                }
-                Ok(_) => {
-                    c.fail(format!("{key}.url"), "has no host");
-                    None
-                }
-                Err(e) => {
-                    c.fail(format!("{key}.url"), format!("not a URL ({e})"));
-                    None
-                }
-            });
+    let url = http_url(c, &format!("{key}.url"), &s.url).and_then(|u| {
+        let made = SensorUrl::new(&u, &s.id);
+        if made.is_none() {
+            c.fail(format!("{key}.url"), "is too long");
+        }
+        made
+    });
     // No format: already reported by the reader, and nothing to judge `value` by.
     let selector = s
         .format
@@ -136,6 +115,27 @@ pub(super) fn resolve(
         timeout: timeout.unwrap_or(default_timeout),
         extra: (extra != Extra::default()).then(|| Box::new(extra)),
     })
+}
+
+/// The http(s) URL `written` at `key`, `${VAR}`s expanded; sensors and
+/// forward targets alike.
+pub(super) fn http_url(c: &mut Checker, key: &str, written: &str) -> Option<url::Url> {
+    let text = c.expand(key, written)?;
+    match url::Url::parse(&text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            c.fail(key, format!("scheme `{}` is not http or https", u.scheme()));
+            None
+        }
+        Ok(_) => {
+            c.fail(key, "has no host");
+            None
+        }
+        Err(e) => {
+            c.fail(key, format!("not a URL ({e})"));
+            None
+        }
+    }
 }
 
 /// The HTTP headers at `{key}.headers`, their values secrets (`${VAR}`

@@ -47,6 +47,17 @@ struct Place {
     pinned: Option<((u64, u64), String)>,
 }
 
+impl Place {
+    /// The stem the store gave the active file `id`, if known.
+    fn renamed(&self, id: (u64, u64)) -> Option<String> {
+        self.pinned
+            .iter()
+            .chain(self.rotated.iter().rev())
+            .find(|(rotated, _)| *rotated == id)
+            .map(|(_, stem)| stem.clone())
+    }
+}
+
 /// Rotations a hold remembers.
 const ROTATIONS_KEPT: usize = 16;
 
@@ -91,16 +102,8 @@ impl Hold {
     /// rotated (it opened it as the active file) is in the rotated file.
     pub fn set(&self, position: Position) {
         let mut place = lock(&self.place);
-        let renamed = |id| {
-            place
-                .pinned
-                .iter()
-                .chain(place.rotated.iter().rev())
-                .find(|(rotated, _)| *rotated == id)
-                .map(|(_, stem)| stem.clone())
-        };
         place.position = match position {
-            Position::Active { id, offset } => match renamed(id) {
+            Position::Active { id, offset } => match place.renamed(id) {
                 Some(stem) => Position::Rotated { stem, offset },
                 None => Position::Active { id, offset },
             },
@@ -126,13 +129,7 @@ impl Hold {
     /// The rotated stem the store gave the active file `id`, if it rotated
     /// it lately.
     pub fn rotated_stem(&self, id: (u64, u64)) -> Option<String> {
-        let place = lock(&self.place);
-        place
-            .pinned
-            .iter()
-            .chain(place.rotated.iter().rev())
-            .find(|(rotated, _)| *rotated == id)
-            .map(|(_, stem)| stem.clone())
+        lock(&self.place).renamed(id)
     }
 
     pub fn position(&self) -> Position {
