@@ -4,6 +4,9 @@
 //! CARGO_TARGET_DIR=/work/target-bench cargo bench --bench cycle
 //! # two builds with one harness and one simulator:
 //! EDGE_AGENT_BENCH_BIN=/tmp/before EDGE_AGENT_BENCH_SIMULATOR=/tmp/before cargo bench --bench cycle
+//! # step 2 with a `forward:` target at a local VictoriaMetrics and without,
+//! # alternating, 3 runs each (issue 18; see run_forward_on_off):
+//! CYCLE_BENCH_FORWARD=1 cargo bench --bench cycle
 //! ```
 //!
 //! 1. `edge-agent simulate` serves 10 loopback hosts (127.0.0.1..10, one
@@ -29,9 +32,9 @@
 
 mod common;
 use common::{
-    Cycle, Guard, Res, bin, exit_code, free_port, median, mib, outside_bench, parse_cycle,
-    print_table, simulator_bin, start_agent, verdict, vm_hwm_kib, wait_listening,
-    write_checked_config,
+    Cycle, Guard, Res, Vm, bin, clock_ticks_per_second, cpu_ticks, exit_code, free_port,
+    load_average, median, mib, outside_bench, parse_cycle, print_table, simulator_bin, start_agent,
+    verdict, vm_hwm_kib, wait_listening, write_checked_config,
 };
 
 use std::collections::VecDeque;
@@ -66,33 +69,10 @@ fn main() -> ExitCode {
     if outside_bench("cycle") {
         return ExitCode::SUCCESS;
     }
-    exit_code("cycle", run_all())
-}
-
-/// CPU time (user + system) of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Res<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
-    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')').ok_or("malformed /proc stat")? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> Res<u64> {
-        f.get(i)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("malformed /proc/{pid}/stat"))
-    };
-    Ok(field(11)? + field(12)?)
-}
-
-fn clock_ticks_per_second() -> (f64, &'static str) {
-    let out = Command::new("getconf").arg("CLK_TCK").output();
-    match out
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<f64>().ok())
-    {
-        Some(t) if t > 0.0 => (t, "getconf CLK_TCK"),
-        _ => (100.0, "assumed 100 (getconf failed)"),
+    if std::env::var_os("CYCLE_BENCH_FORWARD").is_some() {
+        return exit_code("cycle", run_forward_on_off());
     }
+    exit_code("cycle", run_all())
 }
 
 fn host_ip(h: usize) -> Ipv4Addr {
@@ -228,8 +208,15 @@ fn start_simulator(dir: &Path) -> Res<(Guard, u16)> {
     Err(format!("cannot start the simulator: {last}"))
 }
 
-/// The 10,000-sensor config: sensor i on host i % 10, group i / 100.
-fn write_config(dir: &Path, port: u16) -> Res<PathBuf> {
+/// A `forward:` target (defaults but for the measurement) for the config.
+struct Forwarding {
+    url: String,
+    measurement: String,
+}
+
+/// The 10,000-sensor config: sensor i on host i % 10, group i / 100; with
+/// `forward`, its rows are also forwarded there.
+fn write_config(dir: &Path, port: u16, forward: Option<&Forwarding>) -> Res<PathBuf> {
     let out = dir.join("out");
     let mut y = String::with_capacity(SENSORS * 100);
     y.push_str(&format!(
@@ -247,6 +234,12 @@ fn write_config(dir: &Path, port: u16) -> Res<PathBuf> {
                 "      - {{ id: s-{i}, url: \"http://{ip}:{port}/text/s-{i}\", format: text }}\n"
             ));
         }
+    }
+    if let Some(f) = forward {
+        y.push_str(&format!(
+            "forward:\n  - name: vm\n    url: {}\n    measurement: {}\n",
+            f.url, f.measurement
+        ));
     }
     let path = dir.join("bench.yaml");
     write_checked_config(&path, &y)?;
@@ -314,7 +307,7 @@ fn rounds() -> usize {
         .max(per_host.div_ceil(LIMIT_PER_HOST))
 }
 
-fn bench_10k(dir: &Path) -> Res<Measured> {
+fn bench_10k(dir: &Path, forward: Option<&Forwarding>) -> Res<Measured> {
     let (ticks_per_s, tick_source) = clock_ticks_per_second();
     let (mut sim, port) = start_simulator(dir)?;
     println!(
@@ -322,7 +315,7 @@ fn bench_10k(dir: &Path) -> Res<Measured> {
         sim.pid()
     );
     let probe_ms = probe_answer_ms(SocketAddr::V4(SocketAddrV4::new(host_ip(0), port)), 40)?;
-    let config = write_config(dir, port)?;
+    let config = write_config(dir, port, forward)?;
     println!(
         "config: {} ({SENSORS} sensors, {HOSTS} hosts, limit {LIMIT}, limit_per_host {LIMIT_PER_HOST})",
         config.display()
@@ -538,7 +531,7 @@ fn run_all() -> Res<()> {
         simulator_bin()
     );
 
-    let m = bench_10k(dir.path())?;
+    let m = bench_10k(dir.path(), None)?;
     println!("demo: agent.yaml --simulate for {DEMO_SECONDS} s");
     let demo = bench_demo(dir.path())?;
     let size = fs::metadata(bin())
@@ -699,6 +692,153 @@ fn run_all() -> Res<()> {
         m.median_ms(),
         m.cpu_per_10k(),
         m.cpu_per_10k_steady(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `CYCLE_BENCH_FORWARD=1`: the 10,000-sensor run with a `forward:` target
+/// at a local VictoriaMetrics and without, alternating (off, on, on, off,
+/// off, on: each side as often first), 3 runs each; medians, spreads and
+/// the on/off ratios. The demo, binary size and lock count are left out.
+fn run_forward_on_off() -> Res<()> {
+    let started = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix("edge-agent-bench-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temp dir: {e}"))?;
+    println!(
+        "edge-agent cycle bench, forwarding off vs on, binary {}, simulator {}",
+        bin(),
+        simulator_bin()
+    );
+    let vm = Vm::start(dir.path())?;
+    println!("victoria-metrics: pid {} on {}", vm.guard.pid(), vm.addr);
+    let order = [false, true, true, false, false, true];
+    let mut runs: Vec<(bool, Measured, String)> = Vec::new();
+    for (k, &on) in order.iter().enumerate() {
+        let sub = dir.path().join(format!("run-{k}"));
+        fs::create_dir_all(&sub).map_err(|e| format!("{}: {e}", sub.display()))?;
+        let load = load_average();
+        let forward = on.then(|| Forwarding {
+            url: vm.write_url(),
+            measurement: format!("cycle_run{k}"),
+        });
+        println!(
+            "run {} of {}: forwarding {}; load {load}",
+            k + 1,
+            order.len(),
+            if on { "on" } else { "off" }
+        );
+        let m = bench_10k(&sub, forward.as_ref())?;
+        let stored = match &forward {
+            Some(f) => {
+                let (points, _) = vm.count(&format!("{{__name__=\"{}_ok\"}}", f.measurement))?;
+                format!("; VictoriaMetrics holds {points} of the {} rows", m.rows)
+            }
+            None => String::new(),
+        };
+        println!(
+            "  => cycle/bound {:.3}, cycle/wrk {}, CPU {:.3} s per 10k polls ({:.3} steady), \
+             peak RSS {:.1} MiB, failed {}{stored}",
+            m.ratio(),
+            m.ratio_wrk().map_or("no wrk".into(), |r| format!("{r:.3}")),
+            m.cpu_per_10k(),
+            m.cpu_per_10k_steady(),
+            mib(m.hwm_kib),
+            m.cycles.iter().map(|c| c.failed).sum::<u64>()
+        );
+        runs.push((on, m, load));
+    }
+    drop(vm);
+
+    let side = |on: bool, f: &dyn Fn(&Measured) -> f64| -> Vec<f64> {
+        runs.iter().filter(|r| r.0 == on).map(|r| f(&r.1)).collect()
+    };
+    let spread = |v: &[f64], d: usize| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{:.d$} [{lo:.d$} – {hi:.d$}]", median(v))
+    };
+    // (name, value of one run, decimals)
+    type Figure<'a> = (&'a str, &'a dyn Fn(&Measured) -> f64, usize);
+    let figures: [Figure; 7] = [
+        ("median cycle / bound", &|m| m.ratio(), 3),
+        (
+            "median cycle / wrk's time for the same requests",
+            &|m| m.ratio_wrk().unwrap_or(f64::NAN),
+            3,
+        ),
+        (
+            "median cycle / (rounds x measured answer)",
+            &|m| m.ratio_measured(),
+            3,
+        ),
+        (
+            "CPU s per 10,000 polls (incl. start-up)",
+            &|m| m.cpu_per_10k(),
+            3,
+        ),
+        (
+            "CPU s per 10,000 polls (steady state)",
+            &|m| m.cpu_per_10k_steady(),
+            3,
+        ),
+        ("peak RSS (VmHWM) MiB", &|m| mib(m.hwm_kib), 1),
+        (
+            "failed polls (measured cycles)",
+            &|m| m.cycles.iter().map(|c| c.failed).sum::<u64>() as f64,
+            0,
+        ),
+    ];
+    println!();
+    let mut table = Vec::new();
+    let mut result = Vec::new();
+    for (i, (name, f, d)) in figures.iter().enumerate() {
+        let (off, on) = (side(false, *f), side(true, *f));
+        let ratio = median(&on) / median(&off);
+        table.push([
+            name.to_string(),
+            spread(&off, *d),
+            spread(&on, *d),
+            if ratio.is_finite() {
+                format!("{ratio:.3}")
+            } else {
+                "-".into()
+            },
+        ]);
+        result.push(format!(
+            "f{i}_off={:.4} f{i}_on={:.4}",
+            median(&off),
+            median(&on)
+        ));
+    }
+    let loads = |on: bool| {
+        runs.iter()
+            .filter(|r| r.0 == on)
+            .map(|r| r.2.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    table.push([
+        "load (1/5/15 min) at each run's start".into(),
+        loads(false),
+        loads(true),
+        "-".into(),
+    ]);
+    print_table(
+        &[
+            "figure",
+            "forward off: median [min – max]",
+            "forward on",
+            "on / off",
+        ],
+        &table,
+    );
+    println!();
+    println!(
+        "RESULT {} elapsed_s={:.0}",
+        result.join(" "),
         started.elapsed().as_secs_f64()
     );
     Ok(())

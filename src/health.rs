@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::store::StoreStats;
+use crate::store::holds::Hold;
 
 /// What the last cycle found for one group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,6 +59,136 @@ pub struct Health {
     /// Sensors polled less often because they keep failing (`backoff`).
     backing_off: AtomicU64,
     store: Mutex<Arc<StoreStats>>,
+    forward: Mutex<Vec<Arc<ForwardStats>>>,
+}
+
+/// A forward metric: name, kind, help, and how it is read from a target.
+type ForwardMetric<'a> = (&'a str, &'a str, &'a str, &'a dyn Fn(&ForwardStats) -> f64);
+
+/// How long `/healthz` fails after a forward target lost rows to retention.
+pub const LOSS_SHOWN: Duration = Duration::from_secs(3600);
+
+/// One forward target's figures, kept by its task (`forward`), shown in
+/// `/metrics` and judged by `/healthz`.
+#[derive(Debug)]
+pub struct ForwardStats {
+    pub name: String,
+    /// `/healthz` fails while `lag_ms` is past this.
+    pub max_lag: Option<Duration>,
+    pub rows_forwarded: AtomicU64,
+    pub batches: AtomicU64,
+    /// Sends of a batch after its first (each may store nothing new).
+    pub resends: AtomicU64,
+    /// Rows the engine refused (4xx) and that were passed over.
+    pub rows_refused: AtomicU64,
+    /// Damaged lines in the files, passed over.
+    pub bad_lines: AtomicU64,
+    /// Failed sends and reads by kind ([`ForwardStats::KINDS`]).
+    pub errors: [AtomicU64; 6],
+    /// Rows in the files after the cursor.
+    pub lag_rows: AtomicU64,
+    /// Newest row in the files minus the last row acknowledged, in ms.
+    pub lag_ms: AtomicU64,
+    /// Unix ms of the last acknowledgement (0: none yet).
+    pub last_ack_ms: AtomicU64,
+    /// 1 while the target is paused on a refused batch (`on_refused: pause`).
+    pub paused: AtomicU64,
+    /// Unix ms since which the batch in hand has not been taken (0: none
+    /// failing). The files' lag is worked out between batches; while one
+    /// is retried it grows with the clock, as the writer goes on writing.
+    pub failing_since_ms: AtomicU64,
+    /// Retention's count of what this target lost.
+    pub hold: Arc<Hold>,
+}
+
+impl ForwardStats {
+    pub const KINDS: [&'static str; 6] = [
+        "connect",
+        "timeout",
+        "server",
+        "refused",
+        "too_large",
+        "read",
+    ];
+
+    pub fn new(name: &str, max_lag: Option<Duration>, hold: Arc<Hold>) -> Arc<ForwardStats> {
+        Arc::new(ForwardStats {
+            name: name.to_string(),
+            max_lag,
+            rows_forwarded: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            resends: AtomicU64::new(0),
+            rows_refused: AtomicU64::new(0),
+            bad_lines: AtomicU64::new(0),
+            errors: Default::default(),
+            lag_rows: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(0),
+            last_ack_ms: AtomicU64::new(0),
+            paused: AtomicU64::new(0),
+            failing_since_ms: AtomicU64::new(0),
+            hold,
+        })
+    }
+
+    pub fn error(&self, kind: &str) {
+        if let Some(i) = Self::KINDS.iter().position(|k| *k == kind) {
+            self.errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A batch has failed since now (the first failure of it counts).
+    pub fn failing(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        let _ = self
+            .failing_since_ms
+            .compare_exchange(0, now, Relaxed, Relaxed);
+    }
+
+    /// How far behind the files the target is: the lag worked out from
+    /// them at the last batch, plus how long the batch in hand has failed.
+    pub fn lag(&self) -> Duration {
+        let mut lag = Duration::from_millis(self.lag_ms.load(Relaxed));
+        let since = self.failing_since_ms.load(Relaxed);
+        if since > 0 {
+            let since = std::time::UNIX_EPOCH + Duration::from_millis(since);
+            lag += since.elapsed().unwrap_or_default();
+        }
+        lag
+    }
+
+    /// Why this target makes `/healthz` fail, if it does.
+    pub fn problem(&self) -> Option<String> {
+        let lag = self.lag();
+        if let Some(max) = self.max_lag.filter(|max| lag > *max) {
+            return Some(format!(
+                "forward target `{}` is {} behind the files (max_lag {})",
+                self.name,
+                humantime::format_duration(Duration::from_secs(lag.as_secs())),
+                humantime::format_duration(max)
+            ));
+        }
+        if self.paused.load(Relaxed) == 1 {
+            return Some(format!(
+                "forward target `{}` is paused: the engine refuses a batch (see the log)",
+                self.name
+            ));
+        }
+        let recent = self
+            .hold
+            .last_loss()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < LOSS_SHOWN);
+        if recent {
+            return Some(format!(
+                "forward target `{}` lost {} row(s) to retention before sending them (see the log)",
+                self.name,
+                self.hold.lost_rows.load(Relaxed)
+            ));
+        }
+        None
+    }
 }
 
 impl Health {
@@ -71,6 +202,7 @@ impl Health {
             reload_skipped_ticks: AtomicU64::new(0),
             backing_off: AtomicU64::new(0),
             store: Mutex::new(store),
+            forward: Mutex::new(Vec::new()),
         })
     }
 
@@ -102,6 +234,18 @@ impl Health {
 
     /// Ticks lost while a reload was applied: counted with the skipped
     /// ticks, and apart.
+    /// The forward targets' figures (at start and after a reload).
+    pub fn set_forward(&self, targets: Vec<Arc<ForwardStats>>) {
+        *self.forward.lock().unwrap_or_else(|e| e.into_inner()) = targets;
+    }
+
+    fn forward(&self) -> Vec<Arc<ForwardStats>> {
+        self.forward
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn reload_skipped(&self, ticks: u64) {
         self.skipped_ticks.fetch_add(ticks, Relaxed);
         self.reload_skipped_ticks.fetch_add(ticks, Relaxed);
@@ -132,6 +276,9 @@ impl Health {
         }
         if !store.writable.load(Relaxed) {
             return Err("the store cannot write (see the log)".into());
+        }
+        if let Some(why) = self.forward().iter().find_map(|f| f.problem()) {
+            return Err(why);
         }
         Ok(())
     }
@@ -242,6 +389,101 @@ impl Health {
             "counter",
             "Failures of the store by what failed: open (a new active file), write, fsync, rotate.",
             &by_op,
+        );
+        let targets = self.forward();
+        let per_target = |f: &dyn Fn(&ForwardStats) -> f64| -> Vec<(String, f64)> {
+            targets
+                .iter()
+                .map(|t| (format!("{{target=\"{}\"}}", t.name), f(t)))
+                .collect()
+        };
+        let forward: [ForwardMetric; 11] = [
+            (
+                "forward_rows_total",
+                "counter",
+                "Rows the target's engine acknowledged.",
+                &|t| t.rows_forwarded.load(Relaxed) as f64,
+            ),
+            (
+                "forward_batches_total",
+                "counter",
+                "Batches the target's engine acknowledged.",
+                &|t| t.batches.load(Relaxed) as f64,
+            ),
+            (
+                "forward_resends_total",
+                "counter",
+                "Sends of a batch after its first.",
+                &|t| t.resends.load(Relaxed) as f64,
+            ),
+            (
+                "forward_rows_refused_total",
+                "counter",
+                "Rows the engine refused (4xx) and that were passed over.",
+                &|t| t.rows_refused.load(Relaxed) as f64,
+            ),
+            (
+                "forward_bad_lines_total",
+                "counter",
+                "Damaged lines in the files, passed over.",
+                &|t| t.bad_lines.load(Relaxed) as f64,
+            ),
+            (
+                "forward_lag_rows",
+                "gauge",
+                "Rows in the files after the target's cursor.",
+                &|t| t.lag_rows.load(Relaxed) as f64,
+            ),
+            (
+                "forward_lag_seconds",
+                "gauge",
+                "The newest row in the files minus the last row acknowledged.",
+                &|t| t.lag_ms.load(Relaxed) as f64 / 1000.0,
+            ),
+            (
+                "forward_last_ack_timestamp_seconds",
+                "gauge",
+                "When the engine last acknowledged a batch (0: never).",
+                &|t| t.last_ack_ms.load(Relaxed) as f64 / 1000.0,
+            ),
+            (
+                "forward_paused",
+                "gauge",
+                "1 while the target waits on a batch the engine refuses.",
+                &|t| t.paused.load(Relaxed) as f64,
+            ),
+            (
+                "forward_rows_lost_total",
+                "counter",
+                "Rows retention removed before the target sent them.",
+                &|t| t.hold.lost_rows.load(Relaxed) as f64,
+            ),
+            (
+                "forward_files_lost_total",
+                "counter",
+                "Files retention removed before the target was through them.",
+                &|t| t.hold.lost_files.load(Relaxed) as f64,
+            ),
+        ];
+        for (name, kind, help, get) in forward {
+            metric(name, kind, help, &per_target(get));
+        }
+        let by_kind: Vec<(String, f64)> = targets
+            .iter()
+            .flat_map(|t| {
+                ForwardStats::KINDS.iter().zip(&t.errors).map(|(kind, n)| {
+                    (
+                        format!("{{target=\"{}\",kind=\"{kind}\"}}", t.name),
+                        n.load(Relaxed) as f64,
+                    )
+                })
+            })
+            .collect();
+        metric(
+            "forward_errors_total",
+            "counter",
+            "Failed sends by kind (connect, timeout, server: 5xx/408/429, refused: other 4xx, too_large: 413) and failed reads of the files (read).",
+            &by_kind,
         );
         metric(
             "healthy",

@@ -41,6 +41,7 @@
 mod aggregate;
 pub mod config;
 pub mod extract;
+pub mod forward;
 mod health;
 pub mod history;
 pub mod memory;

@@ -55,6 +55,15 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Show each forward target's cursor and lag, from the files (the agent may be running).
+    Forward {
+        /// The config file; relative paths in it are taken from its directory.
+        #[arg(long, short, default_value = DEFAULT_CONFIG, value_name = "FILE")]
+        config: PathBuf,
+        /// Print each target's cursor and the rows after it.
+        #[arg(long)]
+        status: bool,
+    },
     /// Stream recorded rows back out, in time order across files.
     Replay(ReplayArgs),
     /// Print the last rows; with -f, keep printing new rows across rotations.
@@ -328,6 +337,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let work = tokio::spawn(async move {
         match cli.command {
             Command::Check { config, quiet } => check(&config, quiet),
+            Command::Forward { config, status } => forward_status(&config, status),
             Command::Run { config, simulate } => run_agent(&config, simulate).await,
             Command::Replay(args) => replay_files(args).await,
             Command::Tail(args) => tail_files(args).await,
@@ -391,9 +401,25 @@ fn check(path: &Path, quiet: bool) -> Result<(), CliError> {
     // What `run` would fail on at start: a CA bundle missing for https
     // sensors, an unreadable `ca_file`.
     poll::Clients::build(&config).map_err(CliError::failed)?;
+    for target in &config.forward {
+        edge_agent::forward::client(target).map_err(CliError::failed)?;
+    }
     if !quiet {
         print!("{}", plan::describe(&config));
     }
+    Ok(())
+}
+
+fn forward_status(path: &Path, status: bool) -> Result<(), CliError> {
+    if !status {
+        return Err(CliError::usage(
+            "forwarding runs inside `edge-agent run` (the config's forward: section); \
+             `edge-agent forward --status` shows where each target stands",
+        ));
+    }
+    let config = load(path)?;
+    let standings = edge_agent::forward::status::standings(&config);
+    print!("{}", edge_agent::forward::status::render(&standings));
     Ok(())
 }
 

@@ -130,5 +130,60 @@ pub fn describe(config: &Config) -> String {
             (*n).min(config.limit_per_host).min(config.limit)
         );
     }
+    if !config.forward.is_empty() {
+        let _ = writeln!(out, "forward ({}):", config.forward.len());
+    }
+    for f in &config.forward {
+        let _ = writeln!(
+            out,
+            "  {} -> {} as `{}`: batches of up to {} rows / {} (sent after {} at most), up to {} rows/s, \
+             timeout {}, retry waits up to {} (full jitter from {}), refused batches {}",
+            f.name,
+            f.shown_url,
+            f.measurement,
+            f.batch_rows,
+            HumanSize(f.batch_bytes as u64),
+            d(f.max_delay),
+            f.max_rate,
+            d(f.timeout),
+            d(f.retry_max),
+            d(f.retry_first),
+            match f.on_refused {
+                crate::config::OnRefused::Skip => "skipped",
+                crate::config::OnRefused::Pause => "pause the target",
+            }
+        );
+        let mut more = Vec::new();
+        for (name, value) in &f.headers {
+            more.push(format!("header {name}: {value}"));
+        }
+        if f.tls.insecure {
+            more.push("TLS NOT VERIFIED".into());
+        }
+        if let Some(ca) = &f.tls.ca_file {
+            more.push(format!("CA {}", ca.display()));
+        }
+        if let Some(l) = f.max_lag {
+            more.push(format!("/healthz fails past {} of lag", d(l)));
+        }
+        match f.keep_unforwarded {
+            Some(b) => more.push(format!(
+                "retention keeps unsent files while rotated files stay within {}",
+                HumanSize(b)
+            )),
+            None => {
+                more.push("retention does not wait (unsent rows it removes are counted)".into())
+            }
+        }
+        if f.start == crate::config::Start::Now {
+            more.push("without a cursor, starts at the active file's end".into());
+        }
+        let _ = writeln!(out, "    {}", more.join("; "));
+        let _ = writeln!(
+            out,
+            "    cursor {}",
+            names::forward_cursor(&config.output.dir, &config.output.prefix, &f.name).display()
+        );
+    }
     out
 }

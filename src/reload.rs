@@ -19,10 +19,12 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Output};
+use crate::config::{Config, Forward, Output};
+use crate::health::ForwardStats;
 use crate::poll::Poller;
 use crate::store::Store;
 use crate::store::disk::Disk;
+use crate::store::holds::Holds;
 
 /// A validated replacement config, ready to run.
 pub(crate) struct Next {
@@ -30,6 +32,9 @@ pub(crate) struct Next {
     pub(crate) poller: Poller,
     /// A new store when the output goes to other files.
     pub(crate) store: Option<Store>,
+    /// New forward targets (or the same over other files): their holds
+    /// and figures, the new store's retention already asking the holds.
+    pub(crate) forward: Option<(Arc<Holds>, Vec<Arc<ForwardStats>>)>,
 }
 
 /// The reload being prepared off the loop, if any.
@@ -55,13 +60,14 @@ impl Reloads {
 
     /// A SIGHUP: prepare a reload from the running `output`, or, while one
     /// is being prepared, one more after it (however many SIGHUPs came).
-    pub(crate) fn ask(&mut self, output: &Output) {
+    pub(crate) fn ask(&mut self, output: &Output, forward: &[Forward]) {
         if self.pending.is_some() {
             self.again = true;
             return;
         }
         let (path, disk) = (self.path.clone(), self.disk.clone());
-        self.pending = Some(tokio::spawn(prepare_reload(path, output.clone(), disk)));
+        let running = (output.clone(), forward.to_vec());
+        self.pending = Some(tokio::spawn(prepare_reload(path, running, disk)));
     }
 
     /// The prepared reload (`None`: refused, already logged); never
@@ -80,9 +86,9 @@ impl Reloads {
 
     /// After a reload was applied (or refused): the one more asked for
     /// meanwhile, from the now running `output`.
-    pub(crate) fn follow_up(&mut self, output: &Output) {
+    pub(crate) fn follow_up(&mut self, output: &Output, forward: &[Forward]) {
         if std::mem::take(&mut self.again) {
-            self.ask(output);
+            self.ask(output, forward);
         }
     }
 }
@@ -98,7 +104,11 @@ impl Drop for Reloads {
 /// Load and set up the config at `path` (`running` is the output in use);
 /// `None` (after logging why) when anything about it fails, so the caller
 /// keeps the running config. Runs as a task of its own, beside the cycles.
-async fn prepare_reload(path: PathBuf, running: Output, disk: Arc<dyn Disk>) -> Option<Next> {
+async fn prepare_reload(
+    path: PathBuf,
+    (running, running_forward): (Output, Vec<Forward>),
+    disk: Arc<dyn Disk>,
+) -> Option<Next> {
     // Reading and checking the file and building the clients block (file
     // reads, CA bundles, 10,000 sensors to check): on the blocking pool.
     let built = tokio::task::spawn_blocking(move || {
@@ -130,8 +140,16 @@ async fn prepare_reload(path: PathBuf, running: Output, disk: Arc<dyn Disk>) -> 
         }
     };
     let moved = !config.output.same_files(&running);
+    // New targets, or the same ones over other files: their holds are made
+    // before a new store opens, so its retention knows them from the start.
+    let forward = (moved || config.forward != running_forward).then(|| {
+        let holds = Holds::new();
+        let stats = crate::forward::prepare(&config.forward, &holds);
+        (holds, stats)
+    });
     let store = if moved {
-        match Store::open_with(&config.output, disk).await {
+        let holds = forward.as_ref().map(|(h, _)| h.clone()).unwrap_or_default();
+        match Store::open_held(&config.output, disk, holds).await {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::error!("reload refused, keeping the running configuration: {e}");
@@ -145,5 +163,6 @@ async fn prepare_reload(path: PathBuf, running: Output, disk: Arc<dyn Disk>) -> 
         config,
         poller,
         store,
+        forward,
     })
 }

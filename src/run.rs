@@ -29,12 +29,14 @@ use tokio::time::Instant;
 
 use crate::aggregate::Aggregator;
 use crate::config::{Config, ConfigError};
+use crate::forward::{ForwardError, Forwarder};
 use crate::health::{self, GroupCount, Health};
 use crate::poll::{ClientError, Failure, Outcome, Poller};
 use crate::reload::{Next, Reloads};
 use crate::schedule::{Clock, Tick, Ticker};
 use crate::shutdown::Control;
 use crate::store::disk::{Disk, RealDisk};
+use crate::store::holds::Holds;
 use crate::store::{Store, StoreError, StoreSender};
 
 /// Why the agent could not run.
@@ -48,7 +50,13 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Metrics(#[source] std::io::Error),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
 }
+
+/// How long forward targets may go on sending after the store closed at
+/// shutdown (systemd waits 90 s by default before it kills).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a run did, for the last log line and for tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -85,13 +93,27 @@ pub async fn run_with(
     disk: Arc<dyn Disk>,
 ) -> Result<Summary, RunError> {
     let config = Arc::new(config);
-    let store = Store::open_with(&config.output, disk.clone()).await?;
+    // The targets' holds exist before the store opens: its first retention
+    // already waits for them.
+    let holds = Holds::new();
+    let forward_stats = crate::forward::prepare(&config.forward, &holds);
+    let store = Store::open_held(&config.output, disk.clone(), holds.clone()).await?;
     let poller = Poller::new(config.clone())?;
     let health = Health::new(
         store.sender().stats().clone(),
         config.interval,
         config.timeout,
     );
+    health.set_forward(forward_stats.clone());
+    let forwarder = if config.forward.is_empty() {
+        None
+    } else {
+        Some(Forwarder::start(
+            &config.forward,
+            &config.output,
+            &forward_stats,
+        )?)
+    };
     if let Some(addr) = config.metrics {
         let listener = health::bind(addr).await.map_err(RunError::Metrics)?;
         // The address bound, not the one asked for: with port 0 the kernel
@@ -110,6 +132,8 @@ pub async fn run_with(
     );
     let reloads = Reloads::new(path, disk);
     let mut engine = Engine::new(config, poller, store, clock, health, reloads);
+    engine.forwarder = forwarder;
+    engine.holds = holds;
     // What the config's reading freed stays resident otherwise.
     crate::memory::release_free_memory();
     engine.cycles(&mut control).await?;
@@ -117,11 +141,18 @@ pub async fn run_with(
         store,
         sender,
         mut summary,
+        forwarder,
         ..
     } = engine;
     // The writer ends once every sender is gone.
     drop(sender);
-    add_store_stats(&mut summary, store.close().await?);
+    let closed = store.close().await;
+    // Then the targets send what the last rows added, for a few seconds at
+    // most; what is left goes at the next start.
+    if let Some(f) = forwarder {
+        f.drain(SHUTDOWN_GRACE).await;
+    }
+    add_store_stats(&mut summary, closed?);
     tracing::info!(
         "stopped after {} cycle(s): {} row(s) written, {} dropped, {} tick(s) skipped, \
          {} of them lost to {} reload(s)",
@@ -154,6 +185,10 @@ struct Engine {
     health: Arc<Health>,
     reloads: Reloads,
     summary: Summary,
+    /// The forward targets running, if any.
+    forwarder: Option<Forwarder>,
+    /// What the targets need of the files, asked by the store's retention.
+    holds: Arc<Holds>,
 }
 
 impl Engine {
@@ -178,6 +213,8 @@ impl Engine {
             store,
             reloads,
             summary: Summary::default(),
+            forwarder: None,
+            holds: Holds::new(),
         }
     }
 
@@ -192,7 +229,7 @@ impl Engine {
                 biased;
                 c = control.recv() => match c {
                     Some(Control::Reload) => {
-                        self.reloads.ask(self.store.output());
+                        self.reloads.ask(self.store.output(), &self.config.forward);
                         continue;
                     }
                     Some(Control::Shutdown) | None => {
@@ -205,7 +242,7 @@ impl Engine {
                     if let Some(next) = next {
                         self.apply(next).await?;
                     }
-                    self.reloads.follow_up(self.store.output());
+                    self.reloads.follow_up(self.store.output(), &self.config.forward);
                     continue;
                 }
                 tick = self.ticker.tick() => tick,
@@ -245,7 +282,7 @@ impl Engine {
                     health::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
                 c = control.recv(), if !shutdown => match c {
-                    Some(Control::Reload) => self.reloads.ask(self.store.output()),
+                    Some(Control::Reload) => self.reloads.ask(self.store.output(), &self.config.forward),
                     Some(Control::Shutdown) | None => {
                         health::notify(&[sd_notify::NotifyState::Stopping]);
                         shutdown = true;
@@ -284,7 +321,18 @@ impl Engine {
             config,
             poller,
             store,
+            forward,
         } = next;
+        // Targets that change (or whose files do) stop before the store
+        // changes under them; they start again below, from their cursors.
+        let forward_old = match &forward {
+            Some(_) => self.forwarder.take(),
+            None => None,
+        };
+        if let Some(f) = forward_old {
+            f.stop().await;
+        }
+        let moved = store.is_some();
         let mut lost = self.ticker.reconfigure(config.interval, config.timeout);
         // Rows of cut windows belong to the old output.
         let cut = self
@@ -299,6 +347,27 @@ impl Engine {
                 add_store_stats(&mut self.summary, old.close().await?);
             }
             None => self.store.reconfigure(&config.output).await,
+        }
+        if let Some((holds, stats)) = forward {
+            if moved {
+                self.holds = holds;
+            } else {
+                self.holds.replace(holds.targets());
+            }
+            self.health.set_forward(stats.clone());
+            if !config.forward.is_empty() {
+                match Forwarder::start(&config.forward, &config.output, &stats) {
+                    Ok(f) => self.forwarder = Some(f),
+                    Err(e) => {
+                        // No target runs: none may hold retention back.
+                        self.holds.replace(Vec::new());
+                        self.health.set_forward(Vec::new());
+                        tracing::error!(
+                            "{e}; forwarding is off until a reload or restart with a config that works"
+                        )
+                    }
+                }
+            }
         }
         if config.metrics != self.config.metrics {
             tracing::warn!("metrics.listen changes take effect at the next start");

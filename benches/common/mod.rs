@@ -298,3 +298,201 @@ pub fn write_checked_config(path: &Path, yaml: &str) -> Res<()> {
     }
     Ok(())
 }
+
+/// CPU time (user + system) of `pid`, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Res<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').ok_or("malformed /proc stat")? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Res<u64> {
+        f.get(i)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("malformed /proc/{pid}/stat"))
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+/// Clock ticks per second (for [`cpu_ticks`]) and where the figure came from.
+pub fn clock_ticks_per_second() -> (f64, &'static str) {
+    let out = Command::new("getconf").arg("CLK_TCK").output();
+    match out
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<f64>().ok())
+    {
+        Some(t) if t > 0.0 => (t, "getconf CLK_TCK"),
+        _ => (100.0, "assumed 100 (getconf failed)"),
+    }
+}
+
+/// The machine's load averages (1, 5, 15 min) as `/proc/loadavg` gives them.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The TCP addresses `pid` listens on (from /proc: for a server told to
+/// listen on port 0 that does not say which port it got).
+pub fn listening_addrs(pid: u32) -> Vec<SocketAddr> {
+    use std::collections::HashSet;
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let sockets: HashSet<String> = fds
+        .flatten()
+        .filter_map(|fd| {
+            let link = fs::read_link(fd.path()).ok()?;
+            let inode = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(inode.to_string())
+        })
+        .collect();
+    let table = fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+            // 0A is TCP_LISTEN.
+            if *state != "0A" || !sockets.contains(*inode) {
+                return None;
+            }
+            let (ip, port) = local.split_once(':')?;
+            // The kernel's u32 printed in hex: its bytes in memory, read
+            // back in this machine's order, are the address.
+            let ip = u32::from_str_radix(ip, 16).ok()?.to_ne_bytes();
+            let port = u16::from_str_radix(port, 16).ok()?;
+            Some(SocketAddr::from((std::net::Ipv4Addr::from(ip), port)))
+        })
+        .collect()
+}
+
+/// A plain HTTP/1.0 GET on loopback (the server closes after the body: no
+/// chunking): status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Res<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let err = |e: std::io::Error| format!("GET http://{addr}{path}: {e}");
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(err)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(err)?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .map_err(err)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(err)?;
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("GET {path}: no HTTP head"))?;
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("GET {path}: bad status line {head:?}"))?;
+    Ok((status, buf[end + 4..].to_vec()))
+}
+
+/// `s` percent-encoded for a query string.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+pub const VM_BIN: &str = "/usr/bin/victoria-metrics";
+
+/// VictoriaMetrics on 127.0.0.1, port 0, data in `dir/vm`, with
+/// `-dedup.minScrapeInterval=1ms` (one point per series and timestamp, so a
+/// batch sent again is stored once). Killed when dropped.
+pub struct Vm {
+    pub guard: Guard,
+    pub addr: SocketAddr,
+}
+
+impl Vm {
+    pub fn start(dir: &Path) -> Res<Vm> {
+        let log = dir.join("victoria-metrics.log");
+        let out = fs::File::create(&log).map_err(io_err(&log))?;
+        let err = out.try_clone().map_err(io_err(&log))?;
+        let mut guard = Guard::spawn(
+            "victoria-metrics",
+            Command::new(VM_BIN)
+                .arg(format!("-storageDataPath={}", dir.join("vm").display()))
+                .arg("-httpListenAddr=127.0.0.1:0")
+                .arg("-retentionPeriod=100y")
+                .arg("-dedup.minScrapeInterval=1ms")
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err),
+        )?;
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = guard.exited()? {
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                return Err(format!(
+                    "victoria-metrics exited ({st}): {}",
+                    tail.join(" | ")
+                ));
+            }
+            let addrs = listening_addrs(guard.pid());
+            if let [addr] = addrs[..] {
+                if let Ok((200, _)) = http_get(addr, "/health") {
+                    return Ok(Vm { guard, addr });
+                }
+            }
+            if Instant::now() >= until {
+                return Err(format!(
+                    "victoria-metrics not healthy within 60 s (listening on {addrs:?}); log {}",
+                    log.display()
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its line-protocol endpoint.
+    pub fn write_url(&self) -> String {
+        format!("http://{}/write", self.addr)
+    }
+
+    /// Points of the series `selector` picks (all times), counted from
+    /// `/api/v1/export` after a flush, and how many series.
+    pub fn count(&self, selector: &str) -> Res<(u64, u64)> {
+        let (code, body) = http_get(self.addr, "/internal/force_flush")?;
+        if code != 200 {
+            return Err(format!(
+                "force_flush: HTTP {code}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        let path = format!("/api/v1/export?match[]={}", percent_encode(selector));
+        let (code, body) = http_get(self.addr, &path)?;
+        if code != 200 {
+            return Err(format!(
+                "export {selector}: HTTP {code}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        let (mut points, mut series) = (0, 0);
+        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| format!("export {selector}: bad JSON line: {e}"))?;
+            let ts = v["timestamps"]
+                .as_array()
+                .ok_or_else(|| format!("export {selector}: no timestamps"))?;
+            points += ts.len() as u64;
+            series += 1;
+        }
+        Ok((points, series))
+    }
+}

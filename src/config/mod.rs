@@ -17,6 +17,7 @@
 
 mod backoff;
 mod checker;
+pub mod forward;
 mod locate;
 mod model;
 mod nofile;
@@ -33,7 +34,10 @@ mod yaml;
 use std::path::{Path, PathBuf};
 
 pub use crate::extract::selector::{PromSelector, Selector};
-pub use model::{Backoff, BasicAuth, Config, Fsync, Group, Output, Problem, Sensor, Tls};
+pub use model::{
+    Backoff, BasicAuth, Config, Forward, Fsync, Group, OnRefused, Output, Problem, Sensor, Start,
+    Tls,
+};
 pub use model::{BodyFormat, Compress, Unit};
 pub use probe::WRITE_PROBE_PREFIX;
 pub use validate::MAX_LIMIT;

@@ -33,6 +33,8 @@ pub struct Config {
     pub groups: Vec<Group>,
     /// Loopback address of the `/metrics` and `/healthz` listener, if on.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Engines the recorded rows are forwarded to (`forward:`).
+    pub forward: Vec<Forward>,
     /// Things that work but deserve a word when the config is loaded (a
     /// world-readable file holding secrets, say).
     pub warnings: Vec<String>,
@@ -339,6 +341,65 @@ pub struct Problem {
     pub line: Option<usize>,
     pub col: Option<usize>,
     pub message: String,
+}
+
+/// One `forward:` target: an engine that takes line protocol, and how the
+/// rows are sent to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    /// Names the target in logs and metrics, and its cursor file.
+    pub name: String,
+    /// The write URL, `${VAR}`s expanded: it may hold a token (InfluxDB
+    /// 1.x's `u=`/`p=`), so it is a secret; [`Forward::shown_url`] is what
+    /// messages show.
+    pub url: Secret,
+    /// The URL with its password and query redacted.
+    pub shown_url: String,
+    pub headers: Vec<(Box<str>, Secret)>,
+    pub tls: Tls,
+    /// Most rows in one request.
+    pub batch_rows: usize,
+    /// Most bytes of line protocol in one request.
+    pub batch_bytes: usize,
+    /// Longest a written row waits for its batch to fill.
+    pub max_delay: Duration,
+    pub measurement: String,
+    /// Most rows sent per second.
+    pub max_rate: usize,
+    /// One request, from its start to the engine's answer.
+    pub timeout: Duration,
+    /// The first wait after a failure is drawn from `0..=retry_first`; each
+    /// failure doubles the bound up to `retry_max` (full jitter).
+    pub retry_first: Duration,
+    pub retry_max: Duration,
+    /// `/healthz` fails while the target is further behind than this.
+    pub max_lag: Option<Duration>,
+    /// Retention keeps rotated files this target has not passed while the
+    /// rotated files stay within this many bytes; `None`: it does not wait.
+    pub keep_unforwarded: Option<u64>,
+    pub on_refused: OnRefused,
+    pub start: Start,
+}
+
+/// What a batch the engine refuses (a 4xx other than 408, 413, 429) does.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum OnRefused {
+    /// Logged with the engine's reason, counted, and passed over.
+    #[default]
+    Skip,
+    /// The target stops and tries the same batch again every `retry.max`
+    /// until the engine takes it (or the config changes).
+    Pause,
+}
+
+/// Where a target without a cursor begins.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At the first row of the oldest file kept.
+    #[default]
+    Oldest,
+    /// At the end of the active file: only rows written from now on.
+    Now,
 }
 
 /// What to do with rotated files.

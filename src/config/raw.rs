@@ -34,7 +34,50 @@ pub struct RawConfig {
     pub groups: Vec<RawGroup>,
     /// Optional `/metrics` and `/healthz` listener.
     pub metrics: Option<RawMetrics>,
+    /// Engines the recorded rows are forwarded to.
+    pub forward: Vec<RawForward>,
 }
+
+/// One `forward:` target as written; judged in [`super::forward`].
+#[derive(Debug, Default)]
+pub struct RawForward {
+    pub name: String,
+    pub url: String,
+    pub headers: BTreeMap<String, Secret>,
+    pub tls: RawTls,
+    pub batch: RawBatch,
+    pub measurement: Option<String>,
+    pub max_rate: Option<usize>,
+    pub timeout: Option<String>,
+    pub retry: RawRetry,
+    pub max_lag: Option<String>,
+    /// `false`, or the most bytes of rotated files kept for this target.
+    pub keep_unforwarded: Option<RawKeep>,
+    pub on_refused: Option<OnRefused>,
+    pub start: Option<Start>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawBatch {
+    pub rows: Option<usize>,
+    pub max_size: Option<SizeText>,
+    pub max_delay: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawRetry {
+    pub first: Option<String>,
+    pub max: Option<String>,
+}
+
+/// `keep_unforwarded` as written: a flag or a size.
+#[derive(Debug)]
+pub enum RawKeep {
+    Flag(bool),
+    Size(SizeText),
+}
+
+pub use super::model::{OnRefused, Start};
 
 #[derive(Debug, Default)]
 pub struct RawMetrics {
@@ -178,6 +221,11 @@ pub fn read(text: &str) -> Read {
                     // Exactly as many as written (see validate's sensors).
                     config.groups.shrink_to_fit();
                 }
+                "forward" => {
+                    doc.list(at, &CONFIG[i], |doc, at, _| {
+                        config.forward.push(forward(doc, at));
+                    });
+                }
                 "metrics" => {
                     let mut listen = None;
                     if doc.map(at, &CONFIG[i], &METRICS, |doc, at, j| {
@@ -265,6 +313,69 @@ fn output(doc: &mut Doc, at: &At, field: &Field) -> RawOutput {
         }
     });
     o
+}
+
+fn forward(doc: &mut Doc, at: &At) -> RawForward {
+    let mut t = RawForward::default();
+    doc.map(at, &FORWARD_ITEM, &FORWARD, |doc, at, i| {
+        let f = &FORWARD[i];
+        match f.name {
+            "name" => set(&mut t.name, doc.string(at, f)),
+            "url" => set(&mut t.url, doc.string(at, f)),
+            "headers" => doc.entries(at, f, |doc, at, name| {
+                if let Some(v) = doc.string(at, &HEADER_VALUE) {
+                    t.headers.insert(name, Secret::new(v));
+                }
+            }),
+            "tls" => {
+                doc.map(at, f, &TLS, |doc, at, j| match TLS[j].name {
+                    "insecure" => set(&mut t.tls.insecure, doc.flag(at, &TLS[j])),
+                    _ => t.tls.ca_file = doc.string(at, &TLS[j]).map(PathBuf::from),
+                });
+            }
+            "batch" => {
+                doc.map(at, f, &BATCH, |doc, at, j| {
+                    let f = &BATCH[j];
+                    match f.name {
+                        "rows" => t.batch.rows = doc.count(at, f),
+                        "max_size" => t.batch.max_size = size(doc, at, f),
+                        _ => t.batch.max_delay = doc.string(at, f),
+                    }
+                });
+            }
+            "measurement" => t.measurement = doc.string(at, f),
+            "max_rate" => t.max_rate = doc.count(at, f),
+            "timeout" => t.timeout = doc.string(at, f),
+            "retry" => {
+                doc.map(at, f, &RETRY, |doc, at, j| match RETRY[j].name {
+                    "first" => t.retry.first = doc.string(at, &RETRY[j]),
+                    _ => t.retry.max = doc.string(at, &RETRY[j]),
+                });
+            }
+            "max_lag" => t.max_lag = doc.string(at, f),
+            "keep_unforwarded" => {
+                t.keep_unforwarded = doc.scalar(at, f).map(|(s, _)| match s.as_bool() {
+                    Some(flag) => RawKeep::Flag(flag),
+                    None => RawKeep::Size(match s.text.parse::<u64>() {
+                        Ok(n) if s.plain => SizeText::Bytes(n),
+                        _ => SizeText::Text(s.text),
+                    }),
+                })
+            }
+            "on_refused" => {
+                t.on_refused = doc.choice(
+                    at,
+                    f,
+                    &[("skip", OnRefused::Skip), ("pause", OnRefused::Pause)],
+                )
+            }
+            "start" => {
+                t.start = doc.choice(at, f, &[("oldest", Start::Oldest), ("now", Start::Now)])
+            }
+            _ => doc.skip(),
+        }
+    });
+    t
 }
 
 const UNITS: [(&str, Unit); 3] = [
@@ -372,7 +483,7 @@ const TOP: Field = field(
     "a map with interval, timeout, output and groups",
 );
 
-const CONFIG: [Field; 9] = [
+const CONFIG: [Field; 10] = [
     field(
         "interval",
         true,
@@ -426,6 +537,131 @@ const CONFIG: [Field; 9] = [
         false,
         "the /metrics and /healthz listener",
         "a map with listen",
+    ),
+    field(
+        "forward",
+        false,
+        "engines the recorded rows are sent to as they are written",
+        "a list of targets, each a map with name and url",
+    ),
+];
+
+const FORWARD_ITEM: Field = field("", true, "a forward target", "a map with name and url");
+
+const FORWARD: [Field; 13] = [
+    field(
+        "name",
+        true,
+        "the target's name, which also names its cursor file",
+        "a word of letters, digits, _, -, .",
+    ),
+    field(
+        "url",
+        true,
+        "the engine's line-protocol write URL",
+        "an http:// or https:// URL such as http://vm:8428/write",
+    ),
+    field(
+        "headers",
+        false,
+        "HTTP headers sent with each batch (a token: use ${VAR})",
+        "a map of header names to values",
+    ),
+    field(
+        "tls",
+        false,
+        "certificate checks for an https url",
+        "a map with ca_file and/or insecure",
+    ),
+    field(
+        "batch",
+        false,
+        "how many rows go in one request",
+        "a map with rows, max_size and/or max_delay",
+    ),
+    field(
+        "measurement",
+        false,
+        "the line-protocol measurement name, default temperature",
+        "a word",
+    ),
+    field(
+        "max_rate",
+        false,
+        "most rows sent per second while catching up, default 20000",
+        "a whole number",
+    ),
+    field(
+        "timeout",
+        false,
+        "how long the engine may take to acknowledge a batch, default 30s",
+        DURATION,
+    ),
+    field(
+        "retry",
+        false,
+        "waits between failed sends (full jitter, doubling)",
+        "a map with first and/or max, such as { first: 1s, max: 5m }",
+    ),
+    field(
+        "max_lag",
+        false,
+        "/healthz fails while the target is this far behind the files",
+        DURATION,
+    ),
+    field(
+        "keep_unforwarded",
+        false,
+        "retention keeps rotated files not yet forwarded, up to this size of rotated files",
+        "false, or a size such as 2GiB",
+    ),
+    field(
+        "on_refused",
+        false,
+        "what a batch the engine refuses (4xx) does, default skip",
+        "one of skip, pause",
+    ),
+    field(
+        "start",
+        false,
+        "where a target without a cursor begins, default oldest",
+        "one of oldest, now",
+    ),
+];
+
+const BATCH: [Field; 3] = [
+    field(
+        "rows",
+        false,
+        "most rows in one request, default 5000",
+        "a whole number",
+    ),
+    field(
+        "max_size",
+        false,
+        "most bytes in one request, default 1MiB",
+        SIZE,
+    ),
+    field(
+        "max_delay",
+        false,
+        "longest a written row waits for its batch to fill, default 5s",
+        DURATION,
+    ),
+];
+
+const RETRY: [Field; 2] = [
+    field(
+        "first",
+        false,
+        "the longest first wait after a failed send, default 1s",
+        DURATION,
+    ),
+    field(
+        "max",
+        false,
+        "the longest wait between sends, default 5m",
+        DURATION,
     ),
 ];
 

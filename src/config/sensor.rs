@@ -1,6 +1,8 @@
 //! Rules for one sensor: its id, URL, selector, headers, basic auth, CA
 //! file and timeout, resolved into a [`Sensor`].
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::checker::Checker;
@@ -32,56 +34,18 @@ pub(super) fn resolve(
             ),
         );
     }
-    let url =
-        c.expand(&format!("{key}.url"), &s.url)
-            .and_then(|text| match url::Url::parse(&text) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-                    match SensorUrl::new(&u, &s.id) {
-                        Some(u) => Some(u),
-                        None => {
-                            c.fail(format!("{key}.url"), "is too long");
-                            None
-                        }
-                    }
-                }
-                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                    c.fail(
-                        format!("{key}.url"),
-                        format!("scheme `{}` is not http or https", u.scheme()),
-                    );
-                    None
-                }
-                Ok(_) => {
-                    c.fail(format!("{key}.url"), "has no host");
-                    None
-                }
-                Err(e) => {
-                    c.fail(format!("{key}.url"), format!("not a URL ({e})"));
-                    None
-                }
-            });
+    let url = http_url(c, &format!("{key}.url"), &s.url).and_then(|u| {
+        let made = SensorUrl::new(&u, &s.id);
+        if made.is_none() {
+            c.fail(format!("{key}.url"), "is too long");
+        }
+        made
+    });
     // No format: already reported by the reader, and nothing to judge `value` by.
     let selector = s
         .format
         .and_then(|format| selector(c, &format!("{key}.value"), format, s.value.as_deref()));
-    let mut headers = Vec::new();
-    for (name, value) in &s.headers {
-        let hkey = format!("{key}.headers.{name}");
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            c.fail(&hkey, format!("`{name}` is not a valid HTTP header name"));
-            continue;
-        }
-        if let Some(v) = c.secret(&hkey, value.expose()) {
-            if reqwest::header::HeaderValue::from_str(&v).is_err() {
-                c.fail(
-                    &hkey,
-                    "value is not a valid HTTP header value (control characters?)",
-                );
-            } else {
-                headers.push((name.as_str().into(), Secret::new(v)));
-            }
-        }
-    }
+    let headers = headers(c, key, &s.headers);
     let basic_auth = s.basic_auth.and_then(|b| {
         let bkey = format!("{key}.basic_auth");
         let username = c.expand(&format!("{bkey}.username"), &b.username)?;
@@ -108,22 +72,7 @@ pub(super) fn resolve(
         };
         Some(BasicAuth { username, password })
     });
-    let ca_file = s.tls.ca_file.map(|f| c.path(&f));
-    if let Some(ca) = &ca_file {
-        match read_small(ca, 1024 * 1024) {
-            Ok(pem) => {
-                if reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_or(true, |certs| certs.is_empty())
-                {
-                    c.fail(
-                        format!("{key}.tls.ca_file"),
-                        format!("{} holds no PEM certificate", ca.display()),
-                    );
-                }
-            }
-            Err(e) => c.fail(format!("{key}.tls.ca_file"), e),
-        }
-    }
+    let ca_file = ca_file(c, key, s.tls.ca_file.as_deref());
     let timeout = s
         .timeout
         .as_deref()
@@ -166,6 +115,73 @@ pub(super) fn resolve(
         timeout: timeout.unwrap_or(default_timeout),
         extra: (extra != Extra::default()).then(|| Box::new(extra)),
     })
+}
+
+/// The http(s) URL `written` at `key`, `${VAR}`s expanded; sensors and
+/// forward targets alike.
+pub(super) fn http_url(c: &mut Checker, key: &str, written: &str) -> Option<url::Url> {
+    let text = c.expand(key, written)?;
+    match url::Url::parse(&text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            c.fail(key, format!("scheme `{}` is not http or https", u.scheme()));
+            None
+        }
+        Ok(_) => {
+            c.fail(key, "has no host");
+            None
+        }
+        Err(e) => {
+            c.fail(key, format!("not a URL ({e})"));
+            None
+        }
+    }
+}
+
+/// The HTTP headers at `{key}.headers`, their values secrets (`${VAR}`
+/// expanded); sensors and forward targets send them alike.
+pub(super) fn headers(
+    c: &mut Checker,
+    key: &str,
+    written: &BTreeMap<String, Secret>,
+) -> Vec<(Box<str>, Secret)> {
+    let mut headers = Vec::new();
+    for (name, value) in written {
+        let hkey = format!("{key}.headers.{name}");
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            c.fail(&hkey, format!("`{name}` is not a valid HTTP header name"));
+            continue;
+        }
+        if let Some(v) = c.secret(&hkey, value.expose()) {
+            if reqwest::header::HeaderValue::from_str(&v).is_err() {
+                c.fail(
+                    &hkey,
+                    "value is not a valid HTTP header value (control characters?)",
+                );
+            } else {
+                headers.push((name.as_str().into(), Secret::new(v)));
+            }
+        }
+    }
+    headers
+}
+
+/// `{key}.tls.ca_file`, taken from the config's directory, checked to hold
+/// a PEM certificate.
+pub(super) fn ca_file(c: &mut Checker, key: &str, written: Option<&Path>) -> Option<PathBuf> {
+    let ca = c.path(written?);
+    match read_small(&ca, 1024 * 1024) {
+        Ok(pem) => {
+            if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |certs| certs.is_empty()) {
+                c.fail(
+                    format!("{key}.tls.ca_file"),
+                    format!("{} holds no PEM certificate", ca.display()),
+                );
+            }
+        }
+        Err(e) => c.fail(format!("{key}.tls.ca_file"), e),
+    }
+    Some(ca)
 }
 
 /// The selector `value` is for a body of `format`, in the grammar

@@ -15,7 +15,7 @@ use super::checker::Checker;
 use super::model::{Config, Group, Problem};
 use super::raw::{RawConfig, RawGroup};
 use super::values::show_duration;
-use super::{backoff, output, secrets, sensor};
+use super::{backoff, forward, output, secrets, sensor};
 use crate::history::row::is_name;
 
 /// The largest `limit`: each request in flight is an open connection, and
@@ -96,6 +96,7 @@ pub fn resolve(
             None
         }
     });
+    let forward = forward::resolve(&mut c, raw.forward);
     if raw.groups.is_empty() {
         c.fail("groups", "needs at least one group");
     }
@@ -135,6 +136,7 @@ pub fn resolve(
         output,
         groups,
         metrics,
+        forward,
         warnings: c.warnings,
     })
 }

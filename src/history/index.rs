@@ -312,6 +312,66 @@ fn matches(data: &Path, e: &Entry) -> io::Result<bool> {
     Ok(crc32fast::hash(&bytes) == e.crc)
 }
 
+/// How many rows `data` (plain or `.gz`) holds from byte `offset` of its
+/// rows on (offsets count uncompressed bytes; `offset` is at a line's
+/// start). Indexed blocks are counted from the index; a block cut by
+/// `offset` and the bytes after the index are counted line by line in a
+/// plain file (in a compressed one, a cut block is counted in proportion).
+/// Blocking.
+pub fn rows_from(data: &Path, offset: u64) -> io::Result<u64> {
+    let gz = data.extension().is_some_and(|e| e == "gz");
+    let index = Index::load(data).unwrap_or_default();
+    let mut rows = 0;
+    for e in &index.entries {
+        if e.offset >= offset {
+            rows += e.rows;
+        } else if e.end() > offset {
+            rows += if gz {
+                e.rows * (e.end() - offset) / e.len.max(1)
+            } else {
+                count_lines(data, offset, Some(e.end()))?
+            };
+        }
+    }
+    if index.ended {
+        return Ok(rows);
+    }
+    let from = offset.max(index.covered_end());
+    let mut tail = count_lines(data, from, None)?;
+    if from < HEADER.len() as u64 {
+        tail = tail.saturating_sub(1);
+    }
+    Ok(rows + tail)
+}
+
+/// Complete lines of `data` between uncompressed bytes `from` and `to`.
+fn count_lines(data: &Path, from: u64, to: Option<u64>) -> io::Result<u64> {
+    let file = File::open(data)?;
+    let mut reader: Box<dyn Read> = if data.extension().is_some_and(|e| e == "gz") {
+        let mut gz = flate2::read::MultiGzDecoder::new(BufReader::new(file));
+        io::copy(&mut (&mut gz).take(from), &mut io::sink())?;
+        Box::new(gz)
+    } else {
+        let mut file = file;
+        file.seek(SeekFrom::Start(from))?;
+        Box::new(file)
+    };
+    if let Some(to) = to {
+        reader = Box::new(reader.take(to.saturating_sub(from)));
+    }
+    let mut buf = vec![0; 64 * 1024];
+    let mut lines = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(lines),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+    }
+}
+
 /// Remove the index of `data`, if any.
 pub fn remove(data: &Path) -> io::Result<()> {
     match std::fs::remove_file(path_for(data)) {

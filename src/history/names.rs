@@ -114,6 +114,12 @@ impl Rotated {
     }
 }
 
+/// A forward target's cursor: `.PREFIX.forward.TARGET` in the output
+/// directory (hidden, beside the indexes; no reader takes it for data).
+pub fn forward_cursor(dir: &Path, prefix: &str, target: &str) -> PathBuf {
+    dir.join(format!(".{prefix}.forward.{target}"))
+}
+
 /// Parse `PREFIX-YYYYMMDDTHHMMSSZ[_N].csv[.gz]`; `None` for other files.
 pub fn parse_rotated(prefix: &str, name: &str) -> Option<Rotated> {
     let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;

@@ -269,6 +269,28 @@ pub fn endpoint_client(
     with_trust(builder, trust, &mut SystemRoots::default())
 }
 
+/// The client for a forward target's endpoint: its `tls` settings (a CA
+/// file besides the system's, or no checks at all) for an https URL.
+pub fn forward_client(
+    builder: reqwest::ClientBuilder,
+    url: &url::Url,
+    tls: &Tls,
+) -> Result<reqwest::ClientBuilder, ClientError> {
+    install_crypto_provider();
+    let trust = if url.scheme() != "https" {
+        Trust::Nothing
+    } else if tls.insecure {
+        Trust::Anything
+    } else {
+        Trust::Roots {
+            ca_file: tls.ca_file.as_deref(),
+            what: format!("the forward target {}", url.origin().ascii_serialization()),
+            ca_file_helps: true,
+        }
+    };
+    with_trust(builder, trust, &mut SystemRoots::default())
+}
+
 /// The system's CA certificates, loaded at most once per set-up.
 #[derive(Default)]
 struct SystemRoots(Option<Loaded>);

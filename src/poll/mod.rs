@@ -38,7 +38,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use client::{ClientError, Clients, NoCaBundle, endpoint_client, install_crypto_provider};
+pub use client::{
+    ClientError, Clients, NoCaBundle, endpoint_client, forward_client, install_crypto_provider,
+};
 pub use fetch::{Failure, Outcome};
 
 use crate::config::Config;

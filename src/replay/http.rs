@@ -279,7 +279,16 @@ impl Pusher {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let timeout = patience.timeout.min(left).max(Duration::from_millis(1));
-            let error = match self.send_once(body.clone(), timeout).await {
+            let sent = send(
+                &self.client,
+                &self.url,
+                self.opts.content_type,
+                None,
+                body.clone(),
+                timeout,
+            )
+            .await;
+            let error = match sent {
                 Ok(0) => break,
                 Ok(dropped) => {
                     tracing::warn!(
@@ -288,6 +297,15 @@ impl Pusher {
                     );
                     self.dropped_by_retention += dropped;
                     break;
+                }
+                Err(Failure::TooLarge(text)) => {
+                    return Err(PushError::Refused {
+                        url: engine::shown(&self.url),
+                        first,
+                        last,
+                        status: 413,
+                        body: format!("{text}; lower --batch-size"),
+                    });
                 }
                 Err(Failure::Permanent(status, text)) => {
                     return Err(PushError::Refused {
@@ -298,11 +316,11 @@ impl Pusher {
                         body: text,
                     });
                 }
-                Err(Failure::Retry(e)) => {
+                Err(Failure::Retry(_, e)) => {
                     unanswered = false;
                     e
                 }
-                Err(Failure::Unanswered(e)) => {
+                Err(Failure::Unanswered(_, e)) => {
                     let engine = self.engine().await.clone();
                     if !engine.overwrites() {
                         return Err(PushError::Unacknowledged {
@@ -362,93 +380,115 @@ impl Pusher {
         self.batch.clear();
         Ok(())
     }
+}
 
-    /// One send: `Ok` with the points the engine dropped as older than
-    /// its retention (InfluxDB's `partial write: points beyond retention
-    /// policy dropped=N`, a 400 for a batch whose other points it stored).
-    async fn send_once(&self, body: Bytes, timeout: Duration) -> Result<u64, Failure> {
-        // A streamed body: chunks of the batch, sent with chunked encoding.
-        const CHUNK: usize = 64 * 1024;
-        let chunks: Vec<Result<Bytes, std::io::Error>> = (0..body.len())
-            .step_by(CHUNK)
-            .map(|i| Ok(body.slice(i..(i + CHUNK).min(body.len()))))
-            .collect();
-        let stream = tokio_stream::iter(chunks);
-        let response = self
-            .client
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, self.opts.content_type)
-            .body(reqwest::Body::wrap_stream(stream))
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    // Nothing reached the server.
-                    Failure::Retry(innermost(&e))
-                } else if e.is_timeout() {
-                    Failure::Unanswered(format!(
-                        "no answer within {}",
-                        humantime::format_duration(timeout)
-                    ))
-                } else {
-                    Failure::Unanswered(innermost(&e))
-                }
-            })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(0);
-        }
-        let text: String = response
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(300)
-            .collect();
-        let text = text.trim().to_string();
-        let code = status.as_u16();
-        let beyond = "points beyond retention policy dropped=";
-        if let Some(n) = text.split(beyond).nth(1) {
-            if code == 400 && !text.contains("field type conflict") {
-                let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
-                if let Ok(n) = digits.parse::<u64>() {
-                    return Ok(n);
-                }
+/// One send of `body` to `url`: `Ok` with the points the engine dropped
+/// as older than its retention (InfluxDB's `partial write: points beyond
+/// retention policy dropped=N`, a 400 for a batch whose other points it
+/// stored), or what is known of the batch's fate. Replay and forward both
+/// send through here.
+pub async fn send(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    content_type: &'static str,
+    headers: Option<&reqwest::header::HeaderMap>,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<u64, Failure> {
+    // A streamed body: chunks of the batch, sent with chunked encoding.
+    const CHUNK: usize = 64 * 1024;
+    let chunks: Vec<Result<Bytes, std::io::Error>> = (0..body.len())
+        .step_by(CHUNK)
+        .map(|i| Ok(body.slice(i..(i + CHUNK).min(body.len()))))
+        .collect();
+    let stream = tokio_stream::iter(chunks);
+    let mut request = client
+        .post(url.clone())
+        .header(reqwest::header::CONTENT_TYPE, content_type);
+    if let Some(headers) = headers {
+        request = request.headers(headers.clone());
+    }
+    let response = request
+        .body(reqwest::Body::wrap_stream(stream))
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| {
+            // The URL may carry a token (`p=`): never part of a reason.
+            let e = e.without_url();
+            if e.is_connect() {
+                // Nothing reached the server.
+                Failure::Retry("connect", innermost(&e))
+            } else if e.is_timeout() {
+                Failure::Unanswered(
+                    "timeout",
+                    format!("no answer within {}", humantime::format_duration(timeout)),
+                )
+            } else {
+                Failure::Unanswered("connect", innermost(&e))
+            }
+        })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(0);
+    }
+    let text: String = response
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
+    let text = text.trim().to_string();
+    let code = status.as_u16();
+    let beyond = "points beyond retention policy dropped=";
+    if let Some(n) = text.split(beyond).nth(1) {
+        if code == 400 && !text.contains("field type conflict") {
+            let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+            if let Ok(n) = digits.parse::<u64>() {
+                return Ok(n);
             }
         }
-        if status.is_server_error() || code == 408 || code == 429 {
-            Err(Failure::Retry(format!("HTTP {code}: {text}")))
-        } else if code == 404 && text.contains("database not found") {
-            // InfluxDB 1.x writes only into a database that exists.
-            let db = self
-                .url
-                .query_pairs()
-                .find(|(k, _)| k == "db")
-                .map_or_else(|| "NAME".to_string(), |(_, v)| v.into_owned());
-            let query = engine::at(&self.url, "/query");
-            Err(Failure::Permanent(
-                code,
-                format!(
-                    "{text}; create it first: curl -XPOST {query} --data-urlencode 'q=CREATE DATABASE \"{db}\"'"
-                ),
-            ))
-        } else {
-            Err(Failure::Permanent(code, text))
-        }
+    }
+    if status.is_server_error() || code == 408 || code == 429 {
+        Err(Failure::Retry("server", format!("HTTP {code}: {text}")))
+    } else if code == 413 {
+        Err(Failure::TooLarge(format!("HTTP {code}: {text}")))
+    } else if code == 404 && text.contains("database not found") {
+        // InfluxDB 1.x writes only into a database that exists.
+        let db = url
+            .query_pairs()
+            .find(|(k, _)| k == "db")
+            .map_or_else(|| "NAME".to_string(), |(_, v)| v.into_owned());
+        // Shown: the URL's password stays out of the message.
+        let query = engine::shown(&engine::at(url, "/query"));
+        Err(Failure::Permanent(
+            code,
+            format!(
+                "{text}; create it first: curl -XPOST {query} --data-urlencode 'q=CREATE DATABASE \"{db}\"'"
+            ),
+        ))
+    } else {
+        Err(Failure::Permanent(code, text))
     }
 }
 
-enum Failure {
-    /// Not stored: safe to send again.
-    Retry(String),
+/// What is known of a batch that was not acknowledged.
+#[derive(Debug)]
+pub enum Failure {
+    /// Not stored: safe to send again. The kind (`connect`: nothing reached
+    /// the server; `server`: 5xx, 408, 429) and the reason.
+    Retry(&'static str, String),
     /// Refused: sending again would not help.
     Permanent(u16, String),
-    /// Sent, no answer: maybe stored.
-    Unanswered(String),
+    /// 413: the engine takes smaller bodies; nothing stored.
+    TooLarge(String),
+    /// Sent, no answer: maybe stored. The kind (`timeout`, `connect`) and
+    /// the reason.
+    Unanswered(&'static str, String),
 }
 
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut last = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

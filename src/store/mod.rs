@@ -47,6 +47,7 @@ mod dedup;
 pub mod disk;
 mod error;
 mod file;
+pub mod holds;
 mod lock;
 mod rotate;
 
@@ -70,7 +71,17 @@ use active::Seen;
 use disk::{Disk, RealDisk, blocking};
 pub use error::StoreError;
 pub use file::ActiveFile;
+use holds::Holds;
 use lock::DirLock;
+
+/// Rotated files of `prefix` in `dir` in the order they were written,
+/// oldest first (the journal's order; see `history::order`).
+pub fn rotated_in_order(
+    dir: &Path,
+    prefix: &str,
+) -> std::io::Result<Vec<(crate::history::names::Rotated, PathBuf)>> {
+    rotate::list_in_order(dir, prefix)
+}
 pub use lock::LOCK_FILE;
 
 /// While the queue stays full, how often the count of dropped rows is
@@ -235,6 +246,16 @@ impl Store {
     /// `disk` (tests inject faults this way).
     #[doc(hidden)]
     pub async fn open_with(output: &Output, disk: Arc<dyn Disk>) -> Result<Store, StoreError> {
+        Store::open_held(output, disk, Holds::new()).await
+    }
+
+    /// [`Store::open_with`] whose retention asks `holds` what the forward
+    /// targets still need.
+    pub async fn open_held(
+        output: &Output,
+        disk: Arc<dyn Disk>,
+        holds: Arc<Holds>,
+    ) -> Result<Store, StoreError> {
         let dir = &output.dir;
         create_dir(dir).await?;
         // Before any file is touched: another agent may be writing here.
@@ -276,6 +297,7 @@ impl Store {
             given_up: 0,
             indexed_end: 0,
             _lock: dir_lock,
+            holds,
             lost: false,
             passed_over: None,
             written,
@@ -400,6 +422,8 @@ struct Writer {
     indexed_end: u64,
     /// The output directory's lock, held while the writer runs.
     _lock: DirLock,
+    /// What forward targets still need of the rotated files.
+    holds: Arc<Holds>,
     /// The active file is no longer the one at its path: open it anew
     /// before the next append.
     lost: bool,
@@ -810,6 +834,15 @@ impl Writer {
                 .await
                 .map_err(|e| io(&target, "rename to", e))?;
             self.active.set_path(target.clone());
+            // A forward target reading the file now needs it as rotated.
+            if let (Ok(meta), Some(stem)) = (
+                std::fs::metadata(&target),
+                crate::history::names::parse_rotated(prefix, &target_name(&target))
+                    .map(|r| r.stem(prefix)),
+            ) {
+                use std::os::unix::fs::MetadataExt;
+                self.holds.rotated((meta.dev(), meta.ino()), &stem);
+            }
             // The index follows its file; a failure leaves the rotated file
             // without one (replay reads it row by row).
             if let Err(e) = index::rename(&active_path, &target) {
@@ -863,12 +896,14 @@ impl Writer {
     }
 
     async fn retain(&mut self) {
-        let (dir, prefix, keep) = (
+        let (dir, prefix, keep, holds) = (
             self.output.dir.clone(),
             self.output.prefix.clone(),
             self.output.keep,
+            self.holds.clone(),
         );
-        let result = tokio::task::spawn_blocking(move || rotate::retain(&dir, &prefix, keep)).await;
+        let result =
+            tokio::task::spawn_blocking(move || rotate::retain(&dir, &prefix, keep, &holds)).await;
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!("retention in {} failed: {e}", self.output.dir.display()),

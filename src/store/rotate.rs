@@ -22,6 +22,8 @@ use crate::history::index;
 use crate::history::names::{self, Rotated, parse_rotated};
 use crate::history::order::{self, Order};
 
+use super::holds::{Holds, Needs};
+
 /// Rotated files of `prefix` in `dir`, oldest first: (name info, path).
 pub fn list(dir: &Path, prefix: &str) -> std::io::Result<Vec<(Rotated, PathBuf)>> {
     let mut found = Vec::new();
@@ -111,7 +113,13 @@ pub fn list_in_order(dir: &Path, prefix: &str) -> std::io::Result<Vec<(Rotated, 
 /// counts once whether it is plain, compressed, or (mid-compression) both.
 /// When the journal has grown well past the files it lists, it is rewritten
 /// without the lines of removed files.
-pub fn retain(dir: &Path, prefix: &str, keep: usize) -> std::io::Result<usize> {
+///
+/// A file a forward target has not passed ([`Holds`]) is kept while the
+/// rotated files stay within the largest `keep_unforwarded` budget of the
+/// targets that need it; otherwise it is removed and the rows each target
+/// had not sent are counted and logged. While a target is still locating
+/// its cursor, nothing is removed (the next rotation retains again).
+pub fn retain(dir: &Path, prefix: &str, keep: usize, holds: &Holds) -> std::io::Result<usize> {
     let mut files = list(dir, prefix)?;
     let order = Order::load(dir, prefix)?;
     order.sort(prefix, &mut files);
@@ -122,23 +130,73 @@ pub fn retain(dir: &Path, prefix: &str, keep: usize) -> std::io::Result<usize> {
         .filter(|s| seen.insert(s.clone()))
         .collect();
     let excess = stems.len().saturating_sub(keep);
-    let doomed: HashSet<&String> = stems[..excess].iter().collect();
-    for (r, path) in &files {
-        if doomed.contains(&r.stem(prefix)) {
+    if excess == 0 {
+        return Ok(0);
+    }
+    let needs = Needs::new(holds, &stems);
+    if needs.unknown {
+        tracing::debug!("retention waits: a forward target is still locating its cursor");
+        return Ok(0);
+    }
+    let size_of = |stem: &str| -> u64 {
+        files
+            .iter()
+            .filter(|(r, _)| r.stem(prefix) == stem)
+            .filter_map(|(_, p)| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+    };
+    let mut total: u64 = stems.iter().map(|s| size_of(s)).sum();
+    let mut removed = 0;
+    let mut kept_back = 0;
+    let mut gone = HashSet::new();
+    for (at, stem) in stems[..excess].iter().enumerate() {
+        if needs.budget(at).is_some_and(|budget| total <= budget) {
+            kept_back += 1;
+            continue;
+        }
+        let copies: Vec<&PathBuf> = files
+            .iter()
+            .filter(|(r, _)| r.stem(prefix) == *stem)
+            .map(|(_, p)| p)
+            .collect();
+        // Counted before the file goes: afterwards there is nothing to count.
+        let counted = copies.last().map(|p| p.to_path_buf());
+        let count = |offset: u64| {
+            counted
+                .as_deref()
+                .map_or(0, |p| index::rows_from(p, offset).unwrap_or(0))
+        };
+        let size = size_of(stem);
+        let unsent = needs.unsent(at, &count);
+        for path in &copies {
             match std::fs::remove_file(path) {
                 Ok(()) => tracing::info!("retention: removed {}", path.display()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-            index::remove(path)?;
         }
+        needs.removed(at, stem, unsent);
+        if let Some(p) = copies.first() {
+            index::remove(p)?;
+        }
+        total = total.saturating_sub(size);
+        gone.insert(stem.clone());
+        removed += 1;
     }
-    let kept = &stems[excess..];
+    if kept_back > 0 {
+        tracing::info!(
+            "retention keeps {kept_back} file(s) beyond output.keep: a forward target has not \
+             sent them yet (keep_unforwarded)"
+        );
+    }
+    let kept: Vec<&String> = stems.iter().filter(|s| !gone.contains(*s)).collect();
     if order.lines() > 2 * kept.len() + JOURNAL_SLACK {
         let names: Vec<String> = kept.iter().map(|s| format!("{s}.csv")).collect();
         order::rewrite(dir, prefix, &names)?;
     }
-    Ok(excess)
+    Ok(removed)
 }
 
 /// Lines of removed files the journal may hold beyond twice the kept files
@@ -314,11 +372,101 @@ mod tests {
         for n in [&ahead, &today_1] {
             std::fs::write(d.join(format!("{n}.gz")), "x").unwrap();
         }
-        assert_eq!(retain(d, "r", 3).unwrap(), 1);
+        assert_eq!(retain(d, "r", 3, &Holds::default()).unwrap(), 1);
         assert!(!d.join(&old).exists(), "unlisted counts as written first");
-        assert_eq!(retain(d, "r", 2).unwrap(), 1);
+        assert_eq!(retain(d, "r", 2, &Holds::default()).unwrap(), 1);
         assert!(!d.join(format!("{ahead}.gz")).exists());
         assert!(d.join(&today).exists() && d.join(format!("{today_1}.gz")).exists());
+    }
+
+    /// Four rotated files of 3 rows each (no index: counted line by line).
+    fn four_files(d: &Path) -> Vec<String> {
+        let names: Vec<String> = (0..4).map(|i| name(600 * i, 0)).collect();
+        for (i, n) in names.iter().enumerate() {
+            order::record(d, "r", n).unwrap();
+            let mut text = crate::history::row::HEADER.to_string();
+            for r in 0..3 {
+                text.push_str(&format!(
+                    "2026-11-24T10:{i:02}:0{r}.000Z,g,1.000,1.000,1.000,celsius,1,0\n"
+                ));
+            }
+            std::fs::write(d.join(n), text).unwrap();
+        }
+        names
+    }
+
+    #[test]
+    fn retention_counts_the_rows_a_forward_target_had_not_sent() {
+        use crate::store::holds::{Hold, Position};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let names = four_files(d);
+        let holds = Holds::default();
+        let hold = Hold::new("central", None);
+        holds.replace(vec![hold.clone()]);
+        // Still locating its cursor: nothing is removed.
+        assert_eq!(retain(d, "r", 1, &holds).unwrap(), 0);
+        assert!(d.join(&names[0]).exists());
+        // In the second file, after its first row (header 39 bytes + one row).
+        let row = "2026-11-24T10:01:00.000Z,g,1.000,1.000,1.000,celsius,1,0\n".len() as u64;
+        let offset = crate::history::row::HEADER.len() as u64 + row;
+        let stem = names[1].trim_end_matches(".csv").to_string();
+        hold.set(Position::Rotated {
+            stem: stem.clone(),
+            offset,
+        });
+        assert_eq!(retain(d, "r", 1, &holds).unwrap(), 3);
+        // File 0 was sent; file 1 had 2 rows unsent, file 2 all 3.
+        assert_eq!(hold.lost_rows.load(std::sync::atomic::Ordering::Relaxed), 5);
+        assert_eq!(
+            hold.lost_files.load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+        assert!(hold.last_loss().is_some());
+        assert_eq!(
+            hold.take_removed(),
+            Some(stem),
+            "the target is told its file went"
+        );
+        assert!(d.join(&names[3]).exists());
+    }
+
+    #[test]
+    fn keep_unforwarded_keeps_unsent_files_within_its_budget() {
+        use crate::store::holds::{Hold, Position};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let names = four_files(d);
+        let size = std::fs::metadata(d.join(&names[0])).unwrap().len();
+        let holds = Holds::default();
+        // Needs every file; the budget holds all four.
+        let hold = Hold::new("central", Some(4 * size));
+        holds.replace(vec![hold.clone()]);
+        let stem = names[0].trim_end_matches(".csv").to_string();
+        hold.set(Position::Rotated { stem, offset: 0 });
+        assert_eq!(retain(d, "r", 1, &holds).unwrap(), 0);
+        assert!(names.iter().all(|n| d.join(n).exists()));
+        // A budget of three files: the oldest goes, counted.
+        let holds = Holds::default();
+        let tight = Hold::new("central", Some(3 * size));
+        holds.replace(vec![tight.clone()]);
+        tight.set(hold.position());
+        assert_eq!(retain(d, "r", 1, &holds).unwrap(), 1);
+        assert_eq!(
+            tight.lost_rows.load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+        assert!(!d.join(&names[0]).exists() && d.join(&names[1]).exists());
+        // A target in the active file needs none of them.
+        tight.set(Position::Active {
+            id: (0, 0),
+            offset: 0,
+        });
+        assert_eq!(retain(d, "r", 1, &holds).unwrap(), 2);
+        assert_eq!(
+            tight.lost_rows.load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
     }
 
     #[test]
@@ -329,7 +477,7 @@ mod tests {
             let n = name(i * 60, 0);
             order::record(d, "r", &n).unwrap();
             std::fs::write(d.join(&n), "x").unwrap();
-            retain(d, "r", 1).unwrap();
+            retain(d, "r", 1, &Holds::default()).unwrap();
         }
         let order = Order::load(d, "r").unwrap();
         assert!(

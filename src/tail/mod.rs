@@ -10,7 +10,7 @@
 //! second header shows, and rows tail could not read (retention removed
 //! them first) are reported on stderr, never skipped without a word.
 
-mod active;
+pub mod active;
 mod follow;
 mod followed;
 mod last;

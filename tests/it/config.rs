@@ -108,6 +108,38 @@ fn cases(file_dir: &str) -> Vec<Case<'_>> {
             "test.yaml:4:1: limit_per_host: 50 is more than limit (10)",
         ),
         (
+            "forward url scheme",
+            vec![(
+                7,
+                "  prefix: readings\nforward:\n  - name: c\n    url: ftp://x/write",
+            )],
+            "test.yaml:10:5: forward[0].url: scheme `ftp` is not http or https",
+        ),
+        (
+            "forward unknown key",
+            vec![(
+                7,
+                "  prefix: readings\nforward:\n  - name: c\n    url: http://127.0.0.1:9/write\n    max_rates: 5",
+            )],
+            "test.yaml:11:5: forward[0].max_rates: unknown key; did you mean `max_rate`?",
+        ),
+        (
+            "forward target twice",
+            vec![(
+                7,
+                "  prefix: readings\nforward:\n  - { name: c, url: \"http://127.0.0.1:9/write\" }\n  - { name: c, url: \"http://127.0.0.1:9/w\" }",
+            )],
+            "test.yaml:10:7: forward[1].name: target `c` is defined twice",
+        ),
+        (
+            "forward rate 0 and retry backwards",
+            vec![(
+                7,
+                "  prefix: readings\nforward:\n  - name: c\n    url: http://127.0.0.1:9/write\n    max_rate: 0\n    retry: { first: 2s, max: 1s }",
+            )],
+            "test.yaml:11:5: forward[0].max_rate: must be at least 1 (rows per second)",
+        ),
+        (
             "unknown top-level key",
             vec![(3, "limits: 10")],
             "test.yaml:3:1: limits: unknown key; did you mean `limit`? The keys here are: interval, timeout, limit,",

@@ -352,6 +352,39 @@ pub(crate) async fn get_json(url: url::Url) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// InfluxDB 1.x's points of `measurement` in `db`.
+pub(crate) async fn influx_points(url: &str, db: &str, measurement: &str) -> Points {
+    let query = url::Url::parse_with_params(
+        &format!("{url}/query"),
+        [
+            ("db", db),
+            ("epoch", "ms"),
+            ("q", &format!("SELECT * FROM \"{measurement}\"")),
+        ],
+    )
+    .unwrap();
+    let body = get_json(query).await;
+    let series = &body["results"][0]["series"][0];
+    let columns: Vec<&str> = series["columns"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no series in {body}"))
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let col = |name: &str| columns.iter().position(|c| *c == name).unwrap();
+    let mut got = Points::new();
+    for row in series["values"].as_array().unwrap() {
+        let ms = row[col("time")].as_u64().unwrap();
+        let group = row[col("group")].as_str().unwrap().to_string();
+        for name in ["mean", "min", "max", "ok", "failed"] {
+            if let Some(v) = row[col(name)].as_f64() {
+                got.insert((group.clone(), name.to_string(), ms), v);
+            }
+        }
+    }
+    got
+}
+
 /// Every recorded point came back once, with its value: no gap, no duplicate.
 pub(crate) fn assert_same_points(got: &Points, want: &Points) {
     assert_eq!(got.len(), want.len(), "no gap, no duplicate");
@@ -402,33 +435,6 @@ async fn replay_into_influxdb() {
         err.contains("720 row(s) acknowledged in 15 batch(es), 0 retried"),
         "{err}"
     );
-    let query = url::Url::parse_with_params(
-        &format!("{}/query", db.url),
-        [
-            ("db", "edge"),
-            ("epoch", "ms"),
-            ("q", "SELECT * FROM temperature"),
-        ],
-    )
-    .unwrap();
-    let body = get_json(query).await;
-    let series = &body["results"][0]["series"][0];
-    let columns: Vec<&str> = series["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
-    let col = |name: &str| columns.iter().position(|c| *c == name).unwrap();
-    let mut got = Points::new();
-    for row in series["values"].as_array().unwrap() {
-        let ms = row[col("time")].as_u64().unwrap();
-        let group = row[col("group")].as_str().unwrap().to_string();
-        for name in ["mean", "min", "max", "ok", "failed"] {
-            if let Some(v) = row[col(name)].as_f64() {
-                got.insert((group.clone(), name.to_string(), ms), v);
-            }
-        }
-    }
+    let got = influx_points(&db.url, "edge", "temperature").await;
     assert_same_points(&got, &want);
 }
