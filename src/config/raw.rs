@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use super::model::Problem;
 pub use super::model::{BodyFormat, Compress};
 use super::values::{Secret, SizeText};
-use super::yaml::{At, Doc, Field};
+use super::yaml::{At, Doc, Field, Scalar};
 
 #[derive(Debug, Default)]
 pub struct RawConfig {
@@ -255,11 +255,16 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 }
 
 fn size(doc: &mut Doc, at: &At, field: &Field) -> Option<SizeText> {
-    let (s, _) = doc.scalar(at, field)?;
-    Some(match s.text.parse::<u64>() {
+    doc.scalar(at, field).map(|(s, _)| size_text(s))
+}
+
+/// A size as written: a plain whole number is bytes, anything else text
+/// for validation to read (`64KiB`).
+fn size_text(s: Scalar) -> SizeText {
+    match s.text.parse::<u64>() {
         Ok(n) if s.plain => SizeText::Bytes(n),
         _ => SizeText::Text(s.text),
-    })
+    }
 }
 
 fn backoff(doc: &mut Doc, at: &At, field: &Field) -> RawBackoff {
@@ -356,10 +361,7 @@ fn forward(doc: &mut Doc, at: &At) -> RawForward {
             "keep_unforwarded" => {
                 t.keep_unforwarded = doc.scalar(at, f).map(|(s, _)| match s.as_bool() {
                     Some(flag) => RawKeep::Flag(flag),
-                    None => RawKeep::Size(match s.text.parse::<u64>() {
-                        Ok(n) if s.plain => SizeText::Bytes(n),
-                        _ => SizeText::Text(s.text),
-                    }),
+                    None => RawKeep::Size(size_text(s)),
                 })
             }
             "on_refused" => {

@@ -84,6 +84,12 @@ impl Cursor {
         )
     }
 
+    /// Where the cursor's file is in `files`: by its name, else by its
+    /// first row (rotated and compressed since). Blocking.
+    pub fn find_in(&self, files: &[super::files::DataFile]) -> Option<usize> {
+        super::files::find(files, Some(&self.file), Some(&self.first), None)
+    }
+
     /// Save atomically at `path` (see the module docs). Blocking.
     pub fn save(&self, path: &Path) -> io::Result<()> {
         // Beside the cursor, named after it: targets never share one.

@@ -12,8 +12,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::history::parse;
 use crate::history::row::{HEADER, Record};
+use crate::history::{index, parse};
 use crate::replay::Encoder;
 
 /// One data file of the prefix.
@@ -180,6 +180,72 @@ pub fn last_time(path: &Path) -> io::Result<Option<String>> {
         .split(|&b| b == b',')
         .next()
         .map(|t| String::from_utf8_lossy(t).into_owned()))
+}
+
+/// Where a file is in `files`: by inode (`id`: a rename keeps it,
+/// compression does not), by name without `.gz`, else by its first row
+/// (newest first: a file just rotated is the one looked for, usually). An
+/// inode number or a name matches only with the same first row, when that
+/// is known: the number is given to a new file once a compressed file's
+/// plain copy is removed, and the store gives a name retention freed to a
+/// later file. Blocking.
+pub fn find(
+    files: &[DataFile],
+    name: Option<&str>,
+    first: Option<&str>,
+    id: Option<(u64, u64)>,
+) -> Option<usize> {
+    let first_of = |i: usize| first_row(&files[i].path).ok().flatten();
+    let same_first = |i: usize| first.is_none() || first_of(i).as_deref() == first;
+    let by_id = id.and_then(|id| {
+        files
+            .iter()
+            .position(|f| crate::tail::active::id_of(&f.path) == Some(id))
+    });
+    if let Some(i) = by_id.filter(|&i| same_first(i)) {
+        return Some(i);
+    }
+    let by_name = name.and_then(|name| files.iter().position(|f| f.name() == name));
+    if let Some(i) = by_name.filter(|&i| same_first(i)) {
+        return Some(i);
+    }
+    let first = first?;
+    (0..files.len())
+        .rev()
+        .find(|&i| first_of(i).as_deref() == Some(first))
+}
+
+/// Rows in `files` from byte `offset` of file `at` on; rotated files'
+/// counts are taken from `known` (they do not change) or added to it.
+/// Blocking.
+pub fn rows_after(
+    files: &[DataFile],
+    at: usize,
+    offset: u64,
+    known: &mut std::collections::HashMap<String, u64>,
+) -> u64 {
+    let Some(file) = files.get(at) else {
+        return 0;
+    };
+    let mut rows = index::rows_from(&file.path, offset).unwrap_or(0);
+    for f in &files[at + 1..] {
+        rows += match &f.stem {
+            Some(stem) => *known
+                .entry(stem.clone())
+                .or_insert_with(|| index::rows_from(&f.path, 0).unwrap_or(0)),
+            None => index::rows_from(&f.path, 0).unwrap_or(0),
+        };
+    }
+    rows
+}
+
+/// The time field of the newest row: the writer's active file's last.
+/// Blocking.
+pub fn newest_time(files: &[DataFile]) -> Option<String> {
+    files
+        .last()
+        .filter(|f| f.stem.is_none())
+        .and_then(|f| last_time(&f.path).ok().flatten())
 }
 
 /// One row in a batch: where its line ends in the body, where it ends in

@@ -28,7 +28,6 @@ mod send;
 pub mod status;
 mod target;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -48,9 +47,6 @@ pub struct Forwarder {
     /// `max_delay`, then end.
     draining: Arc<AtomicBool>,
     tasks: JoinSet<()>,
-    /// The config they run (a reload that changes it restarts them).
-    pub targets: Vec<Forward>,
-    pub output: Output,
 }
 
 /// A target that cannot start.
@@ -95,7 +91,6 @@ impl Forwarder {
                 dir: output.dir.clone(),
                 prefix: output.prefix.clone(),
                 stats: stats.clone(),
-                hold: stats.hold.clone(),
                 draining: draining.clone(),
             };
             let stop = stopped.clone();
@@ -113,8 +108,6 @@ impl Forwarder {
             stop,
             draining,
             tasks,
-            targets: targets.to_vec(),
-            output: output.clone(),
         })
     }
 
@@ -182,9 +175,4 @@ async fn warn_if_resends_double(
         ),
         _ => tracing::debug!("forward `{name}`: {shown} is {}", found.name()),
     }
-}
-
-/// Whether `dir` holds files of `prefix` for `forward --status`.
-pub fn has_files(dir: &Path, prefix: &str) -> bool {
-    files::in_order(dir, prefix).is_ok_and(|f| !f.is_empty())
 }

@@ -1,11 +1,11 @@
 //! `edge-agent forward --status`: each target's cursor and lag, from the
 //! files alone (the agent may be running or not).
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::Path;
 
 use crate::config::Config;
-use crate::history::index;
 
 use super::cursor::{self, Cursor};
 use super::files;
@@ -54,41 +54,19 @@ fn standing(dir: &Path, prefix: &str, name: &str, url: &str) -> Standing {
             return s;
         }
     };
-    s.newest = files
-        .last()
-        .filter(|f| f.stem.is_none())
-        .and_then(|f| files::last_time(&f.path).ok().flatten());
-    let count = |from: usize, offset: u64| -> u64 {
-        files[from..]
-            .iter()
-            .enumerate()
-            .map(|(i, f)| index::rows_from(&f.path, if i == 0 { offset } else { 0 }).unwrap_or(0))
-            .sum()
-    };
+    s.newest = files::newest_time(&files);
+    let mut known = HashMap::new();
     match Cursor::load(&cursor::path(dir, prefix, name)) {
         Err(e) => s.problem = Some(e),
         Ok(None) => {
-            s.lag_rows = count(0, 0);
+            s.lag_rows = files::rows_after(&files, 0, 0, &mut known);
             s.problem = Some("no cursor yet: nothing acknowledged".into());
         }
         Ok(Some(c)) => {
-            let at = files
-                .iter()
-                .position(|f| f.name() == c.file)
-                .filter(|&i| {
-                    files::first_row(&files[i].path).ok().flatten().as_deref()
-                        == Some(c.first.as_str())
-                })
-                .or_else(|| {
-                    (0..files.len()).rev().find(|&i| {
-                        files::first_row(&files[i].path).ok().flatten().as_deref()
-                            == Some(c.first.as_str())
-                    })
-                });
-            match at {
+            match c.find_in(&files) {
                 Some(i) => {
                     s.file = Some(files[i].path.display().to_string());
-                    s.lag_rows = count(i, c.offset);
+                    s.lag_rows = files::rows_after(&files, i, c.offset, &mut known);
                 }
                 None => {
                     s.problem = Some(format!(

@@ -12,6 +12,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -42,8 +43,8 @@ pub(super) struct Target {
     pub config: Forward,
     pub dir: PathBuf,
     pub prefix: String,
+    /// The target's figures, and its hold on the files (`stats.hold`).
     pub stats: Arc<ForwardStats>,
-    pub hold: Arc<Hold>,
     /// Shutdown: send what is written without waiting, then end.
     pub draining: Arc<AtomicBool>,
 }
@@ -62,9 +63,9 @@ impl Target {
     /// the same inode number.
     fn adopt(&self, reader: &Reader) {
         if reader.file.stem.is_none() && !reader.closed {
-            self.hold.opened_active(reader.id);
+            self.stats.hold.opened_active(reader.id);
         }
-        self.hold.set(position(reader));
+        self.stats.hold.set(position(reader));
     }
 
     fn cursor_path(&self) -> PathBuf {
@@ -103,12 +104,12 @@ impl Target {
             }
             // Retention removed the file under the cursor: its rows are
             // counted lost; go on with what is left.
-            if let Some(stem) = self.hold.take_removed() {
+            if let Some(stem) = self.stats.hold.take_removed() {
                 let ours = reader
                     .file
                     .stem
                     .clone()
-                    .or_else(|| self.hold.rotated_stem(reader.id));
+                    .or_else(|| self.stats.hold.rotated_stem(reader.id));
                 if ours.as_deref() == Some(stem.as_str()) {
                     batch.clear();
                     batch_since = None;
@@ -174,7 +175,7 @@ impl Target {
                     // rest is counted lost to this target, then the next file.
                     let offset = reader.offset;
                     let rest = blocking(move || index::rows_from(&path, offset).unwrap_or(0)).await;
-                    self.hold.lost(rest, 1);
+                    self.stats.hold.lost(rest, 1);
                     tracing::error!(
                         "forward `{name}`: cannot read {} at byte {offset}: {e}; its rest ({rest} \
                          row(s) by its index) is lost to this target",
@@ -203,17 +204,16 @@ impl Target {
                         // The same inode and, once it has a row, the same
                         // first row: an inode number is reused once a file
                         // is compressed and removed.
-                        let still = active.as_deref().and_then(crate::tail::active::id_of)
-                            == Some(id_reader)
+                        let Some(active) = active else {
+                            return (false, false);
+                        };
+                        let Ok(meta) = std::fs::metadata(&active) else {
+                            return (false, false);
+                        };
+                        let still = (meta.dev(), meta.ino()) == id_reader
                             && (first.is_none()
-                                || active
-                                    .as_deref()
-                                    .and_then(|p| files::first_row(p).ok().flatten())
-                                    == first);
-                        let len = active
-                            .and_then(|p| std::fs::metadata(p).ok())
-                            .map_or(0, |m| m.len());
-                        (still, still && len < offset)
+                                || files::first_row(&active).ok().flatten() == first);
+                        (still, still && meta.len() < offset)
                     })
                     .await;
                     if cut {
@@ -243,13 +243,11 @@ impl Target {
                         // still needed and the next file follows from it.
                         reader.closed = true;
                         let (dir, prefix, id) = (self.dir.clone(), self.prefix.clone(), reader.id);
+                        let first = reader.first.clone();
                         let rotated = blocking(move || {
-                            files::in_order(&dir, &prefix).ok().and_then(|files| {
-                                files.into_iter().find(|f| {
-                                    f.stem.is_some()
-                                        && crate::tail::active::id_of(&f.path) == Some(id)
-                                })
-                            })
+                            let files = files::in_order(&dir, &prefix).ok()?;
+                            let at = files::find(&files, None, first.as_deref(), Some(id))?;
+                            files.into_iter().nth(at).filter(|f| f.stem.is_some())
                         })
                         .await;
                         if let Some(f) = rotated {
@@ -258,7 +256,8 @@ impl Target {
                         }
                         continue;
                     }
-                    !still
+                    // Still the writer's: more rows come later.
+                    false
                 }
             };
             let draining = self.draining.load(Relaxed);
@@ -310,7 +309,7 @@ impl Target {
                         .store(unix_ms(SystemTime::now()), Relaxed);
                 }
                 reader.acked = last.offset;
-                self.hold.set(position(&reader));
+                self.stats.hold.set(position(&reader));
                 batch.clear();
                 batch_since = None;
             }
@@ -367,7 +366,7 @@ impl Target {
         let path = self.cursor_path();
         let start = self.config.start;
         let name = self.config.name.clone();
-        let hold = self.hold.clone();
+        let hold = self.stats.hold.clone();
         blocking(move || locate(&dir, &prefix, &path, start, &name, &hold)).await
     }
 
@@ -381,8 +380,9 @@ impl Target {
         // An active file the store rotated: known by its rotated name even
         // once retention removed it (then the oldest file left follows it).
         if file.stem.is_none() {
-            file.stem = self.hold.rotated_stem(id);
+            file.stem = self.stats.hold.rotated_stem(id);
         }
+        let name = file.stem.as_ref().map(|stem| format!("{stem}.csv"));
         blocking(move || {
             // Listed, then opened by path: a rotation in between would open
             // the writer's new file and pass over the one just rotated, so
@@ -393,7 +393,7 @@ impl Target {
                 let at = if removed {
                     None
                 } else {
-                    find(&files, &file, first.as_deref(), Some(id))
+                    files::find(&files, name.as_deref(), first.as_deref(), Some(id))
                 };
                 let next = match at {
                     Some(i) => files.get(i + 1).cloned(),
@@ -415,7 +415,7 @@ impl Target {
                 // Listed again: still right after ours, and the file opened?
                 let again = files::in_order(&dir, &prefix)
                     .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-                let follows = find(&again, &file, first.as_deref(), Some(id))
+                let follows = files::find(&again, name.as_deref(), first.as_deref(), Some(id))
                     .and_then(|i| again.get(i + 1))
                     .is_some_and(|g| crate::tail::active::id_of(&g.path) == Some(r.id));
                 if follows {
@@ -452,22 +452,12 @@ impl Target {
         let acked_time = crate::history::parse::time(cursor.time.as_bytes()).or(waiting);
         let (rows, newest, known) = blocking(move || {
             let files = files::in_order(&dir, &prefix).unwrap_or_default();
-            let mut rows = index::rows_from(&file.path, offset).unwrap_or(0);
-            if let Some(at) = files.iter().position(|f| f.path == file.path) {
-                for f in &files[at + 1..] {
-                    rows += match &f.stem {
-                        Some(stem) => *known
-                            .entry(stem.clone())
-                            .or_insert_with(|| index::rows_from(&f.path, 0).unwrap_or(0)),
-                        None => index::rows_from(&f.path, 0).unwrap_or(0),
-                    };
-                }
-            }
-            let newest = files
-                .last()
-                .filter(|f| f.stem.is_none())
-                .and_then(|f| files::last_time(&f.path).ok().flatten())
-                .and_then(|t| crate::history::parse::time(t.as_bytes()));
+            let rows = match files.iter().position(|f| f.path == file.path) {
+                Some(at) => files::rows_after(&files, at, offset, &mut known),
+                None => index::rows_from(&file.path, offset).unwrap_or(0),
+            };
+            let newest =
+                files::newest_time(&files).and_then(|t| crate::history::parse::time(t.as_bytes()));
             (rows, newest, known)
         })
         .await;
@@ -506,42 +496,6 @@ fn position(reader: &Reader) -> Position {
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Where `file` (known by path, stem, first row or identity) is in `files`.
-fn find(
-    files: &[DataFile],
-    file: &DataFile,
-    first: Option<&str>,
-    id: Option<(u64, u64)>,
-) -> Option<usize> {
-    let first_of = |i: usize| files::first_row(&files[i].path).ok().flatten();
-    // The same inode: the very file (a rename keeps it, compression not),
-    // unless the number was given to a new file since (checked by its
-    // first row).
-    if let Some(i) = id.and_then(|id| {
-        files
-            .iter()
-            .position(|f| crate::tail::active::id_of(&f.path) == Some(id))
-    }) {
-        if first.is_none() || first_of(i).as_deref() == first {
-            return Some(i);
-        }
-    }
-    // By name, unless the name was given again to a later file (the store
-    // reuses a name retention freed): then its first row differs.
-    if let Some(stem) = &file.stem {
-        if let Some(i) = files.iter().position(|f| f.stem.as_ref() == Some(stem)) {
-            if first.is_none() || first_of(i).as_deref() == first {
-                return Some(i);
-            }
-        }
-    }
-    let first = first?;
-    // Newest first: a file just rotated is the one looked for, usually.
-    (0..files.len())
-        .rev()
-        .find(|&i| first_of(i).as_deref() == Some(first))
 }
 
 /// See [`Target::locate`]. Blocking.
@@ -593,14 +547,7 @@ fn locate(
         );
         return Ok((reader, Cursor::default()));
     };
-    let by_name = files.iter().position(|f| f.name() == cursor.file);
-    let matches = |i: usize| {
-        files::first_row(&files[i].path).ok().flatten().as_deref() == Some(cursor.first.as_str())
-    };
-    let at = by_name
-        .filter(|&i| matches(i))
-        .or_else(|| (0..files.len()).rev().find(|&i| matches(i)));
-    match at {
+    match cursor.find_in(&files) {
         Some(i) => {
             let f = &files[i];
             // The row before the cursor must be the last row sent: after a

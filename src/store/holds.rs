@@ -260,6 +260,12 @@ impl Needs {
             .collect()
     }
 
+    /// Whether any target has a disk budget (`keep_unforwarded`): only then
+    /// does retention need the files' sizes.
+    pub fn any_budget(&self) -> bool {
+        self.from.iter().any(|(h, _, _)| h.keep_bytes.is_some())
+    }
+
     /// The largest disk budget of the targets that need file `at`.
     pub fn budget(&self, at: usize) -> Option<u64> {
         self.of(at).iter().filter_map(|(h, _)| h.keep_bytes).max()

@@ -14,7 +14,7 @@
 //! journal does not list (an older version's, or a lost journal) count as
 //! written before all listed ones, oldest name first.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -123,12 +123,22 @@ pub fn retain(dir: &Path, prefix: &str, keep: usize, holds: &Holds) -> std::io::
     let mut files = list(dir, prefix)?;
     let order = Order::load(dir, prefix)?;
     order.sort(prefix, &mut files);
-    let mut seen = HashSet::new();
-    let stems: Vec<String> = files
-        .iter()
-        .map(|(r, _)| r.stem(prefix))
-        .filter(|s| seen.insert(s.clone()))
-        .collect();
+    // Each file once, with its copies (plain, compressed, or both while it
+    // is compressed), in the order written.
+    let mut stems: Vec<String> = Vec::new();
+    let mut copies: Vec<Vec<&PathBuf>> = Vec::new();
+    let mut at_of: HashMap<String, usize> = HashMap::new();
+    for (r, path) in &files {
+        let stem = r.stem(prefix);
+        match at_of.get(&stem) {
+            Some(&i) => copies[i].push(path),
+            None => {
+                at_of.insert(stem.clone(), stems.len());
+                stems.push(stem);
+                copies.push(vec![path]);
+            }
+        }
+    }
     let excess = stems.len().saturating_sub(keep);
     if excess == 0 {
         return Ok(0);
@@ -138,16 +148,20 @@ pub fn retain(dir: &Path, prefix: &str, keep: usize, holds: &Holds) -> std::io::
         tracing::debug!("retention waits: a forward target is still locating its cursor");
         return Ok(0);
     }
-    let size_of = |stem: &str| -> u64 {
-        files
+    let size_of = |paths: &[&PathBuf]| -> u64 {
+        paths
             .iter()
-            .filter(|(r, _)| r.stem(prefix) == stem)
-            .filter_map(|(_, p)| std::fs::metadata(p).ok())
+            .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .max()
             .unwrap_or(0)
     };
-    let mut total: u64 = stems.iter().map(|s| size_of(s)).sum();
+    // Sizes only matter to a target's disk budget.
+    let mut total: u64 = if needs.any_budget() {
+        copies.iter().map(|c| size_of(c)).sum()
+    } else {
+        0
+    };
     let mut removed = 0;
     let mut kept_back = 0;
     let mut gone = HashSet::new();
@@ -156,21 +170,20 @@ pub fn retain(dir: &Path, prefix: &str, keep: usize, holds: &Holds) -> std::io::
             kept_back += 1;
             continue;
         }
-        let copies: Vec<&PathBuf> = files
-            .iter()
-            .filter(|(r, _)| r.stem(prefix) == *stem)
-            .map(|(_, p)| p)
-            .collect();
+        let copies = &copies[at];
         // Counted before the file goes: afterwards there is nothing to count.
-        let counted = copies.last().map(|p| p.to_path_buf());
         let count = |offset: u64| {
-            counted
-                .as_deref()
+            copies
+                .last()
                 .map_or(0, |p| index::rows_from(p, offset).unwrap_or(0))
         };
-        let size = size_of(stem);
+        let size = if needs.any_budget() {
+            size_of(copies)
+        } else {
+            0
+        };
         let unsent = needs.unsent(at, &count);
-        for path in &copies {
+        for path in copies {
             match std::fs::remove_file(path) {
                 Ok(()) => tracing::info!("retention: removed {}", path.display()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
