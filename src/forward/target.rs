@@ -189,6 +189,8 @@ impl Target {
             }
             let active = reader.file.stem.is_none();
             let (dir, prefix) = (self.dir.clone(), self.prefix.clone());
+            // The writer's file was cut back under the read position.
+            let mut cut_under = false;
             // Whether the file read is complete: rotated, or no longer the
             // writer's (read to its end just now, after it changed).
             let complete = match filled {
@@ -218,24 +220,17 @@ impl Target {
                     .await;
                     if cut {
                         // Cut back under the cursor (truncated in place): the
-                        // writer starts it again with a header; so do we.
+                        // writer starts it again with a header; so do we,
+                        // once the rows read before the cut are sent.
                         tracing::warn!(
-                            "forward `{name}`: {} is shorter than the {} byte(s) read; reading it again from its start",
+                            "forward `{name}`: {} is shorter than the {} byte(s) read; reading it again from its start \
+                             (rows written after that byte and before the cut are not in it any more)",
                             reader.file.path.display(),
                             reader.offset
                         );
-                        let file = reader.file.clone();
-                        match blocking(move || Reader::open(file, 0)).await {
-                            Ok(r) => {
-                                reader = r;
-                                batch.clear();
-                                batch_since = None;
-                            }
-                            Err(e) => self.read_failed(&e.to_string(), &mut stop).await,
-                        }
-                        continue;
-                    }
-                    if !still {
+                        cut_under = true;
+                        true
+                    } else if !still {
                         // Rotated (or moved) after the read above ended: what
                         // was written before that is read in the next rounds,
                         // in batches as usual; then the file is complete. Its
@@ -250,14 +245,28 @@ impl Target {
                             files.into_iter().nth(at).filter(|f| f.stem.is_some())
                         })
                         .await;
-                        if let Some(f) = rotated {
-                            reader.file = f;
-                            self.adopt(&reader);
+                        match rotated {
+                            Some(f) => {
+                                reader.file = f;
+                                self.adopt(&reader);
+                            }
+                            // Not rotated by the writer: moved away or cut
+                            // in place by another program (copytruncate).
+                            // Rows it took after the last read are in its
+                            // copy only; nothing here can count them.
+                            None => tracing::warn!(
+                                "forward `{name}`: {} was moved away or cut by another program; its \
+                                 rows are read to byte {} (the end this reader sees), then the writer's \
+                                 new file; rows the other program took after that are not forwarded",
+                                reader.file.path.display(),
+                                reader.offset
+                            ),
                         }
                         continue;
+                    } else {
+                        // Still the writer's: more rows come later.
+                        false
                     }
-                    // Still the writer's: more rows come later.
-                    false
                 }
             };
             let draining = self.draining.load(Relaxed);
@@ -312,6 +321,17 @@ impl Target {
                 self.stats.hold.set(position(&reader));
                 batch.clear();
                 batch_since = None;
+            }
+            if cut_under && batch.is_empty() {
+                let file = reader.file.clone();
+                match blocking(move || Reader::open(file, 0)).await {
+                    Ok(r) => {
+                        reader = r;
+                        self.adopt(&reader);
+                    }
+                    Err(e) => self.read_failed(&e.to_string(), &mut stop).await,
+                }
+                continue;
             }
             if complete && batch.is_empty() {
                 match self.next_file(&reader, false).await {
